@@ -1,0 +1,89 @@
+//! `minirec`: prepare interaction logs, fine-tune, select RL data with MiniRec, train with GRPO + RISER,
+//! evaluate with trie-constrained beam search.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "minirec",
+    version,
+    about = "Data-efficient, stable RL for LLM-based recommenders"
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn interaction logs (D3 CSV, raw Amazon Reviews, generic CSV) into a prepared dataset.
+    Prepare(commands::prepare::PrepareArgs),
+    /// Score ranked predictions (HR@K, NDCG@K under the all-ranking protocol).
+    Eval(commands::eval::EvalArgs),
+    /// Run the pipeline on the embedded default dataset.
+    Demo(commands::demo::DemoArgs),
+    /// Supervised fine-tuning of the LLM on prepared samples.
+    Sft(commands::pending::PendingArgs),
+    /// Pick a small, valuable RL training subset (MiniRec and baselines).
+    Select(commands::pending::PendingArgs),
+    /// GRPO with the RISER stabilisers.
+    Rl(commands::pending::PendingArgs),
+    /// Recommend items for a history with trie-constrained beam search.
+    Recommend(commands::pending::PendingArgs),
+    /// Train a classic sequential recommender (SASRec, GRU4Rec, Caser).
+    Baseline(commands::pending::PendingArgs),
+    /// Run a whole experiment from a TOML file.
+    Run(commands::pending::PendingArgs),
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::WARN,
+        (false, 0) => tracing::Level::INFO,
+        (false, 1) => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let progress = !cli.quiet;
+    let result = match cli.command {
+        Command::Prepare(a) => commands::prepare::run(a, progress),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Demo(a) => commands::demo::run(a, progress),
+        Command::Sft(_) => commands::pending::run("sft", "supervised fine-tuning"),
+        Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),
+        Command::Rl(_) => commands::pending::run("rl", "GRPO with RISER"),
+        Command::Recommend(_) => commands::pending::run("recommend", "the LLM core"),
+        Command::Baseline(_) => {
+            commands::pending::run("baseline", "the classic sequential recommenders")
+        }
+        Command::Run(_) => commands::pending::run("run", "the end-to-end experiment pipeline"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A counting progress bar on stderr (drawn only when stderr is a terminal).
+pub fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}

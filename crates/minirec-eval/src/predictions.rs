@@ -1,0 +1,79 @@
+//! Prediction files: JSON Lines `{"target": "...", "ranked": ["...", ...]}`, best first, from any system.
+
+use std::path::Path;
+
+use minirec_data::error::{DataError, Result, SkipReason};
+use minirec_data::input::{utf8, Input};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{MetricsReport, RankingMetrics};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Prediction {
+    pub target: String,
+    pub ranked: Vec<String>,
+}
+
+/// Scores every line of a predictions file. Blank lines are ignored; any other unusable line is an error
+/// naming the file and line.
+pub fn score_predictions_file(path: &Path, ks: &[usize]) -> Result<MetricsReport> {
+    let (mut lines, _) = Input::open(path, false)?.lines();
+    let mut m = RankingMetrics::new(ks);
+    while let Some((line, bytes)) = lines.next_line()? {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = utf8(path, line, bytes)?;
+        let p: Prediction = serde_json::from_str(text).map_err(|e| DataError::Row {
+            path: path.to_path_buf(),
+            line,
+            reason: SkipReason::BadJson,
+            msg: format!("expected {{\"target\": \"...\", \"ranked\": [...]}}: {e}"),
+        })?;
+        m.add(&p.target, &p.ranked);
+    }
+    if m.n() == 0 {
+        return Err(DataError::file(path, "no predictions in the file"));
+    }
+    Ok(m.report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn scores_a_file_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.jsonl");
+        let mut f = std::fs::File::create(&p).unwrap();
+        writeln!(f, r#"{{"target": "b", "ranked": ["a", "b"]}}"#).unwrap();
+        writeln!(f).unwrap();
+        writeln!(f, r#"{{"target": "x", "ranked": []}}"#).unwrap();
+        drop(f);
+        let r = score_predictions_file(&p, &[1, 2]).unwrap();
+        assert_eq!(r.n, 2);
+        assert_eq!(r.get("hr@2"), Some(0.5));
+        assert_eq!(r.get("hr@1"), Some(0.0));
+
+        std::fs::write(
+            &p,
+            "{\"target\": \"a\", \"ranked\": [\"a\"]}\n{\"ranked\": []}\n",
+        )
+        .unwrap();
+        let e = score_predictions_file(&p, &[1]).unwrap_err().to_string();
+        assert!(e.contains("p.jsonl:2:"), "{e}");
+
+        std::fs::write(&p, "").unwrap();
+        assert!(score_predictions_file(&p, &[1])
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        std::fs::write(&p, "\n\n").unwrap();
+        assert!(score_predictions_file(&p, &[1])
+            .unwrap_err()
+            .to_string()
+            .contains("no predictions"));
+    }
+}
