@@ -76,4 +76,27 @@ mod tests {
             .to_string()
             .contains("no predictions"));
     }
+
+    #[test]
+    fn random_bytes_give_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.jsonl");
+        let good = "{\"target\": \"a\", \"ranked\": [\"b\", \"a\"]}\n".repeat(3);
+        // A fixed linear congruential stream: damaged copies of a good file, cut and overwritten.
+        let mut x: u64 = 12345;
+        for round in 0..200 {
+            let mut b = good.as_bytes().to_vec();
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            b.truncate((x >> 33) as usize % (b.len() + 1));
+            for _ in 0..round % 5 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if !b.is_empty() {
+                    let i = (x >> 33) as usize % b.len();
+                    b[i] = (x >> 20) as u8;
+                }
+            }
+            std::fs::write(&p, &b).unwrap();
+            let _ = score_predictions_file(&p, &[1, 5]);
+        }
+    }
 }
