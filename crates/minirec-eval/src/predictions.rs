@@ -84,15 +84,20 @@ mod tests {
         let good = "{\"target\": \"a\", \"ranked\": [\"b\", \"a\"]}\n".repeat(3);
         // A fixed linear congruential stream: damaged copies of a good file, cut and overwritten.
         let mut x: u64 = 12345;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 20
+        };
         for round in 0..200 {
             let mut b = good.as_bytes().to_vec();
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            b.truncate((x >> 33) as usize % (b.len() + 1));
+            b.truncate(next() as usize % (b.len() + 1));
             for _ in 0..round % 5 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let r = next();
                 if !b.is_empty() {
-                    let i = (x >> 33) as usize % b.len();
-                    b[i] = (x >> 20) as u8;
+                    let i = r as usize % b.len();
+                    b[i] = r as u8;
                 }
             }
             std::fs::write(&p, &b).unwrap();
