@@ -26,14 +26,19 @@ fn main() -> std::io::Result<()> {
     let open = |name: &str| -> std::io::Result<Box<dyn Write>> {
         let f = File::create(dir.join(name))?;
         Ok(if gzip {
-            Box::new(flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::fast()))
+            Box::new(flate2::write::GzEncoder::new(
+                BufWriter::new(f),
+                flate2::Compression::fast(),
+            ))
         } else {
             Box::new(BufWriter::new(f))
         })
     };
     let ext = if gzip { ".json.gz" } else { ".json" };
     let mut w = open(&format!("reviews{ext}"))?;
-    let text = "Works as described. The build quality is fine and it arrived on time; would buy again. ".repeat(3);
+    let text =
+        "Works as described. The build quality is fine and it arrived on time; would buy again. "
+            .repeat(3);
     for _ in 0..n {
         // Squaring a uniform draw skews popularity towards low ids.
         let u = ((rng.random::<f64>().powi(2)) * n_users as f64) as u64;

@@ -3,13 +3,13 @@
 //! by `parent_asin`), detected per line. Titles come from the metadata file.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{DatasetWriter, Stats};
 use crate::error::{Result, SkipReason};
-use crate::input::{utf8, Input, Skips};
+use crate::input::{utf8, Input, InputRecord, Skips};
 use crate::manifest::Manifest;
 use crate::prepare::PrepareOptions;
 use crate::protocol::{build_samples, clean_title, InteractionLog};
@@ -60,6 +60,41 @@ fn time_of(v: &serde_json::Value) -> Option<i64> {
     }
 }
 
+/// Calls `f` with each non-blank line of a JSON Lines file decoded as UTF-8; returns the file's record.
+fn for_each_line(
+    path: &Path,
+    progress: bool,
+    skips: &mut Skips,
+    mut f: impl FnMut(u64, &str, &mut Skips) -> Result<()>,
+) -> Result<InputRecord> {
+    let (mut lines, fin) = Input::open(path, progress)?.lines();
+    while let Some((line, bytes)) = lines.next_line()? {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match utf8(path, line, bytes) {
+            Ok(text) => f(line, text, skips)?,
+            Err(_) => skips.bad_row(path, line, SkipReason::MalformedRow, "not UTF-8")?,
+        }
+    }
+    Ok(fin.finish())
+}
+
+/// Parses one JSON line; `None` when it was bad and skipped.
+fn parse<'a, T: Deserialize<'a>>(
+    path: &Path,
+    line: u64,
+    text: &'a str,
+    skips: &mut Skips,
+) -> Result<Option<T>> {
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => skips
+            .bad_row(path, line, SkipReason::BadJson, e.to_string())
+            .map(|_| None),
+    }
+}
+
 pub fn prepare_amazon(files: &AmazonFiles, opts: &PrepareOptions) -> Result<Stats> {
     opts.protocol.validate()?;
     let mut skips = Skips::new(opts.on_bad_row);
@@ -67,53 +102,41 @@ pub fn prepare_amazon(files: &AmazonFiles, opts: &PrepareOptions) -> Result<Stat
     let mut log = InteractionLog::default();
 
     let path = files.reviews.as_path();
-    let (mut lines, fin) = Input::open(path, opts.progress)?.lines();
-    while let Some((line, bytes)) = lines.next_line()? {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let text = match utf8(path, line, bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                skips.bad_row(path, line, SkipReason::MalformedRow, "not UTF-8")?;
-                continue;
-            }
-        };
-        let r: RawReview = match serde_json::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                skips.bad_row(path, line, SkipReason::BadJson, e.to_string())?;
-                continue;
-            }
+    let rec = for_each_line(path, opts.progress, &mut skips, |line, text, skips| {
+        let Some(r) = parse::<RawReview>(path, line, text, skips)? else {
+            return Ok(());
         };
         let user = non_empty(&r.reviewer_id).or(non_empty(&r.user_id));
         let item = non_empty(&r.parent_asin).or(non_empty(&r.asin));
         let (Some(user), Some(item)) = (user, item) else {
-            skips.bad_row(
+            return skips.bad_row(
                 path,
                 line,
                 SkipReason::MissingField,
                 "needs reviewerID/user_id and asin/parent_asin",
-            )?;
-            continue;
+            );
         };
         let raw_time = r.unix_review_time.as_ref().or(r.timestamp.as_ref());
-        let Some(time) = raw_time.and_then(time_of) else {
-            let msg = match raw_time {
-                None => "needs unixReviewTime/timestamp".to_string(),
-                Some(v) => format!("timestamp {v} is not an integer"),
-            };
-            let reason = if raw_time.is_none() {
-                SkipReason::MissingField
-            } else {
-                SkipReason::BadTimestamp
-            };
-            skips.bad_row(path, line, reason, msg)?;
-            continue;
-        };
-        log.push(user, item, time);
-    }
-    let mut inputs = vec![fin.finish()];
+        match raw_time.map(|v| (v, time_of(v))) {
+            Some((_, Some(time))) => {
+                log.push(user, item, time);
+                Ok(())
+            }
+            Some((v, None)) => skips.bad_row(
+                path,
+                line,
+                SkipReason::BadTimestamp,
+                format!("timestamp {v} is not an integer"),
+            ),
+            None => skips.bad_row(
+                path,
+                line,
+                SkipReason::MissingField,
+                "needs unixReviewTime/timestamp",
+            ),
+        }
+    })?;
+    let mut inputs = vec![rec];
     tracing::info!(
         "{}: {} interactions, {} users, {} items",
         path.display(),
@@ -123,39 +146,24 @@ pub fn prepare_amazon(files: &AmazonFiles, opts: &PrepareOptions) -> Result<Stat
     );
 
     let path = files.meta.as_path();
-    let (mut lines, fin) = Input::open(path, opts.progress)?.lines();
-    while let Some((line, bytes)) = lines.next_line()? {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let text = match utf8(path, line, bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                skips.bad_row(path, line, SkipReason::MalformedRow, "not UTF-8")?;
-                continue;
-            }
-        };
-        let m: RawMeta = match serde_json::from_str(text) {
-            Ok(m) => m,
-            Err(e) => {
-                skips.bad_row(path, line, SkipReason::BadJson, e.to_string())?;
-                continue;
-            }
+    let rec = for_each_line(path, opts.progress, &mut skips, |line, text, skips| {
+        let Some(m) = parse::<RawMeta>(path, line, text, skips)? else {
+            return Ok(());
         };
         let Some(item) = non_empty(&m.parent_asin).or(non_empty(&m.asin)) else {
-            skips.bad_row(
+            return skips.bad_row(
                 path,
                 line,
                 SkipReason::MissingField,
                 "needs asin/parent_asin",
-            )?;
-            continue;
+            );
         };
         if let Some(title) = m.title.as_deref().and_then(clean_title) {
             log.set_title(item, title);
         }
-    }
-    inputs.push(fin.finish());
+        Ok(())
+    })?;
+    inputs.push(rec);
 
     let mut filtered = Default::default();
     let (catalog, kept) = build_samples(&log, &opts.protocol, &mut writer, &mut filtered)?;
