@@ -1,0 +1,169 @@
+//! Building blocks. Two paths: `fused` (candle's fused kernels, inference only: they have no backward pass)
+//! and the differentiable one used whenever gradients are needed.
+
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+
+use crate::error::{ModelError, Result};
+
+/// A low-rank adapter on a linear layer: y += scale · (x Aᵀ) Bᵀ.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    pub a: Var,
+    pub b: Var,
+    pub scale: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub lora: Option<Lora>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias, lora: None }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank ≥ 1");
+        let rows = x.elem_count() / in_dim;
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        if let Some(l) = &self.lora {
+            let low = x2.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)?;
+            y = (y + (low * l.scale)?)?;
+        }
+        let mut out = dims;
+        *out.last_mut().expect("rank ≥ 1") = self.out_dim();
+        Ok(y.reshape(out)?)
+    }
+
+    /// The weight with the adapter folded in.
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        match &self.lora {
+            None => Ok(self.weight.clone()),
+            Some(l) => {
+                let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
+                Ok((&self.weight + delta.to_dtype(self.weight.dtype())?)?)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+    /// Gemma scales by (1 + w).
+    pub plus_one: bool,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+        if fused {
+            let w = if self.plus_one { (&self.weight + 1.0)? } else { self.weight.clone() };
+            let x = x.contiguous()?;
+            return Ok(candle_nn::ops::rms_norm(&x, &w.to_dtype(x.dtype())?, self.eps as f32)?);
+        }
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        if self.plus_one {
+            let w = (self.weight.to_dtype(DType::F32)? + 1.0)?;
+            Ok(normed.broadcast_mul(&w)?.to_dtype(dtype)?)
+        } else {
+            Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+        }
+    }
+}
+
+/// Rotary embeddings in HF's rotate-half layout, with cos/sin tables looked up per row's positions.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    max_pos: usize,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64) as f32)
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_pos as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_pos, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Rope { cos: freqs.cos()?, sin: freqs.sin()?, max_pos })
+    }
+
+    /// cos and sin for `positions` ([B, T], u32): [B, T, head_dim / 2] in `dtype`.
+    pub fn lookup(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let max = flat.max(0)?.to_scalar::<u32>()? as usize;
+        if max >= self.max_pos {
+            return Err(ModelError::Invalid(format!(
+                "position {max} is beyond the model's {} positions",
+                self.max_pos
+            )));
+        }
+        let c = self.cos.index_select(&flat, 0)?.reshape((b, t, ()))?.to_dtype(dtype)?;
+        let s = self.sin.index_select(&flat, 0)?.reshape((b, t, ()))?.to_dtype(dtype)?;
+        Ok((c, s))
+    }
+
+    /// Applies to x: [B, H, T, D].
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+        if fused {
+            return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
+        }
+        let d = x.dim(D::Minus1)?;
+        let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+        let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+        let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+        let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+    }
+}
+
+/// Softmax over the last dimension; differentiable unless `fused`.
+pub fn softmax_last(x: &Tensor, fused: bool) -> Result<Tensor> {
+    if fused {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    } else {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    }
+}
+
+/// tanh(x / cap) · cap.
+pub fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
+    match cap {
+        Some(c) => Ok(((x / c)?.tanh()? * c)?),
+        None => Ok(x.clone()),
+    }
+}
+
+pub fn activation(x: &Tensor, act: crate::config::Activation) -> Result<Tensor> {
+    Ok(match act {
+        crate::config::Activation::Silu => candle_nn::Activation::Silu.forward(x)?,
+        crate::config::Activation::GeluTanh => x.gelu()?,
+    })
+}

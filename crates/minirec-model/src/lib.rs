@@ -1,0 +1,15 @@
+//! minirec-model: decoder LLMs on candle for recommendation — loading (HF safetensors, GGUF), a trainable
+//! forward pass, LoRA, a KV cache shared across a prompt's beams, and trie-constrained beam search and sampling.
+
+pub mod config;
+pub mod error;
+pub mod layers;
+pub mod model;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, Family, ModelConfig};
+pub use error::{ModelError, Result};
+pub use model::{Decoder, GenCache, PromptCache};
+pub use tokenizer::TextTokenizer;
+pub use weights::Weights;

@@ -1,0 +1,539 @@
+//! The decoder: Llama/SmolLM2, Qwen2 and Gemma-2 in one implementation, switched by `ModelConfig`.
+//!
+//! Two forward paths:
+//! - `forward`: whole sequences with a padding mask (training, scoring, prompt prefill), differentiable when
+//!   `fused` is false;
+//! - `decode_step`: one new token for each of B·W rows (beams or samples, W per prompt) attending to the
+//!   prompt's cache, shared by the prompt's W rows rather than copied, and to the rows' own generated cache.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::config::{Family, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
+use crate::weights::Weights;
+
+const NEG_INF: f32 = f32::NEG_INFINITY;
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn: Attention,
+    pub mlp: Mlp,
+    pub input_norm: RmsNorm,
+    pub post_attn_norm: RmsNorm,
+    /// Gemma-2 only.
+    pub pre_ff_norm: Option<RmsNorm>,
+    pub post_ff_norm: Option<RmsNorm>,
+    pub sliding: bool,
+}
+
+pub struct Decoder {
+    pub cfg: ModelConfig,
+    pub embed: Tensor,
+    pub blocks: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when tied to the embeddings.
+    pub lm_head: Option<Linear>,
+    rope: Rope,
+    dtype: DType,
+    device: Device,
+}
+
+/// The prompt part of the key/value cache: one entry per prompt, shared by all its rows.
+pub struct PromptCache {
+    /// Per layer: keys and values [B, KVH, Tp, D] (prompts left-padded to Tp).
+    kv: Vec<(Tensor, Tensor)>,
+    /// Real (unpadded) length of each prompt.
+    pub lens: Vec<usize>,
+    /// Padded length.
+    pub padded: usize,
+    /// Additive bias hiding padding keys: [B, 1, 1, Tp], f32.
+    pad_bias: Tensor,
+}
+
+impl PromptCache {
+    pub fn batch(&self) -> usize {
+        self.lens.len()
+    }
+}
+
+/// The generated part of the cache: one entry per row (B·W rows, prompt-major).
+#[derive(Default)]
+pub struct GenCache {
+    kv: Vec<Option<(Tensor, Tensor)>>,
+    pub len: usize,
+}
+
+impl GenCache {
+    /// Row i of the next step continues row `parents[i]` of this one.
+    pub fn reorder(&mut self, parents: &Tensor) -> Result<()> {
+        for e in self.kv.iter_mut().flatten() {
+            *e = (e.0.index_select(parents, 0)?, e.1.index_select(parents, 0)?);
+        }
+        Ok(())
+    }
+}
+
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.expand((b, h, groups, t, d))?.reshape((b, h * groups, t, d))?)
+}
+
+impl Attention {
+    fn project(&self, x: &Tensor, cfg: &ModelConfig) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let hd = cfg.head_dim;
+        let q = self.q.forward(x)?.reshape((b, t, cfg.num_heads, hd))?.transpose(1, 2)?;
+        let k = self.k.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?;
+        let v = self.v.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?;
+        Ok((q, k, v))
+    }
+}
+
+impl Decoder {
+    pub fn from_weights(cfg: ModelConfig, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let get = |n: &str| -> Result<Tensor> { Ok(w.get(n, dtype)?.to_device(device)?) };
+        let opt = |n: &str| -> Result<Option<Tensor>> {
+            if w.contains(n) {
+                get(n).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let gemma = cfg.family == Family::Gemma2;
+        let norm = |n: &str| -> Result<RmsNorm> {
+            Ok(RmsNorm { weight: get(n)?, eps: cfg.rms_norm_eps, plus_one: gemma })
+        };
+        let lin = |p: &str, bias: bool| -> Result<Linear> {
+            let b = if bias { Some(get(&format!("{p}.bias"))?) } else { opt(&format!("{p}.bias"))? };
+            Ok(Linear::new(get(&format!("{p}.weight"))?, b))
+        };
+        let embed = get("model.embed_tokens.weight")?;
+        let (vocab, hidden) = embed.dims2()?;
+        if vocab != cfg.vocab_size || hidden != cfg.hidden_size {
+            return Err(ModelError::Invalid(format!(
+                "embedding is {vocab}×{hidden}, config says {}×{}",
+                cfg.vocab_size, cfg.hidden_size
+            )));
+        }
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let p = format!("model.layers.{i}");
+            let bias = cfg.attention_bias;
+            blocks.push(Block {
+                attn: Attention {
+                    q: lin(&format!("{p}.self_attn.q_proj"), bias)?,
+                    k: lin(&format!("{p}.self_attn.k_proj"), bias)?,
+                    v: lin(&format!("{p}.self_attn.v_proj"), bias)?,
+                    o: lin(&format!("{p}.self_attn.o_proj"), false)?,
+                },
+                mlp: Mlp {
+                    gate: lin(&format!("{p}.mlp.gate_proj"), false)?,
+                    up: lin(&format!("{p}.mlp.up_proj"), false)?,
+                    down: lin(&format!("{p}.mlp.down_proj"), false)?,
+                },
+                input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
+                post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+                pre_ff_norm: if gemma { Some(norm(&format!("{p}.pre_feedforward_layernorm.weight"))?) } else { None },
+                post_ff_norm: if gemma { Some(norm(&format!("{p}.post_feedforward_layernorm.weight"))?) } else { None },
+                sliding: cfg.sliding_layers[i],
+            });
+        }
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::new(get("lm_head.weight")?, None))
+        };
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, device)?;
+        Ok(Decoder {
+            norm: norm("model.norm.weight")?,
+            cfg,
+            embed,
+            blocks,
+            lm_head,
+            rope,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let shape = ids.dims().to_vec();
+        let e = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        let mut out = shape;
+        out.push(self.cfg.hidden_size);
+        let e = e.reshape(out)?;
+        if self.cfg.family == Family::Gemma2 {
+            // HF rounds the normaliser to the activation dtype before multiplying.
+            let n = Tensor::new((self.cfg.hidden_size as f32).sqrt(), &self.device)?.to_dtype(self.dtype)?;
+            return Ok(e.broadcast_mul(&n)?);
+        }
+        Ok(e)
+    }
+
+    fn mlp(&self, m: &Mlp, x: &Tensor) -> Result<Tensor> {
+        let g = activation(&m.gate.forward(x)?, self.cfg.activation)?;
+        m.down.forward(&(g * m.up.forward(x)?)?)
+    }
+
+    /// Residual update of one block around `attn_out = f(normed input)`.
+    fn block_tail(&self, blk: &Block, x: &Tensor, attn_out: Tensor, fused: bool) -> Result<Tensor> {
+        let h = match &blk.pre_ff_norm {
+            None => (x + attn_out)?,
+            Some(_) => (x + blk.post_attn_norm.forward(&attn_out, fused)?)?,
+        };
+        match (&blk.pre_ff_norm, &blk.post_ff_norm) {
+            (Some(pre), Some(post)) => {
+                let m = self.mlp(&blk.mlp, &pre.forward(&h, fused)?)?;
+                Ok((&h + post.forward(&m, fused)?)?)
+            }
+            _ => {
+                let m = self.mlp(&blk.mlp, &blk.post_attn_norm.forward(&h, fused)?)?;
+                Ok((&h + m)?)
+            }
+        }
+    }
+
+    /// Positions and an additive attention bias [B, 1, T, T] (f32) for left- or right-padded rows given
+    /// `mask` [B, T] (1 = real token). Padding queries see themselves so no row is empty.
+    fn full_bias(&self, mask: &[Vec<u8>], window: Option<usize>) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let b = mask.len();
+        let t = mask[0].len();
+        let mut pos = vec![0u32; b * t];
+        let mut bias = vec![0f32; b * t * t];
+        let mut sbias = window.map(|_| vec![0f32; b * t * t]);
+        for (r, m) in mask.iter().enumerate() {
+            let mut p = 0u32;
+            let mut real_pos = vec![0u32; t];
+            for j in 0..t {
+                real_pos[j] = p;
+                pos[r * t + j] = p;
+                if m[j] != 0 {
+                    p += 1;
+                }
+            }
+            for i in 0..t {
+                for j in 0..t {
+                    let visible = j <= i && (m[j] != 0 || i == j);
+                    let idx = r * t * t + i * t + j;
+                    if !visible {
+                        bias[idx] = NEG_INF;
+                    }
+                    if let (Some(w), Some(s)) = (window, sbias.as_mut()) {
+                        if !visible || (real_pos[i] - real_pos[j]) as usize >= w && i != j {
+                            s[idx] = NEG_INF;
+                        }
+                    }
+                }
+            }
+        }
+        let dev = &self.device;
+        Ok((
+            Tensor::from_vec(pos, (b, t), dev)?,
+            Tensor::from_vec(bias, (b, 1, t, t), dev)?,
+            sbias.map(|s| Tensor::from_vec(s, (b, 1, t, t), dev)).transpose()?,
+        ))
+    }
+
+    fn attend_full(&self, blk: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, bias: &Tensor, fused: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (b, t, _) = x.dims3()?;
+        let (q, k, v) = blk.attn.project(x, cfg)?;
+        let q = Rope::apply(&q, cos, sin, fused)?;
+        let k = Rope::apply(&k, cos, sin, fused)?;
+        let kr = repeat_kv(&k, cfg.kv_groups())?;
+        let vr = repeat_kv(&v, cfg.kv_groups())?;
+        let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?.to_dtype(DType::F32)?;
+        let scores = softcap(&scores, cfg.attn_logit_softcapping)?.broadcast_add(bias)?;
+        let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
+        let out = probs.matmul(&vr.contiguous()?)?.transpose(1, 2)?.reshape((b, t, cfg.num_heads * cfg.head_dim))?;
+        Ok((blk.attn.o.forward(&out)?, k, v))
+    }
+
+    /// Whole-sequence forward. `ids`: [B, T] token rows, `mask`: which positions are real (padding may be on
+    /// either side). Returns the final-norm hidden states [B, T, H] and, if asked, each layer's keys/values.
+    pub fn forward(&self, ids: &[Vec<u32>], mask: &[Vec<u8>], fused: bool, keep_kv: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        if ids.is_empty() || ids[0].is_empty() {
+            return Err(ModelError::Invalid("empty batch".into()));
+        }
+        let (b, t) = (ids.len(), ids[0].len());
+        if ids.iter().any(|r| r.len() != t) || mask.len() != b || mask.iter().any(|m| m.len() != t) {
+            return Err(ModelError::Invalid("ragged batch: pad rows to one length".into()));
+        }
+        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary ({})", self.cfg.vocab_size)));
+        }
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
+        let window = self.cfg.sliding_window.filter(|&w| w < t);
+        let (pos, bias, sbias) = self.full_bias(mask, window)?;
+        let (cos, sin) = self.rope.lookup(&pos, self.dtype)?;
+        let mut x = self.embed_ids(&ids_t)?;
+        let mut kvs = Vec::new();
+        for blk in &self.blocks {
+            let bias = match (&sbias, blk.sliding) {
+                (Some(s), true) => s,
+                _ => &bias,
+            };
+            let normed = blk.input_norm.forward(&x, fused)?;
+            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, bias, fused)?;
+            if keep_kv {
+                kvs.push((k.contiguous()?, v.contiguous()?));
+            }
+            x = self.block_tail(blk, &x, a, fused)?;
+        }
+        Ok((self.norm.forward(&x, fused)?, kvs))
+    }
+
+    /// Vocabulary logits (f32, soft-capped for Gemma-2) for hidden states [..., H].
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let l = match &self.lm_head {
+            Some(h) => h.forward(hidden)?,
+            None => {
+                let dims = hidden.dims().to_vec();
+                let h = hidden.reshape(((), self.cfg.hidden_size))?;
+                let mut out = dims;
+                *out.last_mut().expect("rank ≥ 1") = self.cfg.vocab_size;
+                h.matmul(&self.embed.t()?)?.reshape(out)?
+            }
+        };
+        softcap(&l.to_dtype(DType::F32)?, self.cfg.final_logit_softcapping)
+    }
+
+    /// Runs left-padded prompts and keeps their cache. Returns the cache and the last position's hidden state
+    /// for each prompt ([B, H]).
+    pub fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(PromptCache, Tensor)> {
+        let tp = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if tp == 0 || prompts.iter().any(Vec::is_empty) {
+            return Err(ModelError::Invalid("a prompt is empty".into()));
+        }
+        let pad = 0u32;
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| std::iter::repeat_n(pad, tp - p.len()).chain(p.iter().copied()).collect())
+            .collect();
+        let mask: Vec<Vec<u8>> = prompts
+            .iter()
+            .map(|p| std::iter::repeat_n(0u8, tp - p.len()).chain(std::iter::repeat_n(1u8, p.len())).collect())
+            .collect();
+        let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
+        let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
+        let pad_bias: Vec<f32> = mask.iter().flatten().map(|&m| if m == 0 { NEG_INF } else { 0.0 }).collect();
+        let pad_bias = Tensor::from_vec(pad_bias, (prompts.len(), 1, 1, tp), &self.device)?;
+        Ok((
+            PromptCache { kv, lens: prompts.iter().map(Vec::len).collect(), padded: tp, pad_bias },
+            last,
+        ))
+    }
+
+    /// One decoding step for `tokens.len()` = B·W rows, W per prompt (prompt-major). Returns the rows' hidden
+    /// states [B·W, H] and appends their keys/values to `gen`.
+    pub fn decode_step(&self, pc: &PromptCache, gen: &mut GenCache, tokens: &[u32]) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let b = pc.batch();
+        let n = tokens.len();
+        if n == 0 || n % b != 0 {
+            return Err(ModelError::Invalid(format!("{n} rows for {b} prompts")));
+        }
+        let w = n / b;
+        let (kvh, g, hd) = (cfg.num_kv_heads, cfg.kv_groups(), cfg.head_dim);
+        let tg = gen.len;
+        let pos: Vec<u32> = (0..n).map(|r| (pc.lens[r / w] + tg) as u32).collect();
+        let pos = Tensor::from_vec(pos, (n, 1), &self.device)?;
+        let (cos, sin) = self.rope.lookup(&pos, self.dtype)?;
+        let ids = Tensor::from_vec(tokens.to_vec(), (n, 1), &self.device)?;
+        let mut x = self.embed_ids(&ids)?;
+        if gen.kv.is_empty() {
+            gen.kv = vec![None; self.blocks.len()];
+        }
+        let scale = cfg.attn_scale();
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let normed = blk.input_norm.forward(&x, true)?;
+            let (q, k, v) = blk.attn.project(&normed, cfg)?;
+            let q = Rope::apply(&q, &cos, &sin, true)?; // [N, Hq, 1, D]
+            let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
+            let (kg, vg) = match gen.kv[li].take() {
+                None => (k, v.contiguous()?),
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v.contiguous()?], 2)?),
+            };
+            let t_gen = kg.dim(2)?;
+            // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
+            let (kp, vp) = &pc.kv[li];
+            let qp = q.reshape((b, w, kvh, g, hd))?.permute((0, 2, 1, 3, 4))?.reshape((b, kvh, w * g, hd))?;
+            let sp = (qp.matmul(&kp.t()?)? * scale)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
+            let mut sp = softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?;
+            // Generated segment: each row against its own keys.
+            let qg = q.reshape((n, kvh, g, hd))?;
+            let sg = (qg.matmul(&kg.t()?)? * scale)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
+            let sg = softcap(&sg, cfg.attn_logit_softcapping)?
+                .reshape((b, w, kvh, g, t_gen))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, t_gen))?;
+            if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
+                sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
+            }
+            let probs = softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?.to_dtype(self.dtype)?;
+            let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
+            let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
+            let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
+            let out_g = pg
+                .reshape((b, kvh, w, g, t_gen))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((n, kvh, g, t_gen))?
+                .matmul(&vg)?
+                .reshape((b, w, kvh, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, hd))?;
+            let out = (out_p + out_g)?
+                .reshape((b, kvh, w, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((n, 1, cfg.num_heads * hd))?;
+            let a = blk.attn.o.forward(&out)?;
+            gen.kv[li] = Some((kg, vg));
+            x = self.block_tail(blk, &x, a, true)?;
+        }
+        gen.len += 1;
+        let h = self.norm.forward(&x, true)?;
+        Ok(h.squeeze(1)?)
+    }
+
+    /// Bias hiding prompt keys farther than the sliding window from the current query ([B, 1, W·G, Tp]
+    /// broadcastable). Generated keys are always within the window for titles of realistic length.
+    fn window_bias(&self, pc: &PromptCache, _w: usize, tg: usize, win: usize) -> Result<Tensor> {
+        let b = pc.batch();
+        let mut bias = vec![0f32; b * pc.padded];
+        for r in 0..b {
+            let pad = pc.padded - pc.lens[r];
+            let q = pc.lens[r] + tg;
+            for j in pad..pc.padded {
+                if q - (j - pad) >= win {
+                    bias[r * pc.padded + j] = NEG_INF;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(bias, (b, 1, 1, pc.padded), &self.device)?)
+    }
+
+    /// Every linear layer by HF name prefix (for LoRA and saving).
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.self_attn.q_proj"), &mut blk.attn.q));
+            out.push((format!("{p}.self_attn.k_proj"), &mut blk.attn.k));
+            out.push((format!("{p}.self_attn.v_proj"), &mut blk.attn.v));
+            out.push((format!("{p}.self_attn.o_proj"), &mut blk.attn.o));
+            out.push((format!("{p}.mlp.gate_proj"), &mut blk.mlp.gate));
+            out.push((format!("{p}.mlp.up_proj"), &mut blk.mlp.up));
+            out.push((format!("{p}.mlp.down_proj"), &mut blk.mlp.down));
+        }
+        if let Some(h) = self.lm_head.as_mut() {
+            out.push(("lm_head".to_string(), h));
+        }
+        out
+    }
+
+    /// Every base tensor by HF name, with adapters merged in (for saving an HF directory).
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (n, l) in [
+                ("self_attn.q_proj", &blk.attn.q),
+                ("self_attn.k_proj", &blk.attn.k),
+                ("self_attn.v_proj", &blk.attn.v),
+                ("self_attn.o_proj", &blk.attn.o),
+                ("mlp.gate_proj", &blk.mlp.gate),
+                ("mlp.up_proj", &blk.mlp.up),
+                ("mlp.down_proj", &blk.mlp.down),
+            ] {
+                out.push((format!("{p}.{n}.weight"), l.merged_weight()?));
+                if let Some(b) = &l.bias {
+                    out.push((format!("{p}.{n}.bias"), b.clone()));
+                }
+            }
+            out.push((format!("{p}.input_layernorm.weight"), blk.input_norm.weight.clone()));
+            out.push((format!("{p}.post_attention_layernorm.weight"), blk.post_attn_norm.weight.clone()));
+            if let Some(n) = &blk.pre_ff_norm {
+                out.push((format!("{p}.pre_feedforward_layernorm.weight"), n.weight.clone()));
+            }
+            if let Some(n) = &blk.post_ff_norm {
+                out.push((format!("{p}.post_feedforward_layernorm.weight"), n.weight.clone()));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), h.merged_weight()?));
+        }
+        Ok(out)
+    }
+
+    /// Makes every base tensor a trainable variable (full fine-tuning); returns them by name.
+    pub fn make_all_trainable(&mut self) -> Result<Vec<(String, Var)>> {
+        let mut vars = Vec::new();
+        let mut wrap = |name: String, t: &mut Tensor| -> Result<()> {
+            let v = Var::from_tensor(t)?;
+            *t = v.as_tensor().clone();
+            vars.push((name, v));
+            Ok(())
+        };
+        wrap("model.embed_tokens.weight".into(), &mut self.embed)?;
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            for (n, l) in [
+                ("self_attn.q_proj", &mut blk.attn.q),
+                ("self_attn.k_proj", &mut blk.attn.k),
+                ("self_attn.v_proj", &mut blk.attn.v),
+                ("self_attn.o_proj", &mut blk.attn.o),
+                ("mlp.gate_proj", &mut blk.mlp.gate),
+                ("mlp.up_proj", &mut blk.mlp.up),
+                ("mlp.down_proj", &mut blk.mlp.down),
+            ] {
+                wrap(format!("{p}.{n}.weight"), &mut l.weight)?;
+                if let Some(b) = l.bias.as_mut() {
+                    wrap(format!("{p}.{n}.bias"), b)?;
+                }
+            }
+            wrap(format!("{p}.input_layernorm.weight"), &mut blk.input_norm.weight)?;
+            wrap(format!("{p}.post_attention_layernorm.weight"), &mut blk.post_attn_norm.weight)?;
+            if let Some(n) = blk.pre_ff_norm.as_mut() {
+                wrap(format!("{p}.pre_feedforward_layernorm.weight"), &mut n.weight)?;
+            }
+            if let Some(n) = blk.post_ff_norm.as_mut() {
+                wrap(format!("{p}.post_feedforward_layernorm.weight"), &mut n.weight)?;
+            }
+        }
+        wrap("model.norm.weight".into(), &mut self.norm.weight)?;
+        if let Some(h) = self.lm_head.as_mut() {
+            wrap("lm_head.weight".into(), &mut h.weight)?;
+        }
+        Ok(vars)
+    }
+}

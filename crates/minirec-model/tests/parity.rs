@@ -1,0 +1,113 @@
+//! minirec's forward pass against HF transformers' logits on tiny random models of each family
+//! (fixtures/make_fixtures.py made them with transformers 5.17 / torch 2.11, float32 on CPU).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use minirec_model::weights::load_hf_dir;
+use minirec_model::{Decoder, GenCache};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn load(name: &str) -> (Decoder, serde_json::Value) {
+    let dir = fixture(name);
+    let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
+    let model = Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    (model, reference)
+}
+
+fn rows<T: Copy>(v: &serde_json::Value, f: impl Fn(&serde_json::Value) -> T) -> Vec<Vec<T>> {
+    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(&f).collect()).collect()
+}
+
+/// Max |ours − HF| over every real position's logits.
+fn max_diff(model: &Decoder, reference: &serde_json::Value, fused: bool) -> f32 {
+    let ids = rows(&reference["input_ids"], |x| x.as_u64().unwrap() as u32);
+    let mask = rows(&reference["attention_mask"], |x| x.as_u64().unwrap() as u8);
+    let (hidden, _) = model.forward(&ids, &mask, fused, false).unwrap();
+    let logits: Vec<Vec<Vec<f32>>> = model.logits(&hidden).unwrap().to_vec3().unwrap();
+    let want = reference["logits"].as_array().unwrap();
+    let mut worst = 0f32;
+    for (r, m) in mask.iter().enumerate() {
+        let real: Vec<usize> = (0..m.len()).filter(|&j| m[j] == 1).collect();
+        let w = want[r].as_array().unwrap();
+        assert_eq!(w.len(), real.len());
+        for (k, &j) in real.iter().enumerate() {
+            for (a, b) in logits[r][j].iter().zip(w[k].as_array().unwrap()) {
+                worst = worst.max((a - b.as_f64().unwrap() as f32).abs());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn logits_match_hf_transformers() {
+    for name in ["llama", "qwen2", "gemma2"] {
+        let (model, reference) = load(name);
+        for fused in [false, true] {
+            let d = max_diff(&model, &reference, fused);
+            println!("{name} fused={fused}: max |Δlogit| = {d:.2e}");
+            assert!(d < 1e-4, "{name} (fused={fused}) differs from transformers by {d}");
+        }
+    }
+}
+
+/// Decoding with the prompt cache shared by W rows gives the logits of a full forward over each row's
+/// whole sequence.
+#[test]
+fn shared_prompt_cache_decoding_matches_full_forward() {
+    for name in ["llama", "qwen2", "gemma2"] {
+        let (model, _) = load(name);
+        let prompts = vec![vec![5u32, 17, 33, 2, 90, 41, 7], vec![8u32, 55, 21]];
+        let w = 3;
+        // Each row continues its prompt with its own tokens.
+        let conts: Vec<Vec<u32>> = (0..prompts.len() * w)
+            .map(|r| vec![(10 + r) as u32, (40 + 3 * r) as u32, (70 + r) as u32])
+            .collect();
+        let (pc, _) = model.prefill(&prompts).unwrap();
+        let mut gen = GenCache::default();
+        let mut stepped = Vec::new();
+        for s in 0..3 {
+            let toks: Vec<u32> = conts.iter().map(|c| c[s]).collect();
+            let h = model.decode_step(&pc, &mut gen, &toks).unwrap();
+            stepped.push(model.logits(&h).unwrap().to_vec2::<f32>().unwrap());
+        }
+        for (r, c) in conts.iter().enumerate() {
+            let full: Vec<u32> = prompts[r / w].iter().chain(c).copied().collect();
+            let mask = vec![vec![1u8; full.len()]];
+            let (h, _) = model.forward(&[full.clone()], &mask, false, false).unwrap();
+            let l: Vec<Vec<f32>> = model.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            for s in 0..3 {
+                let at = prompts[r / w].len() + s;
+                let d = l[at].iter().zip(&stepped[s][r]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(d < 1e-4, "{name} row {r} step {s}: {d}");
+            }
+        }
+    }
+}
+
+/// Beam reordering: a row that continues another row's history sees that history.
+#[test]
+fn reordering_the_generated_cache_follows_parents() {
+    let (model, _) = load("llama");
+    let prompts = vec![vec![5u32, 17, 33]];
+    let (pc, _) = model.prefill(&prompts).unwrap();
+    let mut gen = GenCache::default();
+    model.decode_step(&pc, &mut gen, &[10, 20]).unwrap();
+    // Both rows now continue row 1 (token 20).
+    gen.reorder(&Tensor::new(&[1u32, 1], &Device::Cpu).unwrap()).unwrap();
+    let h = model.decode_step(&pc, &mut gen, &[30, 31]).unwrap();
+    let stepped: Vec<Vec<f32>> = model.logits(&h).unwrap().to_vec2().unwrap();
+    for (r, tok) in [30u32, 31].iter().enumerate() {
+        let full = vec![5u32, 17, 33, 20, *tok];
+        let (h, _) = model.forward(&[full], &[vec![1; 5]], false, false).unwrap();
+        let l: Vec<Vec<f32>> = model.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let d = l[4].iter().zip(&stepped[r]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4, "row {r}: {d}");
+    }
+}
