@@ -55,7 +55,8 @@ fn get_usize(v: &Value, key: &str) -> Option<usize> {
 }
 
 fn need_usize(v: &Value, key: &str) -> Result<usize> {
-    get_usize(v, key).ok_or_else(|| ModelError::Invalid(format!("config.json has no integer {key:?}")))
+    get_usize(v, key)
+        .ok_or_else(|| ModelError::Invalid(format!("config.json has no integer {key:?}")))
 }
 
 fn get_f64(v: &Value, key: &str) -> Option<f64> {
@@ -81,9 +82,14 @@ impl ModelConfig {
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
         if let Some(scaling) = v.get("rope_scaling").filter(|s| !s.is_null()) {
-            let kind = scaling.get("rope_type").or(scaling.get("type")).and_then(Value::as_str);
+            let kind = scaling
+                .get("rope_type")
+                .or(scaling.get("type"))
+                .and_then(Value::as_str);
             if kind != Some("default") {
-                return Err(ModelError::Invalid(format!("rope_scaling {scaling} is not supported")));
+                return Err(ModelError::Invalid(format!(
+                    "rope_scaling {scaling} is not supported"
+                )));
             }
         }
         let hidden_size = need_usize(v, "hidden_size")?;
@@ -91,7 +97,10 @@ impl ModelConfig {
         let num_layers = need_usize(v, "num_hidden_layers")?;
         // transformers 5 moves rope_theta under rope_parameters (per layer type for some models).
         let rope_theta = get_f64(v, "rope_theta")
-            .or_else(|| v.get("rope_parameters").and_then(|r| get_f64(r, "rope_theta")))
+            .or_else(|| {
+                v.get("rope_parameters")
+                    .and_then(|r| get_f64(r, "rope_theta"))
+            })
             .or_else(|| {
                 v.get("rope_parameters")
                     .and_then(|r| r.get("full_attention"))
@@ -106,7 +115,11 @@ impl ModelConfig {
         let activation = match act {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_tanh" => Activation::GeluTanh,
-            other => return Err(ModelError::Invalid(format!("activation {other:?} is not supported"))),
+            other => {
+                return Err(ModelError::Invalid(format!(
+                    "activation {other:?} is not supported"
+                )))
+            }
         };
         let sliding_window = match family {
             Family::Gemma2 => get_usize(v, "sliding_window"),
@@ -143,7 +156,10 @@ impl ModelConfig {
                 .unwrap_or(tie_default),
             attention_bias: match family {
                 Family::Qwen2 => true,
-                _ => v.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+                _ => v
+                    .get("attention_bias")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             },
             activation,
             query_pre_attn_scalar: get_f64(v, "query_pre_attn_scalar"),
@@ -160,14 +176,18 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Invalid(m));
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0
+        {
             return bad(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.num_heads, self.num_kv_heads
             ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+            return bad(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         if self.sliding_layers.len() != self.num_layers {
             return bad(format!(
@@ -230,7 +250,10 @@ impl ModelConfig {
         if let Some(w) = self.sliding_window {
             m.insert("sliding_window".into(), w.into());
         }
-        for (k, val) in [("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id)] {
+        for (k, val) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
             if let Some(x) = val {
                 m.insert(k.into(), x.into());
             }
@@ -256,7 +279,11 @@ impl ModelConfig {
         let q = self.num_heads * self.head_dim;
         let kv = self.num_kv_heads * self.head_dim;
         let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let norms = if self.family == Family::Gemma2 { 4 * h } else { 2 * h };
+        let norms = if self.family == Family::Gemma2 {
+            4 * h
+        } else {
+            2 * h
+        };
         let layer = h * q + 2 * h * kv + q * h + bias + 3 * h * self.intermediate_size + norms;
         let embed = self.vocab_size * h;
         embed + self.num_layers * layer + h + if self.tie_word_embeddings { 0 } else { embed }

@@ -22,7 +22,11 @@ pub struct Linear {
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias, lora: None }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     pub fn out_dim(&self) -> usize {
@@ -43,7 +47,9 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(l) = &self.lora {
-            let low = x2.matmul(&l.a.as_tensor().t()?)?.matmul(&l.b.as_tensor().t()?)?;
+            let low = x2
+                .matmul(&l.a.as_tensor().t()?)?
+                .matmul(&l.b.as_tensor().t()?)?;
             y = (y + (low * l.scale)?)?;
         }
         let mut out = dims;
@@ -74,9 +80,17 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
         if fused {
-            let w = if self.plus_one { (&self.weight + 1.0)? } else { self.weight.clone() };
+            let w = if self.plus_one {
+                (&self.weight + 1.0)?
+            } else {
+                self.weight.clone()
+            };
             let x = x.contiguous()?;
-            return Ok(candle_nn::ops::rms_norm(&x, &w.to_dtype(x.dtype())?, self.eps as f32)?);
+            return Ok(candle_nn::ops::rms_norm(
+                &x,
+                &w.to_dtype(x.dtype())?,
+                self.eps as f32,
+            )?);
         }
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
@@ -110,7 +124,11 @@ impl Rope {
             .to_dtype(DType::F32)?
             .reshape((max_pos, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Rope { cos: freqs.cos()?, sin: freqs.sin()?, max_pos })
+        Ok(Rope {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            max_pos,
+        })
     }
 
     /// cos and sin for `positions` ([B, T], u32): [B, T, head_dim / 2] in `dtype`.
@@ -124,8 +142,16 @@ impl Rope {
                 self.max_pos
             )));
         }
-        let c = self.cos.index_select(&flat, 0)?.reshape((b, t, ()))?.to_dtype(dtype)?;
-        let s = self.sin.index_select(&flat, 0)?.reshape((b, t, ()))?.to_dtype(dtype)?;
+        let c = self
+            .cos
+            .index_select(&flat, 0)?
+            .reshape((b, t, ()))?
+            .to_dtype(dtype)?;
+        let s = self
+            .sin
+            .index_select(&flat, 0)?
+            .reshape((b, t, ()))?
+            .to_dtype(dtype)?;
         Ok((c, s))
     }
 

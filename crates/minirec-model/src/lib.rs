@@ -2,6 +2,7 @@
 //! forward pass, LoRA, a KV cache shared across a prompt's beams, and trie-constrained beam search and sampling.
 
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod layers;
 pub mod model;

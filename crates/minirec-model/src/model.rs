@@ -94,22 +94,41 @@ fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, h, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.expand((b, h, groups, t, d))?.reshape((b, h * groups, t, d))?)
+    Ok(x.unsqueeze(2)?
+        .expand((b, h, groups, t, d))?
+        .reshape((b, h * groups, t, d))?)
 }
 
 impl Attention {
     fn project(&self, x: &Tensor, cfg: &ModelConfig) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, t, _) = x.dims3()?;
         let hd = cfg.head_dim;
-        let q = self.q.forward(x)?.reshape((b, t, cfg.num_heads, hd))?.transpose(1, 2)?;
-        let k = self.k.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?;
-        let v = self.v.forward(x)?.reshape((b, t, cfg.num_kv_heads, hd))?.transpose(1, 2)?;
+        let q = self
+            .q
+            .forward(x)?
+            .reshape((b, t, cfg.num_heads, hd))?
+            .transpose(1, 2)?;
+        let k = self
+            .k
+            .forward(x)?
+            .reshape((b, t, cfg.num_kv_heads, hd))?
+            .transpose(1, 2)?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((b, t, cfg.num_kv_heads, hd))?
+            .transpose(1, 2)?;
         Ok((q, k, v))
     }
 }
 
 impl Decoder {
-    pub fn from_weights(cfg: ModelConfig, w: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        cfg: ModelConfig,
+        w: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         let get = |n: &str| -> Result<Tensor> { Ok(w.get(n, dtype)?.to_device(device)?) };
         let opt = |n: &str| -> Result<Option<Tensor>> {
@@ -121,10 +140,18 @@ impl Decoder {
         };
         let gemma = cfg.family == Family::Gemma2;
         let norm = |n: &str| -> Result<RmsNorm> {
-            Ok(RmsNorm { weight: get(n)?, eps: cfg.rms_norm_eps, plus_one: gemma })
+            Ok(RmsNorm {
+                weight: get(n)?,
+                eps: cfg.rms_norm_eps,
+                plus_one: gemma,
+            })
         };
         let lin = |p: &str, bias: bool| -> Result<Linear> {
-            let b = if bias { Some(get(&format!("{p}.bias"))?) } else { opt(&format!("{p}.bias"))? };
+            let b = if bias {
+                Some(get(&format!("{p}.bias"))?)
+            } else {
+                opt(&format!("{p}.bias"))?
+            };
             Ok(Linear::new(get(&format!("{p}.weight"))?, b))
         };
         let embed = get("model.embed_tokens.weight")?;
@@ -153,8 +180,16 @@ impl Decoder {
                 },
                 input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
                 post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
-                pre_ff_norm: if gemma { Some(norm(&format!("{p}.pre_feedforward_layernorm.weight"))?) } else { None },
-                post_ff_norm: if gemma { Some(norm(&format!("{p}.post_feedforward_layernorm.weight"))?) } else { None },
+                pre_ff_norm: if gemma {
+                    Some(norm(&format!("{p}.pre_feedforward_layernorm.weight"))?)
+                } else {
+                    None
+                },
+                post_ff_norm: if gemma {
+                    Some(norm(&format!("{p}.post_feedforward_layernorm.weight"))?)
+                } else {
+                    None
+                },
                 sliding: cfg.sliding_layers[i],
             });
         }
@@ -163,7 +198,12 @@ impl Decoder {
         } else {
             Some(Linear::new(get("lm_head.weight")?, None))
         };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, device)?;
+        let rope = Rope::new(
+            cfg.head_dim,
+            cfg.rope_theta,
+            cfg.max_position_embeddings,
+            device,
+        )?;
         Ok(Decoder {
             norm: norm("model.norm.weight")?,
             cfg,
@@ -192,7 +232,8 @@ impl Decoder {
         let e = e.reshape(out)?;
         if self.cfg.family == Family::Gemma2 {
             // HF rounds the normaliser to the activation dtype before multiplying.
-            let n = Tensor::new((self.cfg.hidden_size as f32).sqrt(), &self.device)?.to_dtype(self.dtype)?;
+            let n = Tensor::new((self.cfg.hidden_size as f32).sqrt(), &self.device)?
+                .to_dtype(self.dtype)?;
             return Ok(e.broadcast_mul(&n)?);
         }
         Ok(e)
@@ -223,7 +264,11 @@ impl Decoder {
 
     /// Positions and an additive attention bias [B, 1, T, T] (f32) for left- or right-padded rows given
     /// `mask` [B, T] (1 = real token). Padding queries see themselves so no row is empty.
-    fn full_bias(&self, mask: &[Vec<u8>], window: Option<usize>) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    fn full_bias(
+        &self,
+        mask: &[Vec<u8>],
+        window: Option<usize>,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let b = mask.len();
         let t = mask[0].len();
         let mut pos = vec![0u32; b * t];
@@ -258,11 +303,21 @@ impl Decoder {
         Ok((
             Tensor::from_vec(pos, (b, t), dev)?,
             Tensor::from_vec(bias, (b, 1, t, t), dev)?,
-            sbias.map(|s| Tensor::from_vec(s, (b, 1, t, t), dev)).transpose()?,
+            sbias
+                .map(|s| Tensor::from_vec(s, (b, 1, t, t), dev))
+                .transpose()?,
         ))
     }
 
-    fn attend_full(&self, blk: &Block, x: &Tensor, cos: &Tensor, sin: &Tensor, bias: &Tensor, fused: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    fn attend_full(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        fused: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (q, k, v) = blk.attn.project(x, cfg)?;
@@ -270,25 +325,46 @@ impl Decoder {
         let k = Rope::apply(&k, cos, sin, fused)?;
         let kr = repeat_kv(&k, cfg.kv_groups())?;
         let vr = repeat_kv(&v, cfg.kv_groups())?;
-        let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?.to_dtype(DType::F32)?;
+        let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
+            .to_dtype(DType::F32)?;
         let scores = softcap(&scores, cfg.attn_logit_softcapping)?.broadcast_add(bias)?;
         let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
-        let out = probs.matmul(&vr.contiguous()?)?.transpose(1, 2)?.reshape((b, t, cfg.num_heads * cfg.head_dim))?;
+        let out = probs.matmul(&vr.contiguous()?)?.transpose(1, 2)?.reshape((
+            b,
+            t,
+            cfg.num_heads * cfg.head_dim,
+        ))?;
         Ok((blk.attn.o.forward(&out)?, k, v))
     }
 
     /// Whole-sequence forward. `ids`: [B, T] token rows, `mask`: which positions are real (padding may be on
     /// either side). Returns the final-norm hidden states [B, T, H] and, if asked, each layer's keys/values.
-    pub fn forward(&self, ids: &[Vec<u32>], mask: &[Vec<u8>], fused: bool, keep_kv: bool) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+    pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        fused: bool,
+        keep_kv: bool,
+    ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
         if ids.is_empty() || ids[0].is_empty() {
             return Err(ModelError::Invalid("empty batch".into()));
         }
         let (b, t) = (ids.len(), ids[0].len());
-        if ids.iter().any(|r| r.len() != t) || mask.len() != b || mask.iter().any(|m| m.len() != t) {
-            return Err(ModelError::Invalid("ragged batch: pad rows to one length".into()));
+        if ids.iter().any(|r| r.len() != t) || mask.len() != b || mask.iter().any(|m| m.len() != t)
+        {
+            return Err(ModelError::Invalid(
+                "ragged batch: pad rows to one length".into(),
+            ));
         }
-        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= self.cfg.vocab_size) {
-            return Err(ModelError::Invalid(format!("token id {bad} is outside the vocabulary ({})", self.cfg.vocab_size)));
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&i| i as usize >= self.cfg.vocab_size)
+        {
+            return Err(ModelError::Invalid(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
@@ -337,25 +413,47 @@ impl Decoder {
         let pad = 0u32;
         let ids: Vec<Vec<u32>> = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(pad, tp - p.len()).chain(p.iter().copied()).collect())
+            .map(|p| {
+                std::iter::repeat_n(pad, tp - p.len())
+                    .chain(p.iter().copied())
+                    .collect()
+            })
             .collect();
         let mask: Vec<Vec<u8>> = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(0u8, tp - p.len()).chain(std::iter::repeat_n(1u8, p.len())).collect())
+            .map(|p| {
+                std::iter::repeat_n(0u8, tp - p.len())
+                    .chain(std::iter::repeat_n(1u8, p.len()))
+                    .collect()
+            })
             .collect();
         let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
         let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
-        let pad_bias: Vec<f32> = mask.iter().flatten().map(|&m| if m == 0 { NEG_INF } else { 0.0 }).collect();
+        let pad_bias: Vec<f32> = mask
+            .iter()
+            .flatten()
+            .map(|&m| if m == 0 { NEG_INF } else { 0.0 })
+            .collect();
         let pad_bias = Tensor::from_vec(pad_bias, (prompts.len(), 1, 1, tp), &self.device)?;
         Ok((
-            PromptCache { kv, lens: prompts.iter().map(Vec::len).collect(), padded: tp, pad_bias },
+            PromptCache {
+                kv,
+                lens: prompts.iter().map(Vec::len).collect(),
+                padded: tp,
+                pad_bias,
+            },
             last,
         ))
     }
 
     /// One decoding step for `tokens.len()` = B·W rows, W per prompt (prompt-major). Returns the rows' hidden
     /// states [B·W, H] and appends their keys/values to `gen`.
-    pub fn decode_step(&self, pc: &PromptCache, gen: &mut GenCache, tokens: &[u32]) -> Result<Tensor> {
+    pub fn decode_step(
+        &self,
+        pc: &PromptCache,
+        gen: &mut GenCache,
+        tokens: &[u32],
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let b = pc.batch();
         let n = tokens.len();
@@ -381,12 +479,18 @@ impl Decoder {
             let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
             let (kg, vg) = match gen.kv[li].take() {
                 None => (k, v.contiguous()?),
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v.contiguous()?], 2)?),
+                Some((pk, pv)) => (
+                    Tensor::cat(&[&pk, &k], 2)?,
+                    Tensor::cat(&[&pv, &v.contiguous()?], 2)?,
+                ),
             };
             let t_gen = kg.dim(2)?;
             // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
             let (kp, vp) = &pc.kv[li];
-            let qp = q.reshape((b, w, kvh, g, hd))?.permute((0, 2, 1, 3, 4))?.reshape((b, kvh, w * g, hd))?;
+            let qp = q
+                .reshape((b, w, kvh, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, hd))?;
             let sp = (qp.matmul(&kp.t()?)? * scale)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
             let mut sp = softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?;
             // Generated segment: each row against its own keys.
@@ -399,7 +503,8 @@ impl Decoder {
             if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
                 sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
             }
-            let probs = softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?.to_dtype(self.dtype)?;
+            let probs =
+                softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?.to_dtype(self.dtype)?;
             let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
             let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
             let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
@@ -479,13 +584,25 @@ impl Decoder {
                     out.push((format!("{p}.{n}.bias"), b.clone()));
                 }
             }
-            out.push((format!("{p}.input_layernorm.weight"), blk.input_norm.weight.clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), blk.post_attn_norm.weight.clone()));
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                blk.input_norm.weight.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                blk.post_attn_norm.weight.clone(),
+            ));
             if let Some(n) = &blk.pre_ff_norm {
-                out.push((format!("{p}.pre_feedforward_layernorm.weight"), n.weight.clone()));
+                out.push((
+                    format!("{p}.pre_feedforward_layernorm.weight"),
+                    n.weight.clone(),
+                ));
             }
             if let Some(n) = &blk.post_ff_norm {
-                out.push((format!("{p}.post_feedforward_layernorm.weight"), n.weight.clone()));
+                out.push((
+                    format!("{p}.post_feedforward_layernorm.weight"),
+                    n.weight.clone(),
+                ));
             }
         }
         out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
@@ -521,13 +638,25 @@ impl Decoder {
                     wrap(format!("{p}.{n}.bias"), b)?;
                 }
             }
-            wrap(format!("{p}.input_layernorm.weight"), &mut blk.input_norm.weight)?;
-            wrap(format!("{p}.post_attention_layernorm.weight"), &mut blk.post_attn_norm.weight)?;
+            wrap(
+                format!("{p}.input_layernorm.weight"),
+                &mut blk.input_norm.weight,
+            )?;
+            wrap(
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut blk.post_attn_norm.weight,
+            )?;
             if let Some(n) = blk.pre_ff_norm.as_mut() {
-                wrap(format!("{p}.pre_feedforward_layernorm.weight"), &mut n.weight)?;
+                wrap(
+                    format!("{p}.pre_feedforward_layernorm.weight"),
+                    &mut n.weight,
+                )?;
             }
             if let Some(n) = blk.post_ff_norm.as_mut() {
-                wrap(format!("{p}.post_feedforward_layernorm.weight"), &mut n.weight)?;
+                wrap(
+                    format!("{p}.post_feedforward_layernorm.weight"),
+                    &mut n.weight,
+                )?;
             }
         }
         wrap("model.norm.weight".into(), &mut self.norm.weight)?;

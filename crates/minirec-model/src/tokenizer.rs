@@ -21,7 +21,8 @@ fn tk_err(e: impl std::fmt::Display) -> ModelError {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::file(path, format!("tokenizer: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| ModelError::file(path, format!("tokenizer: {e}")))?;
         Ok(TextTokenizer { inner })
     }
 
@@ -36,11 +37,19 @@ impl TextTokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(tk_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
     }
 
     pub fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-        let enc = self.inner.encode_batch(texts.to_vec(), false).map_err(tk_err)?;
+        let enc = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(tk_err)?;
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
@@ -61,7 +70,9 @@ impl TextTokenizer {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, false).map_err(|e| ModelError::file(path, e.to_string()))
+        self.inner
+            .save(path, false)
+            .map_err(|e| ModelError::file(path, e.to_string()))
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
@@ -97,7 +108,12 @@ pub fn gguf_tokenizer_json(c: &gguf_file::Content) -> Result<Value> {
     let tokens = strings(c, "tokenizer.ggml.tokens")?;
     let merges = strings(c, "tokenizer.ggml.merges")?;
     let types: Vec<i32> = match c.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => v.to_vec().map_err(tk_err)?.iter().map(|x| x.to_i32().unwrap_or(1)).collect(),
+        Some(v) => v
+            .to_vec()
+            .map_err(tk_err)?
+            .iter()
+            .map(|x| x.to_i32().unwrap_or(1))
+            .collect(),
         None => vec![1; tokens.len()],
     };
     let pre = c

@@ -28,10 +28,13 @@ impl Weights {
 
     /// The tensor `name`, converted to `dtype`.
     pub fn get(&self, name: &str, dtype: DType) -> Result<Tensor> {
-        let t = self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-            source_desc: self.source.clone(),
-        })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                source_desc: self.source.clone(),
+            })?;
         Ok(t.to_dtype(dtype)?)
     }
 
@@ -53,7 +56,10 @@ impl Weights {
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|err| ModelError::Io { path: index.clone(), err })?;
+        let text = std::fs::read_to_string(&index).map_err(|err| ModelError::Io {
+            path: index.clone(),
+            err,
+        })?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::file(&index, e.to_string()))?;
         let map = v
@@ -70,14 +76,23 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(files);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|err| ModelError::Io { path: dir.to_path_buf(), err })?
+        .map_err(|err| ModelError::Io {
+            path: dir.to_path_buf(),
+            err,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("safetensors"))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("adapter_")))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("adapter_"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(ModelError::file(dir, "no *.safetensors weights in this directory"));
+        return Err(ModelError::file(
+            dir,
+            "no *.safetensors weights in this directory",
+        ));
     }
     Ok(files)
 }
@@ -85,10 +100,14 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Reads an HF directory's config and weights (kept in their stored dtype on `device`).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io { path: cfg_path.clone(), err })?;
+    let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io {
+        path: cfg_path.clone(),
+        err,
+    })?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
-    let cfg = ModelConfig::from_hf_json(&v).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
+    let cfg =
+        ModelConfig::from_hf_json(&v).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
     let mut tensors = HashMap::new();
     for f in safetensors_files(dir)? {
         let part = candle_core::safetensors::load(&f, device)
@@ -103,7 +122,14 @@ fn meta<'a>(c: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value
 }
 
 fn meta_usize(c: &gguf_file::Content, key: &str) -> Option<usize> {
-    meta(c, key).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)).or_else(|| v.to_i32().ok().map(|x| x as u64))).map(|x| x as usize)
+    meta(c, key)
+        .and_then(|v| {
+            v.to_u64()
+                .ok()
+                .or_else(|| v.to_u32().ok().map(u64::from))
+                .or_else(|| v.to_i32().ok().map(|x| x as u64))
+        })
+        .map(|x| x as usize)
 }
 
 fn meta_f64(c: &gguf_file::Content, key: &str) -> Option<f64> {
@@ -148,19 +174,27 @@ pub fn gguf_config(c: &gguf_file::Content, path: &Path) -> Result<ModelConfig> {
         intermediate_size: need("feed_forward_length")?,
         num_layers,
         num_heads,
-        num_kv_heads: meta_usize(c, &format!("{arch}.attention.head_count_kv")).unwrap_or(num_heads),
+        num_kv_heads: meta_usize(c, &format!("{arch}.attention.head_count_kv"))
+            .unwrap_or(num_heads),
         head_dim,
-        rms_norm_eps: meta_f64(c, &format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-6),
+        rms_norm_eps: meta_f64(c, &format!("{arch}.attention.layer_norm_rms_epsilon"))
+            .unwrap_or(1e-6),
         rope_theta: meta_f64(c, &format!("{arch}.rope.freq_base")).unwrap_or(10_000.0),
         max_position_embeddings: meta_usize(c, &format!("{arch}.context_length")).unwrap_or(8192),
         tie_word_embeddings: !c.tensor_infos.contains_key("output.weight"),
         attention_bias: c.tensor_infos.contains_key("blk.0.attn_q.bias"),
-        activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
+        activation: if gemma {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        },
         query_pre_attn_scalar: gemma.then_some(head_dim as f64),
         attn_logit_softcapping: meta_f64(c, &format!("{arch}.attn_logit_softcapping")),
         final_logit_softcapping: meta_f64(c, &format!("{arch}.final_logit_softcapping")),
         sliding_window: if gemma { sliding_window } else { None },
-        sliding_layers: (0..num_layers).map(|i| gemma && sliding_window.is_some() && i % 2 == 0).collect(),
+        sliding_layers: (0..num_layers)
+            .map(|i| gemma && sliding_window.is_some() && i % 2 == 0)
+            .collect(),
         bos_token_id: meta_usize(c, "tokenizer.ggml.bos_token_id").map(|x| x as u32),
         eos_token_id: meta_usize(c, "tokenizer.ggml.eos_token_id").map(|x| x as u32),
     };
@@ -209,9 +243,16 @@ fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// Reads a GGUF file's configuration, dequantised weights (f32) and raw content (for the tokenizer).
-pub fn load_gguf(path: &Path, device: &Device) -> Result<(ModelConfig, Weights, gguf_file::Content)> {
-    let mut file = File::open(path).map_err(|err| ModelError::Io { path: path.to_path_buf(), err })?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))?;
+pub fn load_gguf(
+    path: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, Weights, gguf_file::Content)> {
+    let mut file = File::open(path).map_err(|err| ModelError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::file(path, format!("not a readable GGUF file: {e}")))?;
     let cfg = gguf_config(&content, path)?;
     let mut tensors = HashMap::new();
     let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
@@ -232,10 +273,16 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<(ModelConfig, Weights, 
             }
         }
         // llama.cpp stores Gemma's norm weights with the +1 already added.
-        if cfg.family == Family::Gemma2 && hf.contains("layernorm") || cfg.family == Family::Gemma2 && hf == "model.norm.weight" {
+        if cfg.family == Family::Gemma2 && hf.contains("layernorm")
+            || cfg.family == Family::Gemma2 && hf == "model.norm.weight"
+        {
             t = (t - 1.0)?;
         }
         tensors.insert(hf, t);
     }
-    Ok((cfg, Weights::new(tensors, path.display().to_string()), content))
+    Ok((
+        cfg,
+        Weights::new(tensors, path.display().to_string()),
+        content,
+    ))
 }

@@ -8,7 +8,9 @@ use minirec_model::weights::load_hf_dir;
 use minirec_model::{Decoder, GenCache};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn load(name: &str) -> (Decoder, serde_json::Value) {
@@ -16,12 +18,17 @@ fn load(name: &str) -> (Decoder, serde_json::Value) {
     let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
     let model = Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap();
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     (model, reference)
 }
 
 fn rows<T: Copy>(v: &serde_json::Value, f: impl Fn(&serde_json::Value) -> T) -> Vec<Vec<T>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(&f).collect()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(&f).collect())
+        .collect()
 }
 
 /// Max |ours − HF| over every real position's logits.
@@ -52,7 +59,10 @@ fn logits_match_hf_transformers() {
         for fused in [false, true] {
             let d = max_diff(&model, &reference, fused);
             println!("{name} fused={fused}: max |Δlogit| = {d:.2e}");
-            assert!(d < 1e-4, "{name} (fused={fused}) differs from transformers by {d}");
+            assert!(
+                d < 1e-4,
+                "{name} (fused={fused}) differs from transformers by {d}"
+            );
         }
     }
 }
@@ -81,10 +91,20 @@ fn shared_prompt_cache_decoding_matches_full_forward() {
             let full: Vec<u32> = prompts[r / w].iter().chain(c).copied().collect();
             let mask = vec![vec![1u8; full.len()]];
             let (h, _) = model.forward(&[full.clone()], &mask, false, false).unwrap();
-            let l: Vec<Vec<f32>> = model.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            let l: Vec<Vec<f32>> = model
+                .logits(&h)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
             for s in 0..3 {
                 let at = prompts[r / w].len() + s;
-                let d = l[at].iter().zip(&stepped[s][r]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                let d = l[at]
+                    .iter()
+                    .zip(&stepped[s][r])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
                 assert!(d < 1e-4, "{name} row {r} step {s}: {d}");
             }
         }
@@ -100,14 +120,25 @@ fn reordering_the_generated_cache_follows_parents() {
     let mut gen = GenCache::default();
     model.decode_step(&pc, &mut gen, &[10, 20]).unwrap();
     // Both rows now continue row 1 (token 20).
-    gen.reorder(&Tensor::new(&[1u32, 1], &Device::Cpu).unwrap()).unwrap();
+    gen.reorder(&Tensor::new(&[1u32, 1], &Device::Cpu).unwrap())
+        .unwrap();
     let h = model.decode_step(&pc, &mut gen, &[30, 31]).unwrap();
     let stepped: Vec<Vec<f32>> = model.logits(&h).unwrap().to_vec2().unwrap();
     for (r, tok) in [30u32, 31].iter().enumerate() {
         let full = vec![5u32, 17, 33, 20, *tok];
         let (h, _) = model.forward(&[full], &[vec![1; 5]], false, false).unwrap();
-        let l: Vec<Vec<f32>> = model.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-        let d = l[4].iter().zip(&stepped[r]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let l: Vec<Vec<f32>> = model
+            .logits(&h)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let d = l[4]
+            .iter()
+            .zip(&stepped[r])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(d < 1e-4, "row {r}: {d}");
     }
 }

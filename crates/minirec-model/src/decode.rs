@@ -1,0 +1,414 @@
+//! Trie-constrained decoding over an item catalog: beam search (ranking) and temperature sampling (RL rollouts).
+//!
+//! Each step runs the model on B·W rows, then gathers on the device only the log-probabilities of the tokens
+//! the trie allows after each row's prefix (a handful per row, a few thousand at the widest node), and moves
+//! just those to the host to pick the next beams. The vocabulary is never sorted or copied to the host.
+//! Scores are full-vocabulary log-probabilities, as in HF `generate` with a `prefix_allowed_tokens_fn`, so a
+//! title's score is its sequence log-probability under the model.
+
+use candle_core::{Tensor, D};
+use minirec_data::trie::{Inserted, Trie, TrieCsr};
+use rand::Rng;
+
+use crate::error::{ModelError, Result};
+use crate::model::{Decoder, GenCache};
+use crate::tokenizer::TextTokenizer;
+
+const NONE: u32 = u32::MAX;
+
+/// The catalog as a trie over token ids: each distinct title's response tokens, valued by title index.
+pub struct ItemIndex {
+    trie: Trie<u32>,
+    csr: TrieCsr<u32>,
+    /// Token sequence of each title.
+    pub sequences: Vec<Vec<u32>>,
+}
+
+impl ItemIndex {
+    /// Tokenises each title's response (`"Title"\n` under the default template) with `render`.
+    pub fn build(
+        tok: &TextTokenizer,
+        titles: &[String],
+        render: impl Fn(&str) -> String,
+    ) -> Result<Self> {
+        let texts: Vec<String> = titles.iter().map(|t| render(t)).collect();
+        let seqs = tok.encode_batch(&texts)?;
+        Self::from_sequences(seqs)
+    }
+
+    /// From token sequences; sequence i belongs to title i.
+    pub fn from_sequences(sequences: Vec<Vec<u32>>) -> Result<Self> {
+        let mut trie = Trie::new();
+        for (i, s) in sequences.iter().enumerate() {
+            match trie.insert(s, i as u32).map_err(|e| ModelError::Invalid(format!("title {i}: {e}")))? {
+                Inserted::New(_) => {}
+                Inserted::Exists(_, other) => {
+                    return Err(ModelError::Invalid(format!(
+                        "titles {other} and {i} tokenise to the same sequence; they cannot be told apart"
+                    )))
+                }
+            }
+        }
+        let csr = trie.to_csr();
+        Ok(ItemIndex {
+            trie,
+            csr,
+            sequences,
+        })
+    }
+
+    pub fn trie(&self) -> &Trie<u32> {
+        &self.trie
+    }
+
+    pub fn len(&self) -> usize {
+        self.sequences.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sequences.is_empty()
+    }
+
+    /// Adds a new title; returns its index.
+    pub fn insert(&mut self, seq: Vec<u32>) -> Result<u32> {
+        let id = self.sequences.len() as u32;
+        match self
+            .trie
+            .insert(&seq, id)
+            .map_err(|e| ModelError::Invalid(e.to_string()))?
+        {
+            Inserted::New(_) => {
+                self.sequences.push(seq);
+                self.csr = self.trie.to_csr();
+                Ok(id)
+            }
+            Inserted::Exists(_, other) => Ok(other),
+        }
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.sequences.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// A ranked title: its index in the catalog's distinct titles and its sequence log-probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub title: u32,
+    pub score: f32,
+}
+
+/// Log-probabilities of the (row, token) pairs in `picks` under `logits` [N, V]; computed on the device.
+fn gather_logprobs(logits: &Tensor, picks: &[u32], rows_of: &[u32]) -> Result<Vec<f32>> {
+    if picks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dev = logits.device();
+    let lse = logits.log_sum_exp(D::Minus1)?; // [N]
+    let idx = Tensor::from_slice(picks, picks.len(), dev)?;
+    let rows = Tensor::from_slice(rows_of, rows_of.len(), dev)?;
+    let vals = logits.flatten_all()?.index_select(&idx, 0)?;
+    let norm = lse.index_select(&rows, 0)?;
+    Ok((vals - norm)?.to_vec1::<f32>()?)
+}
+
+#[derive(Clone, Copy)]
+struct Beam {
+    node: u32,
+    score: f32,
+}
+
+struct PromptState {
+    live: Vec<Beam>,
+    finished: Vec<Scored>,
+    done: bool,
+}
+
+/// Beam search of width `width` for each prompt (token ids), returning up to `width` distinct titles per
+/// prompt, best first. No length penalty; a beam ends where a title ends.
+pub fn beam_search(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompts: &[Vec<u32>],
+    width: usize,
+) -> Result<Vec<Vec<Scored>>> {
+    if width == 0 {
+        return Err(ModelError::Invalid("beam width must be at least 1".into()));
+    }
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let csr = &index.csr;
+    let vocab = model.cfg.vocab_size as u32;
+    if let Some(&t) = csr.tokens.iter().find(|&&t| t >= vocab) {
+        return Err(ModelError::Invalid(format!(
+            "catalog token {t} is outside the model's vocabulary ({vocab})"
+        )));
+    }
+    let b = prompts.len();
+    let (pc, last) = model.prefill(prompts)?;
+    let mut logits = model.logits(&last)?; // [B, V]: row b is prompt b's only beam
+    let mut states: Vec<PromptState> = (0..b)
+        .map(|_| PromptState {
+            live: vec![Beam {
+                node: 0,
+                score: 0.0,
+            }],
+            finished: Vec::new(),
+            done: false,
+        })
+        .collect();
+    // Row of beam k of prompt i in `logits`: i before the first decode step, i·W + k after.
+    let row_of = |i: usize, k: usize, first: bool| if first { i } else { i * width + k };
+    let mut gen = GenCache::default();
+    let mut first = true;
+    for _step in 0..=index.max_len() {
+        // Every allowed continuation of every live beam.
+        let (mut picks, mut rows, mut meta) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, st) in states.iter().enumerate().filter(|(_, s)| !s.done) {
+            for (k, beam) in st.live.iter().enumerate() {
+                let r = row_of(i, k, first) as u32;
+                let (toks, kids) = csr.children(beam.node);
+                for (&t, &c) in toks.iter().zip(kids) {
+                    picks.push(r * vocab + t);
+                    rows.push(r);
+                    meta.push((i as u32, k as u32, t, c));
+                }
+            }
+        }
+        if picks.is_empty() {
+            break;
+        }
+        let lp = gather_logprobs(&logits, &picks, &rows)?;
+        // Per prompt, candidates best first.
+        let mut by_prompt: Vec<Vec<(f32, u32, u32, u32)>> = vec![Vec::new(); b];
+        for (j, &(i, k, t, c)) in meta.iter().enumerate() {
+            let score = states[i as usize].live[k as usize].score + lp[j];
+            by_prompt[i as usize].push((score, k, t, c));
+        }
+        let mut tokens = vec![0u32; b * width];
+        let mut parents: Vec<u32> = (0..(b * width) as u32).collect();
+        let mut any_live = false;
+        for (i, cands) in by_prompt.iter_mut().enumerate() {
+            let st = &mut states[i];
+            if st.done {
+                continue;
+            }
+            cands.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let mut next = Vec::with_capacity(width);
+            for &(score, k, t, c) in cands.iter() {
+                if csr.values[c as usize] != NONE {
+                    st.finished.push(Scored {
+                        title: csr.values[c as usize],
+                        score,
+                    });
+                }
+                let has_children = csr.offsets[c as usize + 1] > csr.offsets[c as usize];
+                if has_children && next.len() < width {
+                    let slot = next.len();
+                    tokens[i * width + slot] = t;
+                    parents[i * width + slot] = row_of(i, k as usize, first) as u32;
+                    next.push(Beam { node: c, score });
+                }
+            }
+            st.finished.sort_by(|x, y| y.score.total_cmp(&x.score));
+            st.finished.truncate(width);
+            // Extending a beam only lowers its score: stop once no live beam can enter the top `width`.
+            let full = st.finished.len() >= width;
+            st.done = next.is_empty() || (full && next[0].score <= st.finished[width - 1].score);
+            st.live = if st.done { Vec::new() } else { next };
+            any_live |= !st.done;
+            // Idle slots repeat a live row so their (ignored) computation stays well-formed.
+            for slot in st.live.len()..width {
+                parents[i * width + slot] = parents[i * width];
+                tokens[i * width + slot] = tokens[i * width];
+            }
+        }
+        if !any_live {
+            break;
+        }
+        if !first {
+            gen.reorder(&Tensor::from_slice(
+                &parents,
+                parents.len(),
+                model.device(),
+            )?)?;
+        }
+        let h = model.decode_step(&pc, &mut gen, &tokens)?;
+        logits = model.logits(&h)?;
+        first = false;
+    }
+    Ok(states.into_iter().map(|s| s.finished).collect())
+}
+
+/// One sampled completion: the title, its tokens, and its log-probability under the model (temperature 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub title: u32,
+    pub tokens: Vec<u32>,
+    pub logprob: f32,
+}
+
+/// Draws `m` trie-constrained samples per prompt at temperature `temperature`.
+pub fn sample(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompts: &[Vec<u32>],
+    m: usize,
+    temperature: f32,
+    rng: &mut impl Rng,
+) -> Result<Vec<Vec<Sampled>>> {
+    if m == 0 || !(temperature > 0.0) {
+        return Err(ModelError::Invalid(
+            "need at least one sample and a positive temperature".into(),
+        ));
+    }
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let csr = &index.csr;
+    let vocab = model.cfg.vocab_size as u32;
+    let b = prompts.len();
+    let n = b * m;
+    let (pc, last) = model.prefill(prompts)?;
+    let mut logits = model.logits(&last)?;
+    let mut node = vec![0u32; n];
+    let mut toks: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut logprob = vec![0f32; n];
+    let mut result: Vec<Option<u32>> = vec![None; n];
+    let mut gen = GenCache::default();
+    let mut first = true;
+    for _step in 0..=index.max_len() {
+        let (mut picks, mut rows, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        for r in (0..n).filter(|&r| result[r].is_none()) {
+            let lr = if first { r / m } else { r } as u32;
+            let (ts, _) = csr.children(node[r]);
+            for &t in ts {
+                picks.push(lr * vocab + t);
+                rows.push(lr);
+                owner.push(r);
+            }
+        }
+        if picks.is_empty() {
+            break;
+        }
+        let lp = gather_logprobs(&logits, &picks, &rows)?;
+        let mut tokens = vec![0u32; n];
+        let mut j = 0;
+        while j < owner.len() {
+            let r = owner[j];
+            let end = owner[j..]
+                .iter()
+                .position(|&o| o != r)
+                .map_or(owner.len(), |e| j + e);
+            // Softmax over the allowed tokens at the temperature (the masked softmax HF computes).
+            let scaled: Vec<f32> = lp[j..end].iter().map(|&x| x / temperature).collect();
+            let mx = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let w: Vec<f64> = scaled.iter().map(|&x| ((x - mx) as f64).exp()).collect();
+            let total: f64 = w.iter().sum();
+            let mut u = rng.random::<f64>() * total;
+            let mut pick = end - j - 1;
+            for (q, &wq) in w.iter().enumerate() {
+                if u < wq {
+                    pick = q;
+                    break;
+                }
+                u -= wq;
+            }
+            let (ts, kids) = csr.children(node[r]);
+            let (t, c) = (ts[pick], kids[pick]);
+            toks[r].push(t);
+            logprob[r] += lp[j + pick];
+            node[r] = c;
+            tokens[r] = t;
+            // A title that is also the prefix of another ends here: the response format makes this rare.
+            if csr.values[c as usize] != NONE {
+                result[r] = Some(csr.values[c as usize]);
+            }
+            j = end;
+        }
+        if result.iter().all(Option::is_some) {
+            break;
+        }
+        let h = model.decode_step(&pc, &mut gen, &tokens)?;
+        logits = model.logits(&h)?;
+        first = false;
+    }
+    let mut out: Vec<Vec<Sampled>> = vec![Vec::with_capacity(m); b];
+    for r in 0..n {
+        let title = result[r].ok_or_else(|| {
+            ModelError::Invalid("a sample did not reach the end of a title".into())
+        })?;
+        out[r / m].push(Sampled {
+            title,
+            tokens: std::mem::take(&mut toks[r]),
+            logprob: logprob[r],
+        });
+    }
+    Ok(out)
+}
+
+/// Keeps the first sample of each distinct title, in order, at most `n` of them.
+pub fn dedup(samples: &[Sampled], n: usize) -> Vec<Sampled> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    samples
+        .iter()
+        .filter(|s| seen.insert(s.title))
+        .take(n)
+        .cloned()
+        .collect()
+}
+
+/// Sequence log-probability of each title for one prompt, by teacher forcing (the brute-force reference for
+/// beam search, and the scorer for a given list of candidates).
+pub fn score_titles(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompt: &[u32],
+    titles: &[u32],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(titles.len());
+    for chunk in titles.chunks(batch.max(1)) {
+        let seqs: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&t| {
+                prompt
+                    .iter()
+                    .chain(&index.sequences[t as usize])
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let len = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        let ids: Vec<Vec<u32>> = seqs
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, len - s.len()))
+                    .collect()
+            })
+            .collect();
+        let mask: Vec<Vec<u8>> = seqs
+            .iter()
+            .map(|s| {
+                std::iter::repeat_n(1u8, s.len())
+                    .chain(std::iter::repeat_n(0, len - s.len()))
+                    .collect()
+            })
+            .collect();
+        let (h, _) = model.forward(&ids, &mask, true, false)?;
+        let logits = model.logits(&h)?;
+        let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec3::<f32>()?;
+        for (r, &t) in chunk.iter().enumerate() {
+            let seq = &index.sequences[t as usize];
+            let mut s = 0f32;
+            for (k, &tok) in seq.iter().enumerate() {
+                s += lsm[r][prompt.len() + k - 1][tok as usize];
+            }
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
