@@ -5,6 +5,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod layers;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;
