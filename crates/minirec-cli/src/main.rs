@@ -39,7 +39,12 @@ enum Command {
     /// GRPO with the RISER stabilisers.
     Rl(commands::pending::PendingArgs),
     /// Recommend items for a history with trie-constrained beam search.
-    Recommend(commands::pending::PendingArgs),
+    Recommend(commands::recommend::RecommendArgs),
+    /// Write any loadable model (GGUF, adapter) as a plain HF directory with tokenizer.json.
+    Convert(commands::convert::ConvertArgs),
+    /// Benchmarks and device checks.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
     /// Train a classic sequential recommender (SASRec, GRU4Rec, Caser).
     Baseline(commands::pending::PendingArgs),
     /// Run a whole experiment from a TOML file.
@@ -73,7 +78,9 @@ fn main() -> ExitCode {
         Command::Sft(_) => commands::pending::run("sft", "supervised fine-tuning"),
         Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),
         Command::Rl(_) => commands::pending::run("rl", "GRPO with RISER"),
-        Command::Recommend(_) => commands::pending::run("recommend", "the LLM core"),
+        Command::Recommend(a) => commands::recommend::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+        Command::Bench(c) => commands::bench::run(c),
         Command::Baseline(_) => {
             commands::pending::run("baseline", "the classic sequential recommenders")
         }

@@ -124,6 +124,17 @@ struct PromptState {
     done: bool,
 }
 
+/// Work done by one beam search call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Decoding steps (model calls after the prefill).
+    pub steps: usize,
+    /// Rows decoded, summed over steps (B·W per step).
+    pub rows: usize,
+    /// Allowed (row, token) candidates gathered, summed over steps.
+    pub candidates: usize,
+}
+
 /// Beam search of width `width` for each prompt (token ids), returning up to `width` distinct titles per
 /// prompt, best first. No length penalty; a beam ends where a title ends.
 pub fn beam_search(
@@ -132,11 +143,22 @@ pub fn beam_search(
     prompts: &[Vec<u32>],
     width: usize,
 ) -> Result<Vec<Vec<Scored>>> {
+    Ok(beam_search_stats(model, index, prompts, width)?.0)
+}
+
+/// `beam_search`, also reporting the work done.
+pub fn beam_search_stats(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompts: &[Vec<u32>],
+    width: usize,
+) -> Result<(Vec<Vec<Scored>>, SearchStats)> {
+    let mut stats = SearchStats::default();
     if width == 0 {
         return Err(ModelError::Invalid("beam width must be at least 1".into()));
     }
     if prompts.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), stats));
     }
     let csr = &index.csr;
     let vocab = model.cfg.vocab_size as u32;
@@ -179,6 +201,7 @@ pub fn beam_search(
         if picks.is_empty() {
             break;
         }
+        stats.candidates += picks.len();
         let lp = gather_logprobs(&logits, &picks, &rows)?;
         // Per prompt, candidates best first.
         let mut by_prompt: Vec<Vec<(f32, u32, u32, u32)>> = vec![Vec::new(); b];
@@ -235,10 +258,12 @@ pub fn beam_search(
             )?)?;
         }
         let h = model.decode_step(&pc, &mut gen, &tokens)?;
+        stats.steps += 1;
+        stats.rows += tokens.len();
         logits = model.logits(&h)?;
         first = false;
     }
-    Ok(states.into_iter().map(|s| s.finished).collect())
+    Ok((states.into_iter().map(|s| s.finished).collect(), stats))
 }
 
 /// One sampled completion: the title, its tokens, and its log-probability under the model (temperature 1).

@@ -5,6 +5,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod layers;
+pub mod load;
 pub mod lora;
 pub mod model;
 pub mod tokenizer;

@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use minirec_data::dataset::load_catalog;
+use minirec_data::PromptTemplate;
+use minirec_model::decode::{beam_search, ItemIndex};
+use minirec_model::load::{default_dtype, load_model, pick_device};
+
+#[derive(Args)]
+pub struct RecommendArgs {
+    /// A GGUF file, an HF directory, a LoRA adapter directory, or a run directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A prepared dataset: its catalog is what can be recommended, its prompt.json the wording.
+    #[arg(long)]
+    data: PathBuf,
+    /// The user's history, oldest first (repeat the flag).
+    #[arg(long = "history", required = true)]
+    history: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Beam width (at least --top-k).
+    #[arg(long, default_value_t = 20)]
+    beam: usize,
+    /// Print JSON: [{"title": ..., "score": ...}, ...], best first; scores are sequence log-probabilities.
+    #[arg(long)]
+    json: bool,
+    /// Run on the CPU even when a GPU is available.
+    #[arg(long)]
+    cpu: bool,
+}
+
+pub fn run(a: RecommendArgs) -> Result<()> {
+    if a.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let catalog = load_catalog(&a.data.join("catalog.jsonl"))
+        .with_context(|| format!("reading the catalog of {}", a.data.display()))?;
+    let prompt: PromptTemplate = minirec_data::fsutil::read_json(&a.data.join("prompt.json"))?;
+    let unknown: Vec<&String> = a
+        .history
+        .iter()
+        .filter(|t| catalog.title_index(t).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            "{} history titles are not in the catalog (used as given): {:?}",
+            unknown.len(),
+            unknown
+        );
+    }
+    let device = pick_device(a.cpu)?;
+    let loaded = load_model(&a.model, &device, default_dtype(&device))?;
+    tracing::info!("loaded {} on {:?}", loaded.description, device);
+    let titles = catalog.titles().to_vec();
+    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
+    let text = prompt.render(a.history.iter().map(String::as_str));
+    let ids = loaded.tokenizer.encode(&text)?;
+    let width = a.beam.max(a.top_k);
+    let ranked = beam_search(&loaded.model, &index, &[ids], width)?;
+    let top: Vec<(&str, f32)> = ranked[0]
+        .iter()
+        .take(a.top_k)
+        .map(|s| (titles[s.title as usize].as_str(), s.score))
+        .collect();
+    if a.json {
+        let v: Vec<serde_json::Value> = top
+            .iter()
+            .map(|(t, s)| serde_json::json!({"title": t, "score": s}))
+            .collect();
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        for (i, (t, s)) in top.iter().enumerate() {
+            println!("{:>3}. {t}  ({s:.3})", i + 1);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Opening a model from a path a user gives: a GGUF file, an HF directory (config.json, safetensors,
+//! tokenizer.json), a PEFT adapter directory (its base found through `base_model_name_or_path`), or a run
+//! directory holding one of those under `model/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{Family, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::lora;
+use crate::model::Decoder;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{load_gguf, load_hf_dir, Weights};
+
+pub struct LoadedModel {
+    pub model: Decoder,
+    pub tokenizer: TextTokenizer,
+    /// What was loaded, for logs and manifests.
+    pub description: String,
+}
+
+/// The compute device: CUDA when built with it and a GPU is present (unless `cpu`), else the CPU.
+pub fn pick_device(cpu: bool) -> Result<Device> {
+    if !cpu && candle_core::utils::cuda_is_available() {
+        return Ok(Device::new_cuda(0)?);
+    }
+    Ok(Device::Cpu)
+}
+
+/// bf16 on GPU, f32 on CPU (DESIGN.md).
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+fn is_gguf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .map(|_| &magic == b"GGUF")
+        .unwrap_or(false)
+}
+
+pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    if path.is_file() {
+        if !is_gguf(path) {
+            return Err(ModelError::file(
+                path,
+                "not a GGUF file (give a .gguf file or an HF model directory)",
+            ));
+        }
+        let (cfg, w, content) = load_gguf(path, device)?;
+        let tokenizer = TextTokenizer::from_gguf(&content)?;
+        let model = Decoder::from_weights(cfg, &w, dtype, device)?;
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            description: format!("GGUF {}", path.display()),
+        });
+    }
+    if !path.is_dir() {
+        return Err(ModelError::file(path, "no such model file or directory"));
+    }
+    if path.join("config.json").exists() {
+        let (cfg, w) = load_hf_dir(path, device)?;
+        let tok_path = path.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(ModelError::file(
+                path,
+                "the model directory has no tokenizer.json",
+            ));
+        }
+        let tokenizer = TextTokenizer::from_file(&tok_path)?;
+        let model = Decoder::from_weights(cfg, &w, dtype, device)?;
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            description: format!("HF {}", path.display()),
+        });
+    }
+    if path.join("adapter_config.json").exists() {
+        let cfg_path = path.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io {
+            path: cfg_path.clone(),
+            err,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
+        let base = v
+            .get("base_model_name_or_path")
+            .and_then(|b| b.as_str())
+            .ok_or_else(|| ModelError::file(&cfg_path, "no base_model_name_or_path"))?;
+        let base = PathBuf::from(base);
+        let base = if base.is_relative() {
+            path.join(&base)
+        } else {
+            base
+        };
+        let mut loaded = load_model(&base, device, dtype)?;
+        lora::load_adapter(&mut loaded.model, path)?;
+        loaded.description = format!("{} + LoRA {}", loaded.description, path.display());
+        return Ok(loaded);
+    }
+    if path.join("model").is_dir() || path.join("model.gguf").is_file() {
+        let inner = if path.join("model").is_dir() {
+            path.join("model")
+        } else {
+            path.join("model.gguf")
+        };
+        return load_model(&inner, device, dtype);
+    }
+    Err(ModelError::file(
+        path,
+        "not a model: expected a .gguf file, an HF directory (config.json), a LoRA adapter (adapter_config.json) or a run directory with model/",
+    ))
+}
+
+/// Standard shapes for benchmarks and smoke tests, with a given vocabulary size.
+pub fn preset_config(name: &str, vocab_size: usize) -> Result<ModelConfig> {
+    let (family, hidden, inter, layers, heads, kv, theta, tie) = match name {
+        "smollm2-135m" => (Family::Llama, 576, 1536, 30, 9, 3, 100_000.0, true),
+        "smollm2-360m" => (Family::Llama, 960, 2560, 32, 15, 5, 100_000.0, true),
+        "qwen2-0.5b" => (Family::Qwen2, 896, 4864, 24, 14, 2, 1_000_000.0, true),
+        "qwen2-1.5b" => (Family::Qwen2, 1536, 8960, 28, 12, 2, 1_000_000.0, true),
+        other => {
+            return Err(ModelError::Invalid(format!(
+                "unknown preset {other:?} (smollm2-135m, smollm2-360m, qwen2-0.5b, qwen2-1.5b)"
+            )))
+        }
+    };
+    Ok(ModelConfig {
+        family,
+        vocab_size,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv,
+        head_dim: hidden / heads,
+        rms_norm_eps: 1e-6,
+        rope_theta: theta,
+        max_position_embeddings: 8192,
+        tie_word_embeddings: tie,
+        attention_bias: family == Family::Qwen2,
+        activation: crate::config::Activation::Silu,
+        query_pre_attn_scalar: None,
+        attn_logit_softcapping: None,
+        final_logit_softcapping: None,
+        sliding_window: None,
+        sliding_layers: vec![false; layers],
+        bos_token_id: None,
+        eos_token_id: None,
+    })
+}
+
+/// A randomly initialised model (normal, std 0.02; norms at one), generated on `device`.
+pub fn random_model(cfg: ModelConfig, dtype: DType, device: &Device, seed: u64) -> Result<Decoder> {
+    device.set_seed(seed).ok();
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let h = cfg.hidden_size;
+    let q = cfg.num_heads * cfg.head_dim;
+    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let mut rnd = |name: String, shape: (usize, usize)| -> Result<()> {
+        t.insert(
+            name,
+            Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?,
+        );
+        Ok(())
+    };
+    rnd("model.embed_tokens.weight".into(), (cfg.vocab_size, h))?;
+    for i in 0..cfg.num_layers {
+        let p = format!("model.layers.{i}");
+        rnd(format!("{p}.self_attn.q_proj.weight"), (q, h))?;
+        rnd(format!("{p}.self_attn.k_proj.weight"), (kv, h))?;
+        rnd(format!("{p}.self_attn.v_proj.weight"), (kv, h))?;
+        rnd(format!("{p}.self_attn.o_proj.weight"), (h, q))?;
+        rnd(
+            format!("{p}.mlp.gate_proj.weight"),
+            (cfg.intermediate_size, h),
+        )?;
+        rnd(
+            format!("{p}.mlp.up_proj.weight"),
+            (cfg.intermediate_size, h),
+        )?;
+        rnd(
+            format!("{p}.mlp.down_proj.weight"),
+            (h, cfg.intermediate_size),
+        )?;
+    }
+    if !cfg.tie_word_embeddings {
+        rnd("lm_head.weight".into(), (cfg.vocab_size, h))?;
+    }
+    let ones = |n: usize| Tensor::ones(n, dtype, device);
+    let zeros = |n: usize| Tensor::zeros(n, dtype, device);
+    let gemma = cfg.family == Family::Gemma2;
+    let norm = |n: usize| if gemma { zeros(n) } else { ones(n) };
+    for i in 0..cfg.num_layers {
+        let p = format!("model.layers.{i}");
+        t.insert(format!("{p}.input_layernorm.weight"), norm(h)?);
+        t.insert(format!("{p}.post_attention_layernorm.weight"), norm(h)?);
+        if gemma {
+            t.insert(format!("{p}.pre_feedforward_layernorm.weight"), norm(h)?);
+            t.insert(format!("{p}.post_feedforward_layernorm.weight"), norm(h)?);
+        }
+        if cfg.attention_bias {
+            for (n, d) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                t.insert(format!("{p}.self_attn.{n}.bias"), zeros(d)?);
+            }
+        }
+    }
+    t.insert("model.norm.weight".into(), norm(h)?);
+    Decoder::from_weights(cfg, &Weights::new(t, "random init"), dtype, device)
+}
