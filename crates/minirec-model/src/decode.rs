@@ -283,7 +283,7 @@ pub fn sample(
     temperature: f32,
     rng: &mut impl Rng,
 ) -> Result<Vec<Vec<Sampled>>> {
-    if m == 0 || !(temperature > 0.0) {
+    if m == 0 || temperature.is_nan() || temperature <= 0.0 {
         return Err(ModelError::Invalid(
             "need at least one sample and a positive temperature".into(),
         ));

@@ -131,17 +131,25 @@ impl Rope {
         })
     }
 
-    /// cos and sin for `positions` ([B, T], u32): [B, T, head_dim / 2] in `dtype`.
-    pub fn lookup(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
-        let (b, t) = positions.dims2()?;
-        let flat = positions.flatten_all()?;
-        let max = flat.max(0)?.to_scalar::<u32>()? as usize;
-        if max >= self.max_pos {
+    /// cos and sin for `positions` (row-major, `shape` = (B, T)): [B, T, head_dim / 2] in `dtype`.
+    pub fn lookup(
+        &self,
+        positions: &[u32],
+        shape: (usize, usize),
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = shape;
+        if let Some(&max) = positions
+            .iter()
+            .max()
+            .filter(|&&m| m as usize >= self.max_pos)
+        {
             return Err(ModelError::Invalid(format!(
                 "position {max} is beyond the model's {} positions",
                 self.max_pos
             )));
         }
+        let flat = Tensor::from_slice(positions, positions.len(), self.cos.device())?;
         let c = self
             .cos
             .index_select(&flat, 0)?

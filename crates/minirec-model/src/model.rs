@@ -14,6 +14,8 @@ use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::weights::Weights;
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
+/// Large enough that exp underflows to exactly zero next to any real score, small enough to stay finite.
+const PAD_BIAS: f32 = -1e30;
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -262,60 +264,66 @@ impl Decoder {
         }
     }
 
-    /// Positions and an additive attention bias [B, 1, T, T] (f32) for left- or right-padded rows given
-    /// `mask` [B, T] (1 = real token). Padding queries see themselves so no row is empty.
+    /// Positions (index among a row's real tokens), a causal bias [1, 1, T, T] (with the sliding window for
+    /// sliding layers, if it matters at this length) and a padding bias [B, 1, 1, T]. Padding keys get a large
+    /// finite negative rather than -inf, so a padding query whose keys are all padding stays finite (its
+    /// output is never used). Real tokens must be contiguous in each row, so index differences between real
+    /// tokens are position differences.
     fn full_bias(
         &self,
         mask: &[Vec<u8>],
         window: Option<usize>,
-    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    ) -> Result<(Vec<u32>, Tensor, Option<Tensor>, Tensor)> {
         let b = mask.len();
         let t = mask[0].len();
         let mut pos = vec![0u32; b * t];
-        let mut bias = vec![0f32; b * t * t];
-        let mut sbias = window.map(|_| vec![0f32; b * t * t]);
+        let mut pad = vec![0f32; b * t];
         for (r, m) in mask.iter().enumerate() {
             let mut p = 0u32;
-            let mut real_pos = vec![0u32; t];
             for j in 0..t {
-                real_pos[j] = p;
                 pos[r * t + j] = p;
                 if m[j] != 0 {
                     p += 1;
-                }
-            }
-            for i in 0..t {
-                for j in 0..t {
-                    let visible = j <= i && (m[j] != 0 || i == j);
-                    let idx = r * t * t + i * t + j;
-                    if !visible {
-                        bias[idx] = NEG_INF;
-                    }
-                    if let (Some(w), Some(s)) = (window, sbias.as_mut()) {
-                        if !visible || (real_pos[i] - real_pos[j]) as usize >= w && i != j {
-                            s[idx] = NEG_INF;
-                        }
-                    }
+                } else {
+                    pad[r * t + j] = PAD_BIAS;
                 }
             }
         }
+        let causal: Vec<f32> = (0..t * t)
+            .map(|k| if k % t <= k / t { 0.0 } else { NEG_INF })
+            .collect();
+        let sliding = window.map(|w| {
+            (0..t * t)
+                .map(|k| {
+                    let (i, j) = (k / t, k % t);
+                    if j <= i && i - j < w {
+                        0.0
+                    } else {
+                        NEG_INF
+                    }
+                })
+                .collect::<Vec<f32>>()
+        });
         let dev = &self.device;
         Ok((
-            Tensor::from_vec(pos, (b, t), dev)?,
-            Tensor::from_vec(bias, (b, 1, t, t), dev)?,
-            sbias
-                .map(|s| Tensor::from_vec(s, (b, 1, t, t), dev))
+            pos,
+            Tensor::from_vec(causal, (1, 1, t, t), dev)?,
+            sliding
+                .map(|s| Tensor::from_vec(s, (1, 1, t, t), dev))
                 .transpose()?,
+            Tensor::from_vec(pad, (b, 1, 1, t), dev)?,
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attend_full(
         &self,
         blk: &Block,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        bias: &Tensor,
+        causal: &Tensor,
+        pad: &Tensor,
         fused: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = &self.cfg;
@@ -327,7 +335,9 @@ impl Decoder {
         let vr = repeat_kv(&v, cfg.kv_groups())?;
         let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
             .to_dtype(DType::F32)?;
-        let scores = softcap(&scores, cfg.attn_logit_softcapping)?.broadcast_add(bias)?;
+        let scores = softcap(&scores, cfg.attn_logit_softcapping)?
+            .broadcast_add(causal)?
+            .broadcast_add(pad)?;
         let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
         let out = probs.matmul(&vr.contiguous()?)?.transpose(1, 2)?.reshape((
             b,
@@ -369,17 +379,17 @@ impl Decoder {
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
         let window = self.cfg.sliding_window.filter(|&w| w < t);
-        let (pos, bias, sbias) = self.full_bias(mask, window)?;
-        let (cos, sin) = self.rope.lookup(&pos, self.dtype)?;
+        let (pos, causal, sliding, pad) = self.full_bias(mask, window)?;
+        let (cos, sin) = self.rope.lookup(&pos, (b, t), self.dtype)?;
         let mut x = self.embed_ids(&ids_t)?;
         let mut kvs = Vec::new();
         for blk in &self.blocks {
-            let bias = match (&sbias, blk.sliding) {
+            let causal = match (&sliding, blk.sliding) {
                 (Some(s), true) => s,
-                _ => &bias,
+                _ => &causal,
             };
             let normed = blk.input_norm.forward(&x, fused)?;
-            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, bias, fused)?;
+            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, causal, &pad, fused)?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }
@@ -464,8 +474,7 @@ impl Decoder {
         let (kvh, g, hd) = (cfg.num_kv_heads, cfg.kv_groups(), cfg.head_dim);
         let tg = gen.len;
         let pos: Vec<u32> = (0..n).map(|r| (pc.lens[r / w] + tg) as u32).collect();
-        let pos = Tensor::from_vec(pos, (n, 1), &self.device)?;
-        let (cos, sin) = self.rope.lookup(&pos, self.dtype)?;
+        let (cos, sin) = self.rope.lookup(&pos, (n, 1), self.dtype)?;
         let ids = Tensor::from_vec(tokens.to_vec(), (n, 1), &self.device)?;
         let mut x = self.embed_ids(&ids)?;
         if gen.kv.is_empty() {

@@ -273,9 +273,7 @@ pub fn load_gguf(
             }
         }
         // llama.cpp stores Gemma's norm weights with the +1 already added.
-        if cfg.family == Family::Gemma2 && hf.contains("layernorm")
-            || cfg.family == Family::Gemma2 && hf == "model.norm.weight"
-        {
+        if cfg.family == Family::Gemma2 && (hf.contains("layernorm") || hf == "model.norm.weight") {
             t = (t - 1.0)?;
         }
         tensors.insert(hf, t);

@@ -144,7 +144,12 @@ fn sampling_probs(m: &Decoder, index: &ItemIndex, prompt: &[u32]) -> Vec<f64> {
             let seq = &index.sequences[t];
             let full: Vec<u32> = prompt.iter().chain(seq).copied().collect();
             let (h, _) = m
-                .forward(&[full.clone()], &[vec![1; full.len()]], false, false)
+                .forward(
+                    std::slice::from_ref(&full),
+                    &[vec![1; full.len()]],
+                    false,
+                    false,
+                )
                 .unwrap();
             let lsm: Vec<Vec<f32>> =
                 candle_nn::ops::log_softmax(&m.logits(&h).unwrap().squeeze(0).unwrap(), 1)
@@ -176,7 +181,7 @@ fn sampling_follows_the_masked_model_distribution() {
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
     let n = 3000;
     let mut srng = ChaCha8Rng::seed_from_u64(11);
-    let got = sample(&m, &index, &[prompt.clone()], n, 1.0, &mut srng).unwrap();
+    let got = sample(&m, &index, std::slice::from_ref(&prompt), n, 1.0, &mut srng).unwrap();
     assert_eq!(got[0].len(), n);
     for (t, &p) in probs.iter().enumerate() {
         let freq = got[0].iter().filter(|s| s.title == t as u32).count() as f64 / n as f64;
@@ -199,7 +204,7 @@ fn sampling_follows_the_masked_model_distribution() {
     let again = sample(
         &m,
         &index,
-        &[prompt.clone()],
+        std::slice::from_ref(&prompt),
         n,
         1.0,
         &mut ChaCha8Rng::seed_from_u64(11),
@@ -212,7 +217,15 @@ fn sampling_follows_the_masked_model_distribution() {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap()
         .0 as u32;
-    let cold = sample(&m, &index, &[prompt.clone()], 200, 0.02, &mut srng).unwrap();
+    let cold = sample(
+        &m,
+        &index,
+        std::slice::from_ref(&prompt),
+        200,
+        0.02,
+        &mut srng,
+    )
+    .unwrap();
     let hits = cold[0].iter().filter(|s| s.title == best).count();
     assert!(hits > 190, "{hits}");
     let d = dedup(&got[0], 4);

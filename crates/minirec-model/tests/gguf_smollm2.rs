@@ -29,7 +29,12 @@ fn smollm2_gguf_matches_transformers() {
         assert_eq!(ids, want, "tokenisation of {text:?}");
         let (h, _) = m
             .model
-            .forward(&[ids.clone()], &[vec![1; ids.len()]], false, false)
+            .forward(
+                std::slice::from_ref(&ids),
+                &[vec![1; ids.len()]],
+                false,
+                false,
+            )
             .unwrap();
         let logits = m.model.logits(&h).unwrap().squeeze(0).unwrap();
         let lse: Vec<f32> = logits.log_sum_exp(D::Minus1).unwrap().to_vec1().unwrap();

@@ -90,7 +90,9 @@ fn shared_prompt_cache_decoding_matches_full_forward() {
         for (r, c) in conts.iter().enumerate() {
             let full: Vec<u32> = prompts[r / w].iter().chain(c).copied().collect();
             let mask = vec![vec![1u8; full.len()]];
-            let (h, _) = model.forward(&[full.clone()], &mask, false, false).unwrap();
+            let (h, _) = model
+                .forward(std::slice::from_ref(&full), &mask, false, false)
+                .unwrap();
             let l: Vec<Vec<f32>> = model
                 .logits(&h)
                 .unwrap()
@@ -98,11 +100,11 @@ fn shared_prompt_cache_decoding_matches_full_forward() {
                 .unwrap()
                 .to_vec2()
                 .unwrap();
-            for s in 0..3 {
+            for (s, step) in stepped.iter().enumerate() {
                 let at = prompts[r / w].len() + s;
                 let d = l[at]
                     .iter()
-                    .zip(&stepped[s][r])
+                    .zip(&step[r])
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 assert!(d < 1e-4, "{name} row {r} step {s}: {d}");

@@ -46,6 +46,9 @@ pub struct BeamArgs {
     beam: usize,
     #[arg(long)]
     cpu: bool,
+    /// Stop starting new batches after this many seconds (the prompts done are reported).
+    #[arg(long)]
+    max_seconds: Option<f64>,
     /// Append the result as a JSON line here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -132,12 +135,18 @@ fn beam(a: BeamArgs) -> Result<()> {
     beam_search(&model, &index, &ids[..a.batch.min(ids.len())], a.beam)?;
     device.synchronize()?;
     let t0 = Instant::now();
-    let (mut steps, mut rows, mut cands) = (0, 0, 0);
+    let (mut steps, mut rows, mut cands, mut done) = (0, 0, 0, 0);
     for chunk in ids.chunks(a.batch) {
+        if a.max_seconds
+            .is_some_and(|m| t0.elapsed().as_secs_f64() > m)
+        {
+            break;
+        }
         let (_, s) = beam_search_stats(&model, &index, chunk, a.beam)?;
         steps += s.steps;
         rows += s.rows;
         cands += s.candidates;
+        done += chunk.len();
     }
     device.synchronize()?;
     let secs = t0.elapsed().as_secs_f64();
@@ -145,8 +154,8 @@ fn beam(a: BeamArgs) -> Result<()> {
         decode_step_time(&model, &ids, a.batch, a.beam, &device)?;
     let out = serde_json::json!({
         "engine": "minirec", "model": what, "device": format!("{device:?}"), "dtype": format!("{dtype:?}"),
-        "catalog_titles": index.len(), "prompts": ids.len(), "batch": a.batch, "beam": a.beam,
-        "seconds": secs, "prompts_per_s": ids.len() as f64 / secs,
+        "catalog_titles": index.len(), "prompts": done, "batch": a.batch, "beam": a.beam,
+        "seconds": secs, "prompts_per_s": done as f64 / secs,
         "decode_steps": steps, "beam_tokens_per_s": rows as f64 / secs, "candidates": cands,
         "decode_step_ms": step_ms, "weights_bytes": weight_bytes, "bandwidth_floor_ms_at_3TBps": floor_ms,
     });
