@@ -12,6 +12,7 @@ use rand::Rng;
 
 use crate::error::{ModelError, Result};
 use crate::model::{Decoder, GenCache};
+use crate::profile::phase;
 use crate::tokenizer::TextTokenizer;
 
 const NONE: u32 = u32::MAX;
@@ -168,7 +169,11 @@ pub fn beam_search_stats(
         )));
     }
     let b = prompts.len();
-    let (pc, last) = model.prefill(prompts)?;
+    let dev = model.device().clone();
+    let (pc, last) = {
+        let _p = phase("beam.prefill", &dev);
+        model.prefill(prompts)?
+    };
     let mut logits = model.logits(&last)?; // [B, V]: row b is prompt b's only beam
     let mut states: Vec<PromptState> = (0..b)
         .map(|_| PromptState {
@@ -202,7 +207,11 @@ pub fn beam_search_stats(
             break;
         }
         stats.candidates += picks.len();
-        let lp = gather_logprobs(&logits, &picks, &rows)?;
+        let lp = {
+            let _p = phase("beam.gather_logprobs", &dev);
+            gather_logprobs(&logits, &picks, &rows)?
+        };
+        let _host = phase("beam.host_select", &dev);
         // Per prompt, candidates best first.
         let mut by_prompt: Vec<Vec<(f32, u32, u32, u32)>> = vec![Vec::new(); b];
         for (j, &(i, k, t, c)) in meta.iter().enumerate() {
@@ -247,20 +256,24 @@ pub fn beam_search_stats(
                 tokens[i * width + slot] = tokens[i * width];
             }
         }
+        drop(_host);
         if !any_live {
             break;
         }
         if !first {
-            gen.reorder(&Tensor::from_slice(
-                &parents,
-                parents.len(),
-                model.device(),
-            )?)?;
+            let _p = phase("beam.reorder_cache", &dev);
+            gen.reorder(&Tensor::from_slice(&parents, parents.len(), &dev)?)?;
         }
-        let h = model.decode_step(&pc, &mut gen, &tokens)?;
+        let h = {
+            let _p = phase("beam.decode_step", &dev);
+            model.decode_step(&pc, &mut gen, &tokens)?
+        };
         stats.steps += 1;
         stats.rows += tokens.len();
-        logits = model.logits(&h)?;
+        logits = {
+            let _p = phase("beam.logits", &dev);
+            model.logits(&h)?
+        };
         first = false;
     }
     Ok((states.into_iter().map(|s| s.finished).collect(), stats))

@@ -8,6 +8,7 @@ pub mod layers;
 pub mod load;
 pub mod lora;
 pub mod model;
+pub mod profile;
 pub mod tokenizer;
 pub mod weights;
 

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
+use crate::profile::phase;
 use crate::weights::Weights;
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
@@ -481,56 +482,77 @@ impl Decoder {
             gen.kv = vec![None; self.blocks.len()];
         }
         let scale = cfg.attn_scale();
+        let dev = &self.device;
         for (li, blk) in self.blocks.iter().enumerate() {
-            let normed = blk.input_norm.forward(&x, true)?;
-            let (q, k, v) = blk.attn.project(&normed, cfg)?;
-            let q = Rope::apply(&q, &cos, &sin, true)?; // [N, Hq, 1, D]
-            let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
-            let (kg, vg) = match gen.kv[li].take() {
-                None => (k, v.contiguous()?),
-                Some((pk, pv)) => (
-                    Tensor::cat(&[&pk, &k], 2)?,
-                    Tensor::cat(&[&pv, &v.contiguous()?], 2)?,
-                ),
+            let (q, k, v) = {
+                let _p = phase("decode.qkv", dev);
+                let normed = blk.input_norm.forward(&x, true)?;
+                let (q, k, v) = blk.attn.project(&normed, cfg)?;
+                let q = Rope::apply(&q, &cos, &sin, true)?; // [N, Hq, 1, D]
+                let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
+                (q, k, v)
+            };
+            let (kg, vg) = {
+                let _p = phase("decode.cache_append", dev);
+                match gen.kv[li].take() {
+                    None => (k, v.contiguous()?),
+                    Some((pk, pv)) => (
+                        Tensor::cat(&[&pk, &k], 2)?,
+                        Tensor::cat(&[&pv, &v.contiguous()?], 2)?,
+                    ),
+                }
             };
             let t_gen = kg.dim(2)?;
             // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
             let (kp, vp) = &pc.kv[li];
-            let qp = q
-                .reshape((b, w, kvh, g, hd))?
-                .permute((0, 2, 1, 3, 4))?
-                .reshape((b, kvh, w * g, hd))?;
-            let sp = (qp.matmul(&kp.t()?)? * scale)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
-            let mut sp = softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?;
+            let mut sp = {
+                let _p = phase("decode.attn_prompt_scores", dev);
+                let qp = q
+                    .reshape((b, w, kvh, g, hd))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .reshape((b, kvh, w * g, hd))?;
+                let sp = (qp.matmul(&kp.t()?)? * scale)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
+                softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?
+            };
             // Generated segment: each row against its own keys.
-            let qg = q.reshape((n, kvh, g, hd))?;
-            let sg = (qg.matmul(&kg.t()?)? * scale)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
-            let sg = softcap(&sg, cfg.attn_logit_softcapping)?
-                .reshape((b, w, kvh, g, t_gen))?
-                .permute((0, 2, 1, 3, 4))?
-                .reshape((b, kvh, w * g, t_gen))?;
+            let sg = {
+                let _p = phase("decode.attn_gen_scores", dev);
+                let qg = q.reshape((n, kvh, g, hd))?;
+                let sg = (qg.matmul(&kg.t()?)? * scale)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
+                softcap(&sg, cfg.attn_logit_softcapping)?
+                    .reshape((b, w, kvh, g, t_gen))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .reshape((b, kvh, w * g, t_gen))?
+            };
             if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
                 sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
             }
-            let probs =
-                softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?.to_dtype(self.dtype)?;
-            let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
-            let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
-            let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
-            let out_g = pg
-                .reshape((b, kvh, w, g, t_gen))?
-                .permute((0, 2, 1, 3, 4))?
-                .reshape((n, kvh, g, t_gen))?
-                .matmul(&vg)?
-                .reshape((b, w, kvh, g, hd))?
-                .permute((0, 2, 1, 3, 4))?
-                .reshape((b, kvh, w * g, hd))?;
-            let out = (out_p + out_g)?
-                .reshape((b, kvh, w, g, hd))?
-                .permute((0, 2, 1, 3, 4))?
-                .reshape((n, 1, cfg.num_heads * hd))?;
-            let a = blk.attn.o.forward(&out)?;
+            let out = {
+                let _p = phase("decode.attn_softmax_values", dev);
+                let probs = softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?
+                    .to_dtype(self.dtype)?;
+                let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
+                let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
+                let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
+                let out_g = pg
+                    .reshape((b, kvh, w, g, t_gen))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .reshape((n, kvh, g, t_gen))?
+                    .matmul(&vg)?
+                    .reshape((b, w, kvh, g, hd))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .reshape((b, kvh, w * g, hd))?;
+                (out_p + out_g)?
+                    .reshape((b, kvh, w, g, hd))?
+                    .permute((0, 2, 1, 3, 4))?
+                    .reshape((n, 1, cfg.num_heads * hd))?
+            };
+            let a = {
+                let _p = phase("decode.o_proj", dev);
+                blk.attn.o.forward(&out)?
+            };
             gen.kv[li] = Some((kg, vg));
+            let _p = phase("decode.mlp_norms", dev);
             x = self.block_tail(blk, &x, a, true)?;
         }
         gen.len += 1;

@@ -160,6 +160,9 @@ fn beam(a: BeamArgs) -> Result<()> {
         "decode_step_ms": step_ms, "weights_bytes": weight_bytes, "bandwidth_floor_ms_at_3TBps": floor_ms,
     });
     println!("{out}");
+    for (name, secs, calls) in minirec_model::profile::report() {
+        eprintln!("  {name:<32} {secs:>9.3} s  {calls:>8} calls");
+    }
     if let Some(p) = &a.json {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
