@@ -75,7 +75,9 @@ impl PromptCache {
     }
 }
 
-/// The generated part of the cache: one entry per row (B·W rows, prompt-major).
+/// The generated part of the cache: one entry per row (B·W rows, prompt-major). Beams are reordered every
+/// step, so each step copies the cache once whatever the layout; appending by concatenation costs the same
+/// one pass and keeps every tensor contiguous for the attention matmuls.
 #[derive(Default)]
 pub struct GenCache {
     kv: Vec<Option<(Tensor, Tensor)>>,
@@ -89,6 +91,19 @@ impl GenCache {
             *e = (e.0.index_select(parents, 0)?, e.1.index_select(parents, 0)?);
         }
         Ok(())
+    }
+
+    /// Appends layer `li`'s new keys/values ([N, KVH, 1, D]); returns the layer's whole cache.
+    fn append(&mut self, li: usize, k: Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = match self.kv[li].take() {
+            None => (k, v.contiguous()?),
+            Some((pk, pv)) => (
+                Tensor::cat(&[&pk, &k], 2)?,
+                Tensor::cat(&[&pv, &v.contiguous()?], 2)?,
+            ),
+        };
+        self.kv[li] = Some(kv.clone());
+        Ok(kv)
     }
 }
 
@@ -488,19 +503,14 @@ impl Decoder {
                 let _p = phase("decode.qkv", dev);
                 let normed = blk.input_norm.forward(&x, true)?;
                 let (q, k, v) = blk.attn.project(&normed, cfg)?;
-                let q = Rope::apply(&q, &cos, &sin, true)?; // [N, Hq, 1, D]
+                // Scaling q here costs N·Hq·D multiplies instead of one pass over every score.
+                let q = (Rope::apply(&q, &cos, &sin, true)? * scale)?; // [N, Hq, 1, D]
                 let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
                 (q, k, v)
             };
             let (kg, vg) = {
                 let _p = phase("decode.cache_append", dev);
-                match gen.kv[li].take() {
-                    None => (k, v.contiguous()?),
-                    Some((pk, pv)) => (
-                        Tensor::cat(&[&pk, &k], 2)?,
-                        Tensor::cat(&[&pv, &v.contiguous()?], 2)?,
-                    ),
-                }
+                gen.append(li, k, &v)?
             };
             let t_gen = kg.dim(2)?;
             // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
@@ -511,14 +521,14 @@ impl Decoder {
                     .reshape((b, w, kvh, g, hd))?
                     .permute((0, 2, 1, 3, 4))?
                     .reshape((b, kvh, w * g, hd))?;
-                let sp = (qp.matmul(&kp.t()?)? * scale)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
+                let sp = qp.matmul(&kp.t()?)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
                 softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?
             };
             // Generated segment: each row against its own keys.
             let sg = {
                 let _p = phase("decode.attn_gen_scores", dev);
                 let qg = q.reshape((n, kvh, g, hd))?;
-                let sg = (qg.matmul(&kg.t()?)? * scale)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
+                let sg = qg.matmul(&kg.t()?)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
                 softcap(&sg, cfg.attn_logit_softcapping)?
                     .reshape((b, w, kvh, g, t_gen))?
                     .permute((0, 2, 1, 3, 4))?
@@ -551,7 +561,6 @@ impl Decoder {
                 let _p = phase("decode.o_proj", dev);
                 blk.attn.o.forward(&out)?
             };
-            gen.kv[li] = Some((kg, vg));
             let _p = phase("decode.mlp_norms", dev);
             x = self.block_tail(blk, &x, a, true)?;
         }

@@ -29,7 +29,11 @@ pub fn phase<'a>(name: &'static str, device: &'a Device) -> Phase<'a> {
         device.synchronize().ok();
         Instant::now()
     });
-    Phase { name, device, start }
+    Phase {
+        name,
+        device,
+        start,
+    }
 }
 
 impl Drop for Phase<'_> {
@@ -47,7 +51,15 @@ impl Drop for Phase<'_> {
 /// The accumulated phases, most expensive first: (name, total seconds, calls).
 pub fn report() -> Vec<(&'static str, f64, u64)> {
     let t = table().lock().expect("profile lock");
-    let mut v: Vec<_> = t.iter().map(|(k, (d, n))| (*k, d.as_secs_f64(), *n)).collect();
+    let mut v: Vec<_> = t
+        .iter()
+        .map(|(k, (d, n))| (*k, d.as_secs_f64(), *n))
+        .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
     v
+}
+
+/// Forgets everything recorded so far (after a warm-up, say).
+pub fn reset() {
+    table().lock().expect("profile lock").clear();
 }

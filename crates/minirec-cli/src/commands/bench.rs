@@ -134,6 +134,7 @@ fn beam(a: BeamArgs) -> Result<()> {
     // Warm-up (kernel compilation, allocator).
     beam_search(&model, &index, &ids[..a.batch.min(ids.len())], a.beam)?;
     device.synchronize()?;
+    minirec_model::profile::reset();
     let t0 = Instant::now();
     let (mut steps, mut rows, mut cands, mut done) = (0, 0, 0, 0);
     for chunk in ids.chunks(a.batch) {
