@@ -48,7 +48,8 @@ fn tune_cuda(device: &Device) {
         // SAFETY: plain driver calls on the context's own device with valid out-pointers.
         let ok = unsafe {
             ctx.bind_to_thread().is_ok()
-                && sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
+                && sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                    == sys::CUresult::CUDA_SUCCESS
                 && sys::cuMemPoolSetAttribute(
                     pool,
                     sys::CUmemPool_attribute_enum::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
