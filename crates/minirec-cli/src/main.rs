@@ -33,7 +33,7 @@ enum Command {
     /// Run the pipeline on the embedded default dataset.
     Demo(commands::demo::DemoArgs),
     /// Supervised fine-tuning of the LLM on prepared samples.
-    Sft(commands::pending::PendingArgs),
+    Sft(commands::sft::SftArgs),
     /// Pick a small, valuable RL training subset (MiniRec and baselines).
     Select(commands::pending::PendingArgs),
     /// GRPO with the RISER stabilisers.
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Prepare(a) => commands::prepare::run(a, progress),
         Command::Eval(a) => commands::eval::run(a),
         Command::Demo(a) => commands::demo::run(a, progress),
-        Command::Sft(_) => commands::pending::run("sft", "supervised fine-tuning"),
+        Command::Sft(a) => commands::sft::run(a, progress),
         Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),
         Command::Rl(_) => commands::pending::run("rl", "GRPO with RISER"),
         Command::Recommend(a) => commands::recommend::run(a),

@@ -145,3 +145,78 @@ fn recommend_ranks_catalog_titles_and_convert_round_trips() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
 }
+
+#[test]
+fn sft_from_the_cli_writes_a_run_that_recommends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("demo");
+    assert!(
+        minirec(&["demo", "--out", run.to_str().unwrap(), "--users", "300"])
+            .status
+            .success()
+    );
+    let data = run.join("data");
+    let model = tmp.path().join("model");
+    tiny_model_dir(&model, &data);
+    let out = tmp.path().join("sft");
+    let args = [
+        "sft",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--max-train",
+        "64",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "2",
+        "--cpu",
+    ];
+    let o = minirec(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 steps"));
+    for f in [
+        "manifest.json",
+        "train_log.jsonl",
+        "model/config.json",
+        "model/tokenizer.json",
+        "checkpoints/latest",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let o = minirec(&[
+        "recommend",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--history",
+        "Voltex Cordless Drill 12V",
+        "--top-k",
+        "3",
+        "--json",
+        "--cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(recs.len(), 3);
+    // A missing dataset is named.
+    let o = minirec(&[
+        "sft",
+        "--data",
+        tmp.path().join("none").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("none"));
+}

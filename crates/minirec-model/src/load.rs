@@ -194,18 +194,24 @@ pub fn preset_config(name: &str, vocab_size: usize) -> Result<ModelConfig> {
     })
 }
 
-/// A randomly initialised model (normal, std 0.02; norms at one), generated on `device`.
+/// A randomly initialised model (normal, std 0.02; norms at one), the same for the same seed: drawn on the
+/// host from a seeded generator on the CPU (candle's CPU generator cannot be seeded), by the device's seeded
+/// generator on a GPU.
 pub fn random_model(cfg: ModelConfig, dtype: DType, device: &Device, seed: u64) -> Result<Decoder> {
-    device.set_seed(seed).ok();
+    use rand::SeedableRng;
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let h = cfg.hidden_size;
     let q = cfg.num_heads * cfg.head_dim;
     let kv = cfg.num_kv_heads * cfg.head_dim;
+    let on_host = !device.is_cuda() || device.set_seed(seed).is_err();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut rnd = |name: String, shape: (usize, usize)| -> Result<()> {
-        t.insert(
-            name,
-            Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)?,
-        );
+        let w = if on_host {
+            Tensor::from_vec(normal(&mut rng, shape.0 * shape.1, 0.02), shape, device)?
+        } else {
+            Tensor::randn(0f32, 0.02, shape, device)?
+        };
+        t.insert(name, w.to_dtype(dtype)?);
         Ok(())
     };
     rnd("model.embed_tokens.weight".into(), (cfg.vocab_size, h))?;
@@ -251,4 +257,19 @@ pub fn random_model(cfg: ModelConfig, dtype: DType, device: &Device, seed: u64) 
     }
     t.insert("model.norm.weight".into(), norm(h)?);
     Decoder::from_weights(cfg, &Weights::new(t, "random init"), dtype, device)
+}
+
+/// `n` draws from N(0, std²) by the Box–Muller transform.
+fn normal(rng: &mut impl rand::Rng, n: usize, std: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+        let u2: f32 = rng.random();
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let a = 2.0 * std::f32::consts::PI * u2;
+        out.push(r * a.cos());
+        out.push(r * a.sin());
+    }
+    out.truncate(n);
+    out
 }

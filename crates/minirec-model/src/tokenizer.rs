@@ -78,6 +78,43 @@ impl TextTokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// A word-level tokenizer (whitespace and punctuation split, as HF's `Whitespace` pre-tokenizer does) over
+    /// every piece of `texts`, plus `[UNK]` (id 0). Small vocabularies for tests and tiny demo models.
+    pub fn word_level<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        let mut words = std::collections::BTreeSet::new();
+        for text in texts {
+            let mut cur = String::new();
+            for c in text.chars() {
+                if c.is_alphanumeric() || c == '_' {
+                    cur.push(c);
+                    continue;
+                }
+                if !cur.is_empty() {
+                    words.insert(std::mem::take(&mut cur));
+                }
+                if !c.is_whitespace() {
+                    words.insert(c.to_string());
+                }
+            }
+            if !cur.is_empty() {
+                words.insert(cur);
+            }
+        }
+        let mut vocab = serde_json::Map::new();
+        vocab.insert("[UNK]".into(), json!(0));
+        for (i, w) in words.into_iter().enumerate() {
+            vocab.insert(w, json!(i + 1));
+        }
+        Self::from_json(
+            &json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+                "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+                "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+            })
+            .to_string(),
+        )
+    }
 }
 
 fn strings(c: &gguf_file::Content, key: &str) -> Result<Vec<String>> {

@@ -5,3 +5,4 @@ pub mod eval;
 pub mod pending;
 pub mod prepare;
 pub mod recommend;
+pub mod sft;

@@ -1,0 +1,119 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use minirec_data::PreparedDataset;
+use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::lora::LoraConfig;
+use minirec_train::sft::{encode_samples, train, trainable, SftConfig};
+
+#[derive(Args)]
+pub struct SftArgs {
+    /// A prepared dataset (`minirec prepare`).
+    #[arg(long)]
+    data: PathBuf,
+    /// The model to fine-tune: GGUF file, HF directory, adapter or run directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The run directory to write (checkpoints, log, and the model or adapter).
+    #[arg(long)]
+    out: PathBuf,
+    /// LoRA rank; without it, every weight is trained.
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f64,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Epochs without a better validation loss before stopping.
+    #[arg(long, default_value_t = 1)]
+    patience: usize,
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: usize,
+    /// Use at most this many training samples (the first ones).
+    #[arg(long)]
+    max_train: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Continue from the newest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    cpu: bool,
+}
+
+pub fn run(a: SftArgs, progress: bool) -> Result<()> {
+    let ds = PreparedDataset::load(&a.data)?;
+    let device = pick_device(a.cpu)?;
+    let mut loaded = load_model(&a.model, &device, default_dtype(&device))?;
+    tracing::info!("loaded {} on {device:?}", loaded.description);
+    let cfg = SftConfig {
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        patience: a.patience,
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+        lora: a.lora_rank.map(|r| LoraConfig {
+            r,
+            alpha: a.lora_alpha,
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let n = a.max_train.unwrap_or(ds.train.len()).min(ds.train.len());
+    let tr = encode_samples(&ds, &ds.train[..n], &loaded.tokenizer)?;
+    let va = encode_samples(&ds, &ds.valid, &loaded.tokenizer)?;
+    let vars = trainable(&mut loaded.model, &cfg)?;
+    let base = std::fs::canonicalize(&a.model)
+        .unwrap_or(a.model.clone())
+        .display()
+        .to_string();
+    let summary = train(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        vars,
+        &tr,
+        &va,
+        &cfg,
+        &a.out,
+        &base,
+        a.resume,
+        progress,
+    )
+    .with_context(|| format!("training into {}", a.out.display()))?;
+    let manifest = minirec_data::Manifest::new(
+        "sft",
+        serde_json::json!({"config": cfg, "data": a.data, "model": a.model, "train_samples": n}),
+        Vec::new(),
+    );
+    let mut manifest = manifest;
+    manifest
+        .outputs
+        .insert("summary".into(), serde_json::to_value(&summary)?);
+    minirec_data::fsutil::write_json_atomic(&a.out.join("manifest.json"), &manifest)?;
+    println!(
+        "sft: {} steps, {} epochs, train loss {:.4}, best valid loss {}, {:.1} samples/s -> {}",
+        summary.steps,
+        summary.epochs_run,
+        summary.final_train_loss,
+        summary
+            .best_valid_loss
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "-".into()),
+        summary.samples_per_s,
+        summary.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Checkpoints: `checkpoints/step-NNNNNNNN/` holding the trainable tensors, the optimiser moments and the loop
+//! state, written into a temporary directory and renamed into place, with `checkpoints/latest` (also replaced
+//! atomically) naming the newest complete one. An interrupted write leaves the previous checkpoint intact.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Tensor, Var};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Result, TrainError};
+
+fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+pub fn save_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
+    let t: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&t, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+pub fn load_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
+    let dev = vars
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(candle_core::Device::Cpu);
+    let st = candle_core::safetensors::load(path, &dev).map_err(|e| TrainError::File {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    for (n, v) in vars {
+        let t = st.get(n).ok_or_else(|| TrainError::File {
+            path: path.into(),
+            msg: format!("no tensor {n}"),
+        })?;
+        v.set(&t.to_dtype(v.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint for `step`; `write` fills the (temporary) directory. Returns its final path.
+pub fn save<S: Serialize>(
+    run: &Path,
+    step: usize,
+    state: &S,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = run.join("checkpoints");
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    let name = format!("step-{step:08}");
+    let tmp = dir.join(format!(".{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    write(&tmp)?;
+    let state_text = serde_json::to_string_pretty(state).expect("state serialises");
+    std::fs::write(tmp.join("state.json"), state_text)
+        .map_err(|e| TrainError::io(tmp.join("state.json"), e))?;
+    let fin = dir.join(&name);
+    if fin.exists() {
+        std::fs::remove_dir_all(&fin).map_err(|e| TrainError::io(&fin, e))?;
+    }
+    std::fs::rename(&tmp, &fin).map_err(|e| TrainError::io(&fin, e))?;
+    write_text_atomic(&dir.join("latest"), &name)?;
+    Ok(fin)
+}
+
+/// The newest complete checkpoint and its state, if any.
+pub fn latest<S: DeserializeOwned>(run: &Path) -> Result<Option<(PathBuf, S)>> {
+    let pointer = run.join("checkpoints").join("latest");
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
+    let dir = run.join("checkpoints").join(name.trim());
+    let sp = dir.join("state.json");
+    let text = std::fs::read_to_string(&sp).map_err(|e| TrainError::io(&sp, e))?;
+    let state = serde_json::from_str(&text).map_err(|e| TrainError::File {
+        path: sp.clone(),
+        msg: e.to_string(),
+    })?;
+    Ok(Some((dir, state)))
+}

@@ -1,0 +1,10 @@
+//! minirec-train: supervised fine-tuning (and, next, GRPO with the RISER stabilisers) with atomic checkpoints
+//! and exact resume.
+
+pub mod checkpoint;
+pub mod error;
+pub mod optim;
+pub mod sft;
+
+pub use error::{Result, TrainError};
+pub use sft::{SftConfig, SftSummary};

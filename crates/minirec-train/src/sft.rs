@@ -1,0 +1,398 @@
+//! Supervised fine-tuning: next-token NLL on the response tokens only; AdamW with warm-up and cosine decay;
+//! global-norm clipping; gradient accumulation; validation loss each epoch with early stopping; full or LoRA
+//! fine-tuning; atomic checkpoints every N steps and `resume` from the newest.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Tensor, Var, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use minirec_data::{PreparedDataset, Sample};
+use minirec_model::lora::{add_lora, save_adapter, save_hf_dir, LoraConfig};
+use minirec_model::{Decoder, TextTokenizer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+use crate::optim::{lr_at, AdamW, AdamWConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SftConfig {
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (counting from the start of the run).
+    pub max_steps: Option<usize>,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub min_lr_ratio: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Validation examples used per evaluation (the first ones of the split).
+    pub max_valid: usize,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+    /// LoRA instead of full fine-tuning.
+    pub lora: Option<LoraConfig>,
+    /// Stop abruptly after this step, without a checkpoint or export (simulates a crash; for resume tests).
+    #[serde(skip)]
+    pub interrupt_after: Option<usize>,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        SftConfig {
+            epochs: 3,
+            max_steps: None,
+            lr: 3e-4,
+            warmup_ratio: 0.03,
+            min_lr_ratio: 0.0,
+            batch_size: 8,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            patience: 1,
+            max_valid: 512,
+            checkpoint_every: 200,
+            seed: 42,
+            lora: None,
+            interrupt_after: None,
+        }
+    }
+}
+
+/// A tokenised training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+}
+
+/// Tokenises samples: the prompt of the history, and the target's response text.
+pub fn encode_samples(
+    ds: &PreparedDataset,
+    samples: &[Sample],
+    tok: &TextTokenizer,
+) -> Result<Vec<Example>> {
+    let prompts: Vec<String> = samples
+        .iter()
+        .map(|s| ds.prompt.render(ds.history_titles(s)))
+        .collect();
+    let responses: Vec<String> = samples
+        .iter()
+        .map(|s| ds.prompt.response(ds.target_title(s)))
+        .collect();
+    let p = tok.encode_batch(&prompts)?;
+    let r = tok.encode_batch(&responses)?;
+    Ok(p.into_iter()
+        .zip(r)
+        .map(|(prompt, response)| Example { prompt, response })
+        .collect())
+}
+
+/// Mean NLL of the response tokens of a batch (differentiable). Logits are computed only where a response
+/// token is predicted, not over the whole sequence.
+pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Tensor> {
+    let len = batch
+        .iter()
+        .map(|e| e.prompt.len() + e.response.len())
+        .max()
+        .unwrap_or(0);
+    if batch.is_empty()
+        || batch
+            .iter()
+            .any(|e| e.prompt.is_empty() || e.response.is_empty())
+    {
+        return Err(TrainError::Invalid(
+            "an example has an empty prompt or response".into(),
+        ));
+    }
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut mask = Vec::with_capacity(batch.len());
+    let mut at = Vec::new();
+    let mut targets = Vec::new();
+    for (r, e) in batch.iter().enumerate() {
+        let seq: Vec<u32> = e.prompt.iter().chain(&e.response).copied().collect();
+        for (k, &t) in e.response.iter().enumerate() {
+            at.push((r * len + e.prompt.len() + k - 1) as u32);
+            targets.push(t);
+        }
+        mask.push(
+            std::iter::repeat_n(1u8, seq.len())
+                .chain(std::iter::repeat_n(0, len - seq.len()))
+                .collect(),
+        );
+        ids.push(
+            seq.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, len - seq.len()))
+                .collect(),
+        );
+    }
+    let (h, _) = model.forward(&ids, &mask, fused, false)?;
+    let dev = model.device();
+    let h = h.reshape(((), model.cfg.hidden_size))?;
+    let sel = h.index_select(&Tensor::from_vec(at, targets.len(), dev)?, 0)?;
+    let logits = model.logits(&sel)?;
+    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let n = targets.len();
+    let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
+    Ok((lsm.gather(&tgt, 1)?.mean_all()? * -1.0)?)
+}
+
+/// Mean response NLL over examples, in batches, without gradients.
+pub fn eval_nll(model: &Decoder, examples: &[Example], batch: usize) -> Result<f64> {
+    let (mut total, mut n) = (0f64, 0usize);
+    for chunk in examples.chunks(batch.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let tokens: usize = chunk.iter().map(|e| e.response.len()).sum();
+        let l = batch_nll(model, &refs, true)?.to_scalar::<f32>()? as f64;
+        total += l * tokens as f64;
+        n += tokens;
+    }
+    Ok(if n == 0 { f64::NAN } else { total / n as f64 })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoopState {
+    pub step: usize,
+    pub epoch: usize,
+    /// Optimiser steps already taken in `epoch`.
+    pub step_in_epoch: usize,
+    pub best_valid: Option<f64>,
+    pub bad_epochs: usize,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftSummary {
+    pub steps: usize,
+    pub epochs_run: usize,
+    pub final_train_loss: f64,
+    pub best_valid_loss: Option<f64>,
+    pub valid_losses: Vec<f64>,
+    pub stopped_early: bool,
+    pub samples_per_s: f64,
+    pub output: PathBuf,
+}
+
+/// The trainable variables: LoRA adapters (added here) or every weight.
+pub fn trainable(model: &mut Decoder, cfg: &SftConfig) -> Result<Vec<(String, Var)>> {
+    Ok(match &cfg.lora {
+        Some(l) => add_lora(model, l, cfg.seed)?,
+        None => model.make_all_trainable()?,
+    })
+}
+
+/// Runs SFT into `run`. `base` names the base model in exported adapters. With `resume`, continues from the
+/// newest checkpoint in `run` (same data, config and seed give the same weights as an uninterrupted run).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &mut Decoder,
+    tok: &TextTokenizer,
+    vars: Vec<(String, Var)>,
+    train: &[Example],
+    valid: &[Example],
+    cfg: &SftConfig,
+    run: &Path,
+    base: &str,
+    resume: bool,
+    progress: bool,
+) -> Result<SftSummary> {
+    if train.is_empty() {
+        return Err(TrainError::Invalid("no training examples".into()));
+    }
+    if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.epochs == 0 {
+        return Err(TrainError::Invalid(
+            "batch size, accumulation and epochs must be at least 1".into(),
+        ));
+    }
+    std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    let steps_per_epoch = train.len().div_ceil(per_step);
+    let total = cfg
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(cfg.epochs * steps_per_epoch);
+    let warmup = (total as f64 * cfg.warmup_ratio).round() as usize;
+    let mut opt = AdamW::new(
+        vars,
+        AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut st = LoopState {
+        step: 0,
+        epoch: 0,
+        step_in_epoch: 0,
+        best_valid: None,
+        bad_epochs: 0,
+        done: false,
+    };
+    let mut last_good = String::from("(none yet)");
+    let mut valid_losses = Vec::new();
+    if resume {
+        match checkpoint::latest::<LoopState>(run)? {
+            Some((dir, s)) => {
+                checkpoint::load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+                opt.load(&dir.join("optimizer.safetensors"), s.step)?;
+                tracing::info!("resuming from {} (step {})", dir.display(), s.step);
+                last_good = dir.display().to_string();
+                st = s;
+            }
+            None => tracing::warn!(
+                "--resume: no checkpoint in {}; starting from the beginning",
+                run.display()
+            ),
+        }
+    }
+    let log_path = run.join("train_log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrainError::io(&log_path, e))?;
+    let pb = if progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("sft [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(st.step as u64);
+    let t0 = Instant::now();
+    let mut seen = 0usize;
+    let mut last_loss = f64::NAN;
+    let save_ckpt = |opt: &AdamW, st: &LoopState| -> Result<PathBuf> {
+        checkpoint::save(run, st.step, st, |dir| {
+            checkpoint::save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+            opt.save(&dir.join("optimizer.safetensors"))
+        })
+    };
+    while !st.done && st.epoch < cfg.epochs && st.step < total {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed.wrapping_add(st.epoch as u64),
+        ));
+        while st.step_in_epoch < steps_per_epoch && st.step < total {
+            let mut acc = opt.accumulator();
+            let mut loss_sum = 0f64;
+            for a in 0..cfg.grad_accum {
+                let from = (st.step_in_epoch * cfg.grad_accum + a) * cfg.batch_size;
+                if from >= order.len() {
+                    break;
+                }
+                let idx = &order[from..(from + cfg.batch_size).min(order.len())];
+                let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+                let loss = batch_nll(model, &batch, false)?;
+                let l = loss.to_scalar::<f32>()?;
+                if !l.is_finite() {
+                    pb.abandon();
+                    return Err(TrainError::NonFinite {
+                        step: st.step,
+                        loss: l,
+                        last_good,
+                    });
+                }
+                loss_sum += l as f64;
+                seen += batch.len();
+                opt.accumulate(&mut acc, &loss.backward()?)?;
+            }
+            let micro = acc.micro_batches.max(1);
+            let lr = lr_at(st.step, cfg.lr, warmup, total, cfg.min_lr_ratio);
+            let norm = opt.step(acc, lr, cfg.max_grad_norm)?;
+            if !norm.is_finite() {
+                pb.abandon();
+                return Err(TrainError::NonFinite {
+                    step: st.step,
+                    loss: f32::NAN,
+                    last_good,
+                });
+            }
+            last_loss = loss_sum / micro as f64;
+            st.step += 1;
+            st.step_in_epoch += 1;
+            let line = serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": last_loss, "lr": lr,
+                "grad_norm": norm, "seconds": t0.elapsed().as_secs_f64()});
+            writeln!(log, "{line}").map_err(|e| TrainError::io(&log_path, e))?;
+            pb.set_position(st.step as u64);
+            pb.set_message(format!("loss {last_loss:.4}"));
+            if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
+                last_good = save_ckpt(&opt, &st)?.display().to_string();
+            }
+            if cfg.interrupt_after == Some(st.step) {
+                pb.abandon();
+                return Err(TrainError::Interrupted { step: st.step });
+            }
+        }
+        if st.step_in_epoch >= steps_per_epoch {
+            // End of an epoch: validate, keep the best weights, stop when patience runs out.
+            if !valid.is_empty() {
+                let v = eval_nll(
+                    model,
+                    &valid[..valid.len().min(cfg.max_valid)],
+                    cfg.batch_size,
+                )?;
+                valid_losses.push(v);
+                writeln!(
+                    log,
+                    "{}",
+                    serde_json::json!({"step": st.step, "epoch": st.epoch, "valid_loss": v})
+                )
+                .map_err(|e| TrainError::io(&log_path, e))?;
+                tracing::info!("epoch {}: valid loss {v:.4}", st.epoch);
+                if st.best_valid.is_none_or(|b| v < b) {
+                    st.best_valid = Some(v);
+                    st.bad_epochs = 0;
+                    checkpoint::save_vars(&opt.vars, &run.join("best.safetensors"))?;
+                } else {
+                    st.bad_epochs += 1;
+                    if st.bad_epochs >= cfg.patience {
+                        st.done = true;
+                    }
+                }
+            }
+            st.epoch += 1;
+            st.step_in_epoch = 0;
+        }
+    }
+    save_ckpt(&opt, &st)?;
+    pb.finish_and_clear();
+    let best = run.join("best.safetensors");
+    if st.best_valid.is_some() && best.exists() {
+        checkpoint::load_vars(&opt.vars, &best)?;
+    }
+    let output = match &cfg.lora {
+        Some(l) => {
+            let dir = run.join("adapter");
+            save_adapter(model, l, base, &dir)?;
+            dir
+        }
+        None => {
+            let dir = run.join("model");
+            save_hf_dir(model, Some(tok), &dir)?;
+            dir
+        }
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    Ok(SftSummary {
+        steps: st.step,
+        epochs_run: st.epoch,
+        final_train_loss: last_loss,
+        best_valid_loss: st.best_valid,
+        valid_losses,
+        stopped_early: st.done,
+        samples_per_s: seen as f64 / secs.max(1e-9),
+        output,
+    })
+}
