@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let progress = !cli.quiet;
     let result = match cli.command {
         Command::Prepare(a) => commands::prepare::run(a, progress),
-        Command::Eval(a) => commands::eval::run(a),
+        Command::Eval(a) => commands::eval::run(a, progress),
         Command::Demo(a) => commands::demo::run(a, progress),
         Command::Sft(a) => commands::sft::run(a, progress),
         Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),

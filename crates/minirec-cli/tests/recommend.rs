@@ -207,6 +207,57 @@ fn sft_from_the_cli_writes_a_run_that_recommends() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let recs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(recs.len(), 3);
+    // eval --model ranks every test sample and scores it with the same code as eval --predictions.
+    let preds = tmp.path().join("preds.jsonl");
+    let metrics = tmp.path().join("m.json");
+    let o = minirec(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "test",
+        "--limit",
+        "12",
+        "--beam",
+        "5",
+        "--k",
+        "1,5",
+        "--predictions-out",
+        preds.to_str().unwrap(),
+        "--json",
+        metrics.to_str().unwrap(),
+        "--cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    assert!(lines
+        .iter()
+        .all(|l| l["ranked"].as_array().unwrap().len() == 5));
+    let again = tmp.path().join("m2.json");
+    assert!(minirec(&[
+        "eval",
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--k",
+        "1,5",
+        "--json",
+        again.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let (m1, m2): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap(),
+        serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap(),
+    );
+    assert_eq!(m1, m2);
+    assert_eq!(m1["n"], 12);
     // A missing dataset is named.
     let o = minirec(&[
         "sft",
