@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod optim;
+pub mod riser;
 pub mod sft;
 
 pub use error::{Result, TrainError};
