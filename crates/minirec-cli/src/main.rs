@@ -37,7 +37,7 @@ enum Command {
     /// Pick a small, valuable RL training subset (MiniRec and baselines).
     Select(commands::pending::PendingArgs),
     /// GRPO with the RISER stabilisers.
-    Rl(commands::pending::PendingArgs),
+    Rl(commands::rl::RlArgs),
     /// Recommend items for a history with trie-constrained beam search.
     Recommend(commands::recommend::RecommendArgs),
     /// Write any loadable model (GGUF, adapter) as a plain HF directory with tokenizer.json.
@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo::run(a, progress),
         Command::Sft(a) => commands::sft::run(a, progress),
         Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),
-        Command::Rl(_) => commands::pending::run("rl", "GRPO with RISER"),
+        Command::Rl(a) => commands::rl::run(a, progress),
         Command::Recommend(a) => commands::recommend::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(c) => commands::bench::run(c),

@@ -305,7 +305,7 @@ fn demo_prepares_the_embedded_dataset() {
 
 #[test]
 fn later_stages_say_they_are_not_available_yet() {
-    for cmd in ["rl", "select", "baseline", "run"] {
+    for cmd in ["select", "baseline", "run"] {
         let e = fails(&[cmd, "--data", "x"]);
         assert!(e.contains("not available"), "{cmd}: {e}");
     }

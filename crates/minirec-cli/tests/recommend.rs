@@ -258,6 +258,70 @@ fn sft_from_the_cli_writes_a_run_that_recommends() {
     );
     assert_eq!(m1, m2);
     assert_eq!(m1["n"], 12);
+    // RL from the SFT run, on a two-sample selection, then the RL run evaluates like any model.
+    let subset = tmp.path().join("subset.jsonl");
+    std::fs::write(&subset, "{\"sample_id\": 3}\n{\"sample_id\": 0}\n").unwrap();
+    let rl = tmp.path().join("rl");
+    let o = minirec(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        out.to_str().unwrap(),
+        "--out",
+        rl.to_str().unwrap(),
+        "--subset",
+        subset.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--prompts-per-step",
+        "2",
+        "--rollouts",
+        "4",
+        "--keep",
+        "3",
+        "--lr",
+        "1e-3",
+        "--kl-ref",
+        "0.1",
+        "--cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 steps"));
+    assert_eq!(
+        std::fs::read_to_string(rl.join("rl_log.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let o = minirec(&[
+        "eval",
+        "--model",
+        rl.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "3",
+        "--beam",
+        "3",
+        "--cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&subset, "{\"sample_id\": 999999}\n").unwrap();
+    let o = minirec(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        out.to_str().unwrap(),
+        "--out",
+        rl.to_str().unwrap(),
+        "--subset",
+        subset.to_str().unwrap(),
+        "--cpu",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("999999"));
     // A missing dataset is named.
     let o = minirec(&[
         "sft",

@@ -652,6 +652,17 @@ impl Decoder {
         Ok(out)
     }
 
+    /// Folds every adapter into its base weight (W + scale·B·A) and drops the adapters.
+    pub fn merge_adapters(&mut self) -> Result<()> {
+        for (_, lin) in self.linears_mut() {
+            if lin.lora.is_some() {
+                lin.weight = lin.merged_weight()?.detach();
+                lin.lora = None;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every base tensor a trainable variable (full fine-tuning); returns them by name.
     pub fn make_all_trainable(&mut self) -> Result<Vec<(String, Var)>> {
         let mut vars = Vec::new();

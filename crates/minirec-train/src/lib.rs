@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod optim;
 pub mod riser;
+pub mod rl;
 pub mod sft;
 
 pub use error::{Result, TrainError};

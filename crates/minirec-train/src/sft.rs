@@ -96,19 +96,16 @@ pub fn encode_samples(
         .collect())
 }
 
-/// Mean NLL of the response tokens of a batch (differentiable). Logits are computed only where a response
-/// token is predicted, not over the whole sequence.
-pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Tensor> {
+/// Log-probability of every response token of a batch under the model, concatenated example by example
+/// ([Σ |response|], differentiable unless `fused`). Logits are computed only where a response token is
+/// predicted, not over the whole sequence.
+pub fn token_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) -> Result<Tensor> {
     let len = batch
         .iter()
-        .map(|e| e.prompt.len() + e.response.len())
+        .map(|(p, r)| p.len() + r.len())
         .max()
         .unwrap_or(0);
-    if batch.is_empty()
-        || batch
-            .iter()
-            .any(|e| e.prompt.is_empty() || e.response.is_empty())
-    {
+    if batch.is_empty() || batch.iter().any(|(p, r)| p.is_empty() || r.is_empty()) {
         return Err(TrainError::Invalid(
             "an example has an empty prompt or response".into(),
         ));
@@ -117,10 +114,10 @@ pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Ten
     let mut mask = Vec::with_capacity(batch.len());
     let mut at = Vec::new();
     let mut targets = Vec::new();
-    for (r, e) in batch.iter().enumerate() {
-        let seq: Vec<u32> = e.prompt.iter().chain(&e.response).copied().collect();
-        for (k, &t) in e.response.iter().enumerate() {
-            at.push((r * len + e.prompt.len() + k - 1) as u32);
+    for (r, (prompt, response)) in batch.iter().enumerate() {
+        let seq: Vec<u32> = prompt.iter().chain(response.iter()).copied().collect();
+        for (k, &t) in response.iter().enumerate() {
+            at.push((r * len + prompt.len() + k - 1) as u32);
             targets.push(t);
         }
         mask.push(
@@ -143,7 +140,16 @@ pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Ten
     let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let n = targets.len();
     let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
-    Ok((lsm.gather(&tgt, 1)?.mean_all()? * -1.0)?)
+    Ok(lsm.gather(&tgt, 1)?.squeeze(1)?)
+}
+
+/// Mean NLL of the response tokens of a batch (differentiable unless `fused`).
+pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Tensor> {
+    let pairs: Vec<(&[u32], &[u32])> = batch
+        .iter()
+        .map(|e| (e.prompt.as_slice(), e.response.as_slice()))
+        .collect();
+    Ok((token_logprobs(model, &pairs, fused)?.mean_all()? * -1.0)?)
 }
 
 /// Mean response NLL over examples, in batches, without gradients.

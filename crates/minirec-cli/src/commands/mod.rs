@@ -5,4 +5,5 @@ pub mod eval;
 pub mod pending;
 pub mod prepare;
 pub mod recommend;
+pub mod rl;
 pub mod sft;

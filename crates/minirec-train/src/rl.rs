@@ -1,0 +1,440 @@
+//! GRPO with the RISER stabilisers (papers/riser.txt §3, DESIGN.md): per step, m trie-constrained rollouts per
+//! prompt, de-duplicated to n (Eq. 5); reward 1 for the target's title; groups with a hit train with the
+//! clipped token-level GRPO loss weighted by the certainty mask (Eq. 6) and the KL-Cov penalty on outlier tokens
+//! (Eq. 8–9); groups with no hit become SimPO pairs, ground truth against each rollout (Eq. 3, 7); loss
+//! = w·L_SimPO + L′_GRPO. Every component can be switched off; with all off it is plain GRPO, optionally
+//! with the classic KL penalty to a reference model. One policy update per rollout batch, so the "old" policy
+//! is the current one detached.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Tensor, Var};
+use indicatif::{ProgressBar, ProgressStyle};
+use minirec_model::decode::{sample, ItemIndex};
+use minirec_model::lora::{save_adapter, save_hf_dir, LoraConfig};
+use minirec_model::{Decoder, TextTokenizer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::riser::{
+    certainty_mask, group_advantages, grpo_loss, kl_cov_outliers, masked_reward, oversample_dedup,
+    simpo_pair_loss, GrpoLossConfig,
+};
+use crate::sft::token_logprobs;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RlConfig {
+    pub max_steps: usize,
+    pub prompts_per_step: usize,
+    /// Rollouts sampled per prompt (m).
+    pub rollouts: usize,
+    /// Rollouts kept per prompt (n).
+    pub keep: usize,
+    pub temperature: f32,
+    pub lr: f64,
+    pub max_grad_norm: f64,
+    pub clip_eps: f64,
+    /// Eq. 5; off: the first n rollouts.
+    pub dedup: bool,
+    /// Eq. 6 decay d; `None`: every token weighs 1.
+    pub mask_decay: Option<f32>,
+    /// Eq. 8–9; off: no penalty.
+    pub kl_cov: bool,
+    pub kl_cov_ratio: f64,
+    pub beta_kl: f64,
+    /// SimPO on all-fail groups.
+    pub simpo: bool,
+    pub simpo_beta: f64,
+    /// γ / β.
+    pub simpo_gamma_ratio: f64,
+    pub simpo_weight: f64,
+    /// The classic KL(π‖π_ref) penalty (k3 estimator) with this β, for the vanilla-GRPO baseline.
+    pub kl_ref_beta: Option<f64>,
+    pub checkpoint_every: usize,
+    pub seed: u64,
+    pub lora: Option<LoraConfig>,
+    #[serde(skip)]
+    pub interrupt_after: Option<usize>,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        RlConfig {
+            max_steps: 100,
+            prompts_per_step: 4,
+            rollouts: 20,
+            keep: 16,
+            temperature: 1.0,
+            lr: 1e-6,
+            max_grad_norm: 1.0,
+            clip_eps: 0.2,
+            dedup: true,
+            mask_decay: Some(0.6),
+            kl_cov: true,
+            kl_cov_ratio: 5e-3,
+            beta_kl: 1.0,
+            simpo: true,
+            simpo_beta: 5.0,
+            simpo_gamma_ratio: 0.7,
+            simpo_weight: 1.0,
+            kl_ref_beta: None,
+            checkpoint_every: 50,
+            seed: 42,
+            lora: None,
+            interrupt_after: None,
+        }
+    }
+}
+
+impl RlConfig {
+    /// Plain GRPO (RISER Table 2 "+GRPO"): every RISER component off.
+    pub fn plain_grpo(self) -> Self {
+        RlConfig {
+            dedup: false,
+            mask_decay: None,
+            kl_cov: false,
+            simpo: false,
+            ..self
+        }
+    }
+}
+
+/// One RL training prompt: its tokens and the title index of its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlPrompt {
+    pub prompt: Vec<u32>,
+    pub target: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct RlState {
+    step: usize,
+}
+
+/// What one step measured (a line of `rl_log.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub mean_reward: f64,
+    /// Share of prompts with at least one kept rollout hitting the target.
+    pub hit_rate: f64,
+    pub all_fail_share: f64,
+    /// Distinct titles among the m rollouts, mean over prompts.
+    pub distinct_rollouts: f64,
+    /// Mean −log π of sampled tokens (a Monte-Carlo estimate of the policy's per-token entropy).
+    pub entropy: f64,
+    pub kl_ref: Option<f64>,
+    pub grpo_loss: Option<f64>,
+    pub simpo_loss: Option<f64>,
+    pub grad_norm: f64,
+    pub rollout_s: f64,
+    pub update_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RlSummary {
+    pub steps: usize,
+    pub first_rewards: f64,
+    pub last_rewards: f64,
+    pub output: PathBuf,
+    pub rollout_s: f64,
+    pub update_s: f64,
+}
+
+/// Masks (Eq. 6 or all ones) for each token sequence.
+fn masks(index: &ItemIndex, seqs: &[&[u32]], decay: Option<f32>) -> Result<Vec<Vec<f32>>> {
+    seqs.iter()
+        .map(|s| match decay {
+            Some(d) => certainty_mask(index.trie(), s, d),
+            None => Ok(vec![1.0; s.len()]),
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_step(
+    model: &Decoder,
+    reference: Option<&Decoder>,
+    index: &ItemIndex,
+    batch: &[&RlPrompt],
+    cfg: &RlConfig,
+    opt: &mut AdamW,
+    rng: &mut ChaCha8Rng,
+    step: usize,
+) -> Result<StepLog> {
+    let t0 = Instant::now();
+    let prompts: Vec<Vec<u32>> = batch.iter().map(|p| p.prompt.clone()).collect();
+    let rolls = sample(model, index, &prompts, cfg.rollouts, cfg.temperature, rng)?;
+    let rollout_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let (mut reward_sum, mut reward_n, mut hits, mut fails, mut distinct, mut ent_sum, mut ent_n) =
+        (0f64, 0usize, 0usize, 0usize, 0f64, 0f64, 0usize);
+    // Successful groups' rollouts (prompt, tokens, advantage) and all-fail SimPO pairs (prompt, chosen, rejected).
+    let mut grpo: Vec<(&[u32], &[u32], f32)> = Vec::new();
+    let mut pairs: Vec<(&[u32], &[u32], &[u32])> = Vec::new();
+    for (p, r) in batch.iter().zip(&rolls) {
+        let titles: Vec<u32> = r.iter().map(|s| s.title).collect();
+        distinct += titles
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len() as f64;
+        for s in r {
+            ent_sum -= s.logprob as f64;
+            ent_n += s.tokens.len();
+        }
+        let kept: Vec<usize> = if cfg.dedup {
+            oversample_dedup(&titles, cfg.keep, rng)
+        } else {
+            (0..cfg.keep.min(r.len())).collect()
+        };
+        let rewards: Vec<f32> = kept
+            .iter()
+            .map(|&k| f32::from(u8::from(titles[k] == p.target)))
+            .collect();
+        reward_sum += rewards.iter().sum::<f32>() as f64;
+        reward_n += rewards.len();
+        if rewards.iter().any(|&x| x > 0.0) {
+            hits += 1;
+            let adv = group_advantages(&rewards);
+            for (&k, a) in kept.iter().zip(adv) {
+                grpo.push((&p.prompt, &r[k].tokens, a));
+            }
+        } else {
+            fails += 1;
+            if cfg.simpo {
+                let chosen = &index.sequences[p.target as usize];
+                for &k in &kept {
+                    pairs.push((&p.prompt, chosen, &r[k].tokens));
+                }
+            }
+        }
+    }
+    let mut loss: Option<Tensor> = None;
+    let (mut grpo_l, mut simpo_l, mut kl_l) = (None, None, None);
+    if !grpo.is_empty() {
+        let seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
+        let lp = token_logprobs(model, &seqs, false)?;
+        let old: Vec<f32> = lp.to_vec1()?;
+        let adv: Vec<f32> = grpo
+            .iter()
+            .flat_map(|(_, t, a)| std::iter::repeat_n(*a, t.len()))
+            .collect();
+        let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
+        let mask: Vec<f32> = masks(index, &toks, cfg.mask_decay)?.concat();
+        let outliers = if cfg.kl_cov {
+            kl_cov_outliers(&old, &adv, cfg.kl_cov_ratio)
+        } else {
+            vec![false; old.len()]
+        };
+        let lcfg = GrpoLossConfig {
+            clip_eps: cfg.clip_eps,
+            beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
+        };
+        let mut l = grpo_loss(&lp, &old, &adv, &mask, &outliers, &lcfg)?;
+        if let (Some(beta), Some(r)) = (cfg.kl_ref_beta, reference) {
+            // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token.
+            let ref_lp = token_logprobs(r, &seqs, true)?.detach();
+            let d = (ref_lp - &lp)?;
+            let k3 = ((d.exp()? - &d)? - 1.0)?.mean_all()?;
+            kl_l = Some(k3.to_scalar::<f32>()? as f64);
+            l = (l + (k3 * beta)?)?;
+        }
+        grpo_l = Some(l.to_scalar::<f32>()? as f64);
+        loss = Some(l);
+    }
+    if !pairs.is_empty() {
+        let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * pairs.len());
+        for (p, c, r) in &pairs {
+            seqs.push((p, c));
+            seqs.push((p, r));
+        }
+        let lp = token_logprobs(model, &seqs, false)?;
+        let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
+        let ms = masks(index, &toks, cfg.mask_decay)?;
+        let mut off = 0;
+        let mut rewards = Vec::with_capacity(seqs.len());
+        for (t, m) in toks.iter().zip(&ms) {
+            rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
+            off += t.len();
+        }
+        let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
+        let mut terms = Vec::with_capacity(pairs.len());
+        for k in 0..pairs.len() {
+            terms.push(simpo_pair_loss(
+                &rewards[2 * k],
+                &rewards[2 * k + 1],
+                cfg.simpo_beta,
+                gamma,
+            )?);
+        }
+        let l = (Tensor::stack(&terms, 0)?.mean_all()? * cfg.simpo_weight)?;
+        simpo_l = Some(l.to_scalar::<f32>()? as f64);
+        loss = Some(match loss {
+            Some(g) => (g + l)?,
+            None => l,
+        });
+    }
+    let mut grad_norm = 0.0;
+    if let Some(l) = loss {
+        let v = l.to_scalar::<f32>()?;
+        if !v.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                loss: v,
+                last_good: String::new(),
+            });
+        }
+        let mut acc = opt.accumulator();
+        opt.accumulate(&mut acc, &l.backward()?)?;
+        grad_norm = opt.step(acc, cfg.lr, cfg.max_grad_norm)?;
+    }
+    let n = batch.len().max(1) as f64;
+    Ok(StepLog {
+        step,
+        mean_reward: reward_sum / reward_n.max(1) as f64,
+        hit_rate: hits as f64 / n,
+        all_fail_share: fails as f64 / n,
+        distinct_rollouts: distinct / n,
+        entropy: ent_sum / ent_n.max(1) as f64,
+        kl_ref: kl_l,
+        grpo_loss: grpo_l,
+        simpo_loss: simpo_l,
+        grad_norm,
+        rollout_s,
+        update_s: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs RL into `run` over `prompts` taken in order (cycling), `cfg.prompts_per_step` per step.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &mut Decoder,
+    tok: &TextTokenizer,
+    vars: Vec<(String, Var)>,
+    index: &ItemIndex,
+    prompts: &[RlPrompt],
+    reference: Option<&Decoder>,
+    cfg: &RlConfig,
+    run: &Path,
+    base: &str,
+    resume: bool,
+    progress: bool,
+) -> Result<(RlSummary, Vec<StepLog>)> {
+    if prompts.is_empty() || cfg.prompts_per_step == 0 || cfg.rollouts == 0 || cfg.keep == 0 {
+        return Err(TrainError::Invalid(
+            "RL needs prompts, and at least one prompt, rollout and kept rollout per step".into(),
+        ));
+    }
+    if cfg.kl_ref_beta.is_some() && reference.is_none() {
+        return Err(TrainError::Invalid(
+            "the KL penalty to the reference needs a reference model".into(),
+        ));
+    }
+    std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
+    let mut opt = AdamW::new(vars, AdamWConfig::default())?;
+    let mut st = RlState { step: 0 };
+    let mut last_good = String::from("(none yet)");
+    if resume {
+        if let Some((dir, s)) = checkpoint::latest::<RlState>(run)? {
+            checkpoint::load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+            opt.load(&dir.join("optimizer.safetensors"), s.step)?;
+            last_good = dir.display().to_string();
+            st = s;
+        }
+    }
+    let log_path = run.join("rl_log.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrainError::io(&log_path, e))?;
+    let pb = if progress {
+        ProgressBar::new(cfg.max_steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("rl [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_position(st.step as u64);
+    let mut logs = Vec::new();
+    let save = |opt: &AdamW, st: &RlState| -> Result<PathBuf> {
+        checkpoint::save(run, st.step, st, |dir| {
+            checkpoint::save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+            opt.save(&dir.join("optimizer.safetensors"))
+        })
+    };
+    while st.step < cfg.max_steps {
+        let from = st.step * cfg.prompts_per_step;
+        let batch: Vec<&RlPrompt> = (from..from + cfg.prompts_per_step)
+            .map(|i| &prompts[i % prompts.len()])
+            .collect();
+        // Seeded per step, so a resumed run samples exactly what the uninterrupted one did.
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ (st.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let entry = match one_step(
+            model, reference, index, &batch, cfg, &mut opt, &mut rng, st.step,
+        ) {
+            Err(TrainError::NonFinite { step, loss, .. }) => {
+                pb.abandon();
+                return Err(TrainError::NonFinite {
+                    step,
+                    loss,
+                    last_good,
+                });
+            }
+            other => other?,
+        };
+        writeln!(
+            log,
+            "{}",
+            serde_json::to_string(&entry).expect("log serialises")
+        )
+        .map_err(|e| TrainError::io(&log_path, e))?;
+        pb.set_message(format!("reward {:.3}", entry.mean_reward));
+        logs.push(entry);
+        st.step += 1;
+        pb.set_position(st.step as u64);
+        if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
+            last_good = save(&opt, &st)?.display().to_string();
+        }
+        if cfg.interrupt_after == Some(st.step) {
+            pb.abandon();
+            return Err(TrainError::Interrupted { step: st.step });
+        }
+    }
+    save(&opt, &st)?;
+    pb.finish_and_clear();
+    let output = match &cfg.lora {
+        Some(l) => {
+            let dir = run.join("adapter");
+            save_adapter(model, l, base, &dir)?;
+            dir
+        }
+        None => {
+            let dir = run.join("model");
+            save_hf_dir(model, Some(tok), &dir)?;
+            dir
+        }
+    };
+    let k = (logs.len() / 4).max(1);
+    let avg = |s: &[StepLog]| s.iter().map(|l| l.mean_reward).sum::<f64>() / s.len().max(1) as f64;
+    let summary = RlSummary {
+        steps: st.step,
+        first_rewards: avg(&logs[..k.min(logs.len())]),
+        last_rewards: avg(&logs[logs.len().saturating_sub(k)..]),
+        output,
+        rollout_s: logs.iter().map(|l| l.rollout_s).sum(),
+        update_s: logs.iter().map(|l| l.update_s).sum(),
+    };
+    Ok((summary, logs))
+}
