@@ -284,7 +284,14 @@ fn prepare_generic_and_amazon_from_the_cli() {
 /// The demo's generator, through the binary (so this crate needs no data dependency in tests).
 fn minirec_data_demo(raw: &Path) -> (PathBuf, PathBuf) {
     let run = raw.parent().unwrap().join("demo");
-    ok(&["demo", "--out", run.to_str().unwrap(), "--users", "300"]);
+    ok(&[
+        "demo",
+        "--out",
+        run.to_str().unwrap(),
+        "--users",
+        "300",
+        "--prepare-only",
+    ]);
     (run.join("raw/interactions.csv"), run.join("raw/items.csv"))
 }
 
@@ -292,15 +299,46 @@ fn minirec_data_demo(raw: &Path) -> (PathBuf, PathBuf) {
 fn demo_prepares_the_embedded_dataset() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("demo");
-    let out = ok(&["demo", "--out", run.to_str().unwrap()]);
+    let out = ok(&["demo", "--out", run.to_str().unwrap(), "--prepare-only"]);
     assert!(out.contains("distinct titles  300"), "{out}");
     assert!(out.contains("### Response:"), "{out}");
     let s = json(&run.join("data/stats.json"));
     assert_eq!(s["item_ids"], 306);
     // Same seed, same dataset.
     let first = std::fs::read(run.join("data/test.jsonl")).unwrap();
-    ok(&["demo", "--out", run.to_str().unwrap()]);
+    ok(&["demo", "--out", run.to_str().unwrap(), "--prepare-only"]);
     assert_eq!(first, std::fs::read(run.join("data/test.jsonl")).unwrap());
+}
+
+#[test]
+fn demo_runs_the_pipeline_and_writes_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("demo");
+    let out = ok(&[
+        "demo",
+        "--out",
+        run.to_str().unwrap(),
+        "--users",
+        "200",
+        "--sft-epochs",
+        "1",
+        "--rl-steps",
+        "2",
+    ]);
+    assert!(out.contains("| SFT + RISER |"), "{out}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("| SFT |") && report.contains("NDCG@10"),
+        "{report}"
+    );
+    for f in [
+        "sft/model/config.json",
+        "sft/train_log.jsonl",
+        "rl/rl_log.jsonl",
+        "rl/model/tokenizer.json",
+    ] {
+        assert!(run.join(f).exists(), "{f}");
+    }
 }
 
 #[test]

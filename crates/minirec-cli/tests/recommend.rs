@@ -74,11 +74,16 @@ fn tiny_model_dir(dir: &Path, data: &Path) {
 fn recommend_ranks_catalog_titles_and_convert_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("demo");
-    assert!(
-        minirec(&["demo", "--out", run.to_str().unwrap(), "--users", "300"])
-            .status
-            .success()
-    );
+    assert!(minirec(&[
+        "demo",
+        "--out",
+        run.to_str().unwrap(),
+        "--users",
+        "300",
+        "--prepare-only"
+    ])
+    .status
+    .success());
     let data = run.join("data");
     let model = tmp.path().join("model");
     tiny_model_dir(&model, &data);
@@ -150,11 +155,16 @@ fn recommend_ranks_catalog_titles_and_convert_round_trips() {
 fn sft_from_the_cli_writes_a_run_that_recommends() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("demo");
-    assert!(
-        minirec(&["demo", "--out", run.to_str().unwrap(), "--users", "300"])
-            .status
-            .success()
-    );
+    assert!(minirec(&[
+        "demo",
+        "--out",
+        run.to_str().unwrap(),
+        "--users",
+        "300",
+        "--prepare-only"
+    ])
+    .status
+    .success());
     let data = run.join("data");
     let model = tmp.path().join("model");
     tiny_model_dir(&model, &data);

@@ -93,30 +93,53 @@ fn evaluate_model(
         samples.len(),
         a.split
     );
-    let titles = ds.catalog.titles().to_vec();
-    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
-    let prompts: Vec<String> = samples
-        .iter()
-        .map(|s| ds.prompt.render(ds.history_titles(s)))
-        .collect();
-    let ids = loaded.tokenizer.encode_batch(&prompts)?;
-    let mut metrics = RankingMetrics::new(ks);
-    let mut out = match &a.predictions_out {
+    let out = match &a.predictions_out {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => None,
     };
+    rank_samples(
+        &loaded.model,
+        &loaded.tokenizer,
+        &ds,
+        samples,
+        a.beam,
+        a.batch,
+        ks,
+        out,
+        progress,
+    )
+}
+
+/// Beam-searches every title for each sample and scores the ranked lists; writes them to `out` if given.
+#[allow(clippy::too_many_arguments)]
+pub fn rank_samples(
+    model: &minirec_model::Decoder,
+    tok: &minirec_model::TextTokenizer,
+    ds: &PreparedDataset,
+    samples: &[minirec_data::Sample],
+    beam: usize,
+    batch: usize,
+    ks: &[usize],
+    mut out: Option<std::io::BufWriter<std::fs::File>>,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let titles = ds.catalog.titles().to_vec();
+    let index = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
+    let prompts: Vec<String> = samples
+        .iter()
+        .map(|s| ds.prompt.render(ds.history_titles(s)))
+        .collect();
+    let ids = tok.encode_batch(&prompts)?;
+    let mut metrics = RankingMetrics::new(ks);
     let pb = if progress {
         indicatif::ProgressBar::new(samples.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for (chunk, sams) in ids
-        .chunks(a.batch.max(1))
-        .zip(samples.chunks(a.batch.max(1)))
-    {
-        let ranked = beam_search(&loaded.model, &index, chunk, a.beam)?;
+    for (chunk, sams) in ids.chunks(batch.max(1)).zip(samples.chunks(batch.max(1))) {
+        let ranked = beam_search(model, &index, chunk, beam)?;
         for (r, s) in ranked.iter().zip(sams) {
             let list: Vec<String> = r.iter().map(|x| titles[x.title as usize].clone()).collect();
             let target = ds.target_title(s).to_string();
