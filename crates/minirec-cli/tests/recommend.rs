@@ -56,16 +56,7 @@ fn tiny_model_dir(dir: &Path, data: &Path) {
         }
     }
     let tok = word_tokenizer(&words);
-    let mut cfg = preset_config("smollm2-135m", tok.vocab_size()).unwrap();
-    (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-    ) = (32, 64, 2, 4, 2, 8);
-    cfg.sliding_layers = vec![false; 2];
+    let cfg = preset_config("tiny", tok.vocab_size()).unwrap();
     let m = random_model(cfg, DType::F32, &Device::Cpu, 1).unwrap();
     save_hf_dir(&m, Some(&tok), dir).unwrap();
 }

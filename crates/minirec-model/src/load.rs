@@ -163,9 +163,12 @@ pub fn preset_config(name: &str, vocab_size: usize) -> Result<ModelConfig> {
         "smollm2-360m" => (Family::Llama, 960, 2560, 32, 15, 5, 100_000.0, true),
         "qwen2-0.5b" => (Family::Qwen2, 896, 4864, 24, 14, 2, 1_000_000.0, true),
         "qwen2-1.5b" => (Family::Qwen2, 1536, 8960, 28, 12, 2, 1_000_000.0, true),
+        // Tiny Llama-family shapes for tests and the embedded demo.
+        "tiny" => (Family::Llama, 32, 64, 2, 4, 2, 100_000.0, true),
+        "tiny-64" => (Family::Llama, 64, 128, 2, 4, 2, 100_000.0, true),
         other => {
             return Err(ModelError::Invalid(format!(
-                "unknown preset {other:?} (smollm2-135m, smollm2-360m, qwen2-0.5b, qwen2-1.5b)"
+                "unknown preset {other:?} (smollm2-135m, smollm2-360m, qwen2-0.5b, qwen2-1.5b, tiny, tiny-64)"
             )))
         }
     };
@@ -180,7 +183,7 @@ pub fn preset_config(name: &str, vocab_size: usize) -> Result<ModelConfig> {
         head_dim: hidden / heads,
         rms_norm_eps: 1e-6,
         rope_theta: theta,
-        max_position_embeddings: 8192,
+        max_position_embeddings: if name.starts_with("tiny") { 512 } else { 8192 },
         tie_word_embeddings: tie,
         attention_bias: family == Family::Qwen2,
         activation: crate::config::Activation::Silu,

@@ -23,17 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(String::as_str)
             .chain([w.as_str()]),
     )?;
-    let mut cfg = preset_config("smollm2-135m", tok.vocab_size())?;
-    (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-    ) = (64, 128, 2, 4, 2, 16);
-    cfg.sliding_layers = vec![false; 2];
-    cfg.max_position_embeddings = 512;
+    let cfg = preset_config("tiny-64", tok.vocab_size())?;
     let mut m = random_model(cfg, DType::F32, &Device::Cpu, 1)?;
     let ex = encode_samples(&ds, &ds.train[..320], &tok)?;
     println!(

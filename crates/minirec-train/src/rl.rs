@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use minirec_model::decode::{sample, ItemIndex};
-use minirec_model::lora::{save_adapter, save_hf_dir, LoraConfig};
+use minirec_model::lora::LoraConfig;
 use minirec_model::{Decoder, TextTokenizer};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -414,18 +414,7 @@ pub fn train(
     }
     save(&opt, &st)?;
     pb.finish_and_clear();
-    let output = match &cfg.lora {
-        Some(l) => {
-            let dir = run.join("adapter");
-            save_adapter(model, l, base, &dir)?;
-            dir
-        }
-        None => {
-            let dir = run.join("model");
-            save_hf_dir(model, Some(tok), &dir)?;
-            dir
-        }
-    };
+    let output = crate::sft::export(model, tok, cfg.lora.as_ref(), base, run)?;
     let k = (logs.len() / 4).max(1);
     let avg = |s: &[StepLog]| s.iter().map(|l| l.mean_reward).sum::<f64>() / s.len().max(1) as f64;
     let summary = RlSummary {

@@ -188,6 +188,29 @@ pub struct SftSummary {
     pub output: PathBuf,
 }
 
+/// Writes the trained model into `run`: the adapter in PEFT format (`adapter/`, pointing at `base`) for LoRA,
+/// else an HF directory with the tokenizer (`model/`). Returns the path written.
+pub fn export(
+    model: &mut Decoder,
+    tok: &TextTokenizer,
+    lora: Option<&LoraConfig>,
+    base: &str,
+    run: &Path,
+) -> Result<PathBuf> {
+    Ok(match lora {
+        Some(l) => {
+            let dir = run.join("adapter");
+            save_adapter(model, l, base, &dir)?;
+            dir
+        }
+        None => {
+            let dir = run.join("model");
+            save_hf_dir(model, Some(tok), &dir)?;
+            dir
+        }
+    })
+}
+
 /// The trainable variables: LoRA adapters (added here) or every weight.
 pub fn trainable(model: &mut Decoder, cfg: &SftConfig) -> Result<Vec<(String, Var)>> {
     Ok(match &cfg.lora {
@@ -378,18 +401,7 @@ pub fn train(
     if st.best_valid.is_some() && best.exists() {
         checkpoint::load_vars(&opt.vars, &best)?;
     }
-    let output = match &cfg.lora {
-        Some(l) => {
-            let dir = run.join("adapter");
-            save_adapter(model, l, base, &dir)?;
-            dir
-        }
-        None => {
-            let dir = run.join("model");
-            save_hf_dir(model, Some(tok), &dir)?;
-            dir
-        }
-    };
+    let output = export(model, tok, cfg.lora.as_ref(), base, run)?;
     let secs = t0.elapsed().as_secs_f64();
     Ok(SftSummary {
         steps: st.step,

@@ -10,17 +10,7 @@ use minirec_train::sft::trainable;
 use minirec_train::{SftConfig, TrainError};
 
 fn tiny(seed: u64) -> Decoder {
-    let mut cfg = preset_config("smollm2-135m", 24).unwrap();
-    (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-    ) = (32, 64, 2, 4, 2, 8);
-    cfg.sliding_layers = vec![false; 2];
-    cfg.max_position_embeddings = 64;
+    let cfg = preset_config("tiny", 24).unwrap();
     random_model(cfg, DType::F32, &Device::Cpu, seed).unwrap()
 }
 

@@ -67,17 +67,7 @@ pub fn run(a: DemoArgs, progress: bool) -> Result<()> {
             .map(String::as_str)
             .chain([wording.as_str()]),
     )?;
-    let mut cfg = preset_config("smollm2-135m", tok.vocab_size())?;
-    (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.num_layers,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-    ) = (64, 128, 2, 4, 2, 16);
-    cfg.sliding_layers = vec![false; cfg.num_layers];
-    cfg.max_position_embeddings = 512;
+    let cfg = preset_config("tiny-64", tok.vocab_size())?;
     let device = Device::Cpu;
     let mut model = random_model(cfg, DType::F32, &device, a.seed)?;
     println!(

@@ -189,15 +189,12 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         progress,
     )
     .with_context(|| format!("RL into {}", a.out.display()))?;
-    let mut manifest = minirec_data::Manifest::new(
+    super::write_run_manifest(
+        &a.out,
         "rl",
         serde_json::json!({"config": cfg, "data": a.data, "init": a.init, "subset": a.subset, "prompts": prompts.len()}),
-        Vec::new(),
-    );
-    manifest
-        .outputs
-        .insert("summary".into(), serde_json::to_value(&summary)?);
-    minirec_data::fsutil::write_json_atomic(&a.out.join("manifest.json"), &manifest)?;
+        serde_json::to_value(&summary)?,
+    )?;
     println!(
         "rl: {} steps, mean reward {:.3} (first quarter) -> {:.3} (last quarter), rollout {:.1} s, update {:.1} s -> {}",
         summary.steps,

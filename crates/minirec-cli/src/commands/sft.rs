@@ -93,16 +93,12 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
         progress,
     )
     .with_context(|| format!("training into {}", a.out.display()))?;
-    let manifest = minirec_data::Manifest::new(
+    super::write_run_manifest(
+        &a.out,
         "sft",
         serde_json::json!({"config": cfg, "data": a.data, "model": a.model, "train_samples": n}),
-        Vec::new(),
-    );
-    let mut manifest = manifest;
-    manifest
-        .outputs
-        .insert("summary".into(), serde_json::to_value(&summary)?);
-    minirec_data::fsutil::write_json_atomic(&a.out.join("manifest.json"), &manifest)?;
+        serde_json::to_value(&summary)?,
+    )?;
     println!(
         "sft: {} steps, {} epochs, train loss {:.4}, best valid loss {}, {:.1} samples/s -> {}",
         summary.steps,
