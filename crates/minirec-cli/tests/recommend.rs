@@ -289,13 +289,14 @@ fn sft_from_the_cli_writes_a_run_that_recommends() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("2 steps"));
+    let log = std::fs::read_to_string(rl.join("rl_log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("mean_reward")).count(), 2);
     assert_eq!(
-        std::fs::read_to_string(rl.join("rl_log.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        2
+        log.lines().filter(|l| l.contains("valid_hr@1")).count(),
+        2,
+        "before the first and after the last step"
     );
+    assert!(rl.join("rl_entropy.svg").exists() && out.join("sft_loss.svg").exists());
     let o = minirec(&[
         "eval",
         "--model",

@@ -57,6 +57,8 @@ pub struct RlConfig {
     /// The classic KL(π‖π_ref) penalty (k3 estimator) with this β, for the vanilla-GRPO baseline.
     pub kl_ref_beta: Option<f64>,
     pub checkpoint_every: usize,
+    /// Validation HR@1 (beam width 10) every this many steps, and before the first and after the last; 0: never.
+    pub eval_every: usize,
     pub seed: u64,
     pub lora: Option<LoraConfig>,
     #[serde(skip)]
@@ -85,6 +87,7 @@ impl Default for RlConfig {
             simpo_weight: 1.0,
             kl_ref_beta: None,
             checkpoint_every: 50,
+            eval_every: 25,
             seed: 42,
             lora: None,
             interrupt_after: None,
@@ -311,7 +314,23 @@ fn one_step(
     })
 }
 
-/// Runs RL into `run` over `prompts` taken in order (cycling), `cfg.prompts_per_step` per step.
+/// Share of prompts whose best-ranked title (beam width 10) is their target.
+pub fn hr_at_1(model: &Decoder, index: &ItemIndex, prompts: &[RlPrompt]) -> Result<f64> {
+    let mut hits = 0usize;
+    for chunk in prompts.chunks(32) {
+        let p: Vec<Vec<u32>> = chunk.iter().map(|x| x.prompt.clone()).collect();
+        let ranked = minirec_model::decode::beam_search(model, index, &p, 10)?;
+        hits += ranked
+            .iter()
+            .zip(chunk)
+            .filter(|(r, x)| r.first().is_some_and(|s| s.title == x.target))
+            .count();
+    }
+    Ok(hits as f64 / prompts.len().max(1) as f64)
+}
+
+/// Runs RL into `run` over `prompts` taken in order (cycling), `cfg.prompts_per_step` per step; `valid` (may be
+/// empty) is scored for HR@1 every `cfg.eval_every` steps. Writes `rl_log.jsonl` and SVG curves.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut Decoder,
@@ -319,6 +338,7 @@ pub fn train(
     vars: Vec<(String, Var)>,
     index: &ItemIndex,
     prompts: &[RlPrompt],
+    valid: &[RlPrompt],
     reference: Option<&Decoder>,
     cfg: &RlConfig,
     run: &Path,
@@ -372,6 +392,22 @@ pub fn train(
             opt.save(&dir.join("optimizer.safetensors"))
         })
     };
+    let validate = |model: &Decoder, step: usize, log: &mut std::fs::File| -> Result<()> {
+        if cfg.eval_every > 0 && !valid.is_empty() {
+            let hr = hr_at_1(model, index, valid)?;
+            tracing::info!("step {step}: validation HR@1 {hr:.4}");
+            writeln!(
+                log,
+                "{}",
+                serde_json::json!({"step": step, "valid_hr@1": hr})
+            )
+            .map_err(|e| TrainError::io(&log_path, e))?;
+        }
+        Ok(())
+    };
+    if st.step == 0 {
+        validate(model, 0, &mut log)?;
+    }
     while st.step < cfg.max_steps {
         let from = st.step * cfg.prompts_per_step;
         let batch: Vec<&RlPrompt> = (from..from + cfg.prompts_per_step)
@@ -407,6 +443,9 @@ pub fn train(
         if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
             last_good = save(&opt, &st)?.display().to_string();
         }
+        if cfg.eval_every > 0 && (st.step % cfg.eval_every == 0 || st.step == cfg.max_steps) {
+            validate(model, st.step, &mut log)?;
+        }
         if cfg.interrupt_after == Some(st.step) {
             pb.abandon();
             return Err(TrainError::Interrupted { step: st.step });
@@ -414,6 +453,12 @@ pub fn train(
     }
     save(&opt, &st)?;
     pb.finish_and_clear();
+    crate::plot::charts_from_log(
+        &log_path,
+        run,
+        "rl",
+        &["mean_reward", "entropy", "valid_hr@1"],
+    )?;
     let output = crate::sft::export(model, tok, cfg.lora.as_ref(), base, run)?;
     let k = (logs.len() / 4).max(1);
     let avg = |s: &[StepLog]| s.iter().map(|l| l.mean_reward).sum::<f64>() / s.len().max(1) as f64;

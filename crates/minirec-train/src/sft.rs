@@ -397,6 +397,7 @@ pub fn train(
     }
     save_ckpt(&opt, &st)?;
     pb.finish_and_clear();
+    crate::plot::charts_from_log(&log_path, run, "sft", &["loss", "valid_loss"])?;
     let best = run.join("best.safetensors");
     if st.best_valid.is_some() && best.exists() {
         checkpoint::load_vars(&opt.vars, &best)?;

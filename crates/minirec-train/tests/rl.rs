@@ -45,6 +45,7 @@ fn run(
         vars,
         &catalog(),
         &prompts(),
+        &prompts(),
         None,
         cfg,
         dir,
@@ -81,8 +82,24 @@ fn reward_rises_with_riser_and_with_plain_grpo() {
             "{name}: {first} -> {last}"
         );
     }
+    assert!(tmp.path().join("riser/rl_mean_reward.svg").exists());
     let log = std::fs::read_to_string(tmp.path().join("riser/rl_log.jsonl")).unwrap();
-    let line: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let hr: Vec<f64> = log
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("valid_hr@1")?
+                .as_f64()
+        })
+        .collect();
+    assert_eq!(
+        hr.len(),
+        1 + 30 / 25 + 1,
+        "before, every 25 steps, and at the end"
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.contains("mean_reward")).unwrap()).unwrap();
     for k in [
         "mean_reward",
         "hit_rate",

@@ -137,7 +137,25 @@ pub fn run(a: DemoArgs, progress: bool) -> Result<()> {
                 .expect("catalog title"),
         })
         .collect();
+    let valid_samples = &ds.valid[..128.min(ds.valid.len())];
+    let texts: Vec<String> = valid_samples
+        .iter()
+        .map(|s| ds.prompt.render(ds.history_titles(s)))
+        .collect();
+    let valid_prompts: Vec<RlPrompt> = tok
+        .encode_batch(&texts)?
+        .into_iter()
+        .zip(valid_samples)
+        .map(|(prompt, s)| RlPrompt {
+            prompt,
+            target: ds
+                .catalog
+                .title_index(ds.target_title(s))
+                .expect("catalog title"),
+        })
+        .collect();
     let rl_cfg = RlConfig {
+        eval_every: 10,
         max_steps: a.rl_steps,
         prompts_per_step: 8,
         rollouts: 20,
@@ -156,6 +174,7 @@ pub fn run(a: DemoArgs, progress: bool) -> Result<()> {
         vars,
         &index,
         &prompts,
+        &valid_prompts,
         None,
         &rl_cfg,
         &a.out.join("rl"),

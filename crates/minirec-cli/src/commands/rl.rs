@@ -61,6 +61,12 @@ pub struct RlArgs {
     lora_rank: Option<usize>,
     #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
+    /// Validation HR@1 every this many steps (0: never).
+    #[arg(long, default_value_t = 25)]
+    eval_every: usize,
+    /// Validation samples scored each time (the first ones of the valid split).
+    #[arg(long, default_value_t = 128)]
+    eval_samples: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     #[arg(long)]
@@ -138,6 +144,24 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
                 .expect("catalog title"),
         })
         .collect();
+    let valid_samples = &ds.valid[..a.eval_samples.min(ds.valid.len())];
+    let texts: Vec<String> = valid_samples
+        .iter()
+        .map(|s| ds.prompt.render(ds.history_titles(s)))
+        .collect();
+    let valid: Vec<RlPrompt> = loaded
+        .tokenizer
+        .encode_batch(&texts)?
+        .into_iter()
+        .zip(valid_samples)
+        .map(|(prompt, s)| RlPrompt {
+            prompt,
+            target: ds
+                .catalog
+                .title_index(ds.target_title(s))
+                .expect("catalog title"),
+        })
+        .collect();
     let lora = a.lora_rank.map(|r| LoraConfig {
         r,
         alpha: 2.0 * r as f64,
@@ -159,6 +183,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         simpo_gamma_ratio: a.simpo_gamma_ratio,
         kl_ref_beta: a.kl_ref,
         checkpoint_every: a.checkpoint_every,
+        eval_every: a.eval_every,
         seed: a.seed,
         lora: lora.clone(),
         ..Default::default()
@@ -181,6 +206,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         vars,
         &index,
         &prompts,
+        &valid,
         reference.as_ref(),
         &cfg,
         &a.out,
