@@ -115,6 +115,30 @@ pub struct RlPrompt {
     pub target: u32,
 }
 
+/// The RL prompts of samples: each history's prompt tokens and its target's title index.
+pub fn prompts_for(
+    ds: &minirec_data::PreparedDataset,
+    samples: &[&minirec_data::Sample],
+    tok: &TextTokenizer,
+) -> Result<Vec<RlPrompt>> {
+    let texts: Vec<String> = samples
+        .iter()
+        .map(|s| ds.prompt.render(ds.history_titles(s)))
+        .collect();
+    let ids = tok.encode_batch(&texts)?;
+    Ok(ids
+        .into_iter()
+        .zip(samples)
+        .map(|(prompt, s)| RlPrompt {
+            prompt,
+            target: ds
+                .catalog
+                .title_index(ds.target_title(s))
+                .expect("a catalog title"),
+        })
+        .collect())
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct RlState {
     step: usize,

@@ -14,7 +14,7 @@ use minirec_eval::MetricsReport;
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{preset_config, random_model};
 use minirec_model::TextTokenizer;
-use minirec_train::rl::{RlConfig, RlPrompt};
+use minirec_train::rl::RlConfig;
 use minirec_train::sft::{encode_samples, trainable, SftConfig};
 
 #[derive(Args)]
@@ -120,40 +120,10 @@ pub fn run(a: DemoArgs, progress: bool) -> Result<()> {
     model.merge_adapters()?;
     let titles = ds.catalog.titles().to_vec();
     let index = ItemIndex::build(&tok, &titles, |t| ds.prompt.response(t))?;
-    let rl_samples = &ds.train[..256.min(ds.train.len())];
-    let texts: Vec<String> = rl_samples
-        .iter()
-        .map(|s| ds.prompt.render(ds.history_titles(s)))
-        .collect();
-    let prompts: Vec<RlPrompt> = tok
-        .encode_batch(&texts)?
-        .into_iter()
-        .zip(rl_samples)
-        .map(|(prompt, s)| RlPrompt {
-            prompt,
-            target: ds
-                .catalog
-                .title_index(ds.target_title(s))
-                .expect("catalog title"),
-        })
-        .collect();
-    let valid_samples = &ds.valid[..128.min(ds.valid.len())];
-    let texts: Vec<String> = valid_samples
-        .iter()
-        .map(|s| ds.prompt.render(ds.history_titles(s)))
-        .collect();
-    let valid_prompts: Vec<RlPrompt> = tok
-        .encode_batch(&texts)?
-        .into_iter()
-        .zip(valid_samples)
-        .map(|(prompt, s)| RlPrompt {
-            prompt,
-            target: ds
-                .catalog
-                .title_index(ds.target_title(s))
-                .expect("catalog title"),
-        })
-        .collect();
+    let rl_samples: Vec<&minirec_data::Sample> = ds.train.iter().take(256).collect();
+    let prompts = minirec_train::rl::prompts_for(&ds, &rl_samples, &tok)?;
+    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(128).collect();
+    let valid_prompts = minirec_train::rl::prompts_for(&ds, &valid_samples, &tok)?;
     let rl_cfg = RlConfig {
         eval_every: 10,
         max_steps: a.rl_steps,

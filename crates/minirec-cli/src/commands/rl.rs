@@ -6,7 +6,7 @@ use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{default_dtype, load_model, pick_device};
 use minirec_model::lora::LoraConfig;
-use minirec_train::rl::{train, RlConfig, RlPrompt};
+use minirec_train::rl::{prompts_for, train, RlConfig};
 use minirec_train::sft::trainable;
 use minirec_train::SftConfig;
 use rand::seq::SliceRandom;
@@ -128,40 +128,9 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
     };
     let titles = ds.catalog.titles().to_vec();
     let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
-    let texts: Vec<String> = samples
-        .iter()
-        .map(|s| ds.prompt.render(ds.history_titles(s)))
-        .collect();
-    let ids = loaded.tokenizer.encode_batch(&texts)?;
-    let prompts: Vec<RlPrompt> = ids
-        .into_iter()
-        .zip(&samples)
-        .map(|(prompt, s)| RlPrompt {
-            prompt,
-            target: ds
-                .catalog
-                .title_index(ds.target_title(s))
-                .expect("catalog title"),
-        })
-        .collect();
-    let valid_samples = &ds.valid[..a.eval_samples.min(ds.valid.len())];
-    let texts: Vec<String> = valid_samples
-        .iter()
-        .map(|s| ds.prompt.render(ds.history_titles(s)))
-        .collect();
-    let valid: Vec<RlPrompt> = loaded
-        .tokenizer
-        .encode_batch(&texts)?
-        .into_iter()
-        .zip(valid_samples)
-        .map(|(prompt, s)| RlPrompt {
-            prompt,
-            target: ds
-                .catalog
-                .title_index(ds.target_title(s))
-                .expect("catalog title"),
-        })
-        .collect();
+    let prompts = prompts_for(&ds, &samples, &loaded.tokenizer)?;
+    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(a.eval_samples).collect();
+    let valid = prompts_for(&ds, &valid_samples, &loaded.tokenizer)?;
     let lora = a.lora_rank.map(|r| LoraConfig {
         r,
         alpha: 2.0 * r as f64,
