@@ -28,3 +28,12 @@ impl ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// Reads and parses a JSON file; an unreadable or invalid file is an error naming it.
+pub fn read_json_file(path: &std::path::Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|err| ModelError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("invalid JSON: {e}")))
+}

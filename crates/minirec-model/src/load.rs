@@ -121,12 +121,7 @@ pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedMo
     }
     if path.join("adapter_config.json").exists() {
         let cfg_path = path.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io {
-            path: cfg_path.clone(),
-            err,
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
+        let v = crate::error::read_json_file(&cfg_path)?;
         let base = v
             .get("base_model_name_or_path")
             .and_then(|b| b.as_str())

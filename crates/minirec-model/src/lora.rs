@@ -152,12 +152,7 @@ pub fn save_adapter(model: &mut Decoder, cfg: &LoraConfig, base: &str, dir: &Pat
 /// Reads a PEFT adapter directory and attaches it to the model (as trainable variables).
 pub fn load_adapter(model: &mut Decoder, dir: &Path) -> Result<(LoraConfig, Vec<(String, Var)>)> {
     let cfg_path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io {
-        path: cfg_path.clone(),
-        err,
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
+    let v = crate::error::read_json_file(&cfg_path)?;
     if v.get("peft_type").and_then(|x| x.as_str()) != Some("LORA") {
         return Err(ModelError::file(
             &cfg_path,

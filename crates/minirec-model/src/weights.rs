@@ -56,12 +56,7 @@ impl Weights {
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|err| ModelError::Io {
-            path: index.clone(),
-            err,
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::file(&index, e.to_string()))?;
+        let v = crate::error::read_json_file(&index)?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -100,12 +95,7 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Reads an HF directory's config and weights (kept in their stored dtype on `device`).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(ModelConfig, Weights)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|err| ModelError::Io {
-        path: cfg_path.clone(),
-        err,
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
+    let v = crate::error::read_json_file(&cfg_path)?;
     let cfg =
         ModelConfig::from_hf_json(&v).map_err(|e| ModelError::file(&cfg_path, e.to_string()))?;
     let mut tensors = HashMap::new();
