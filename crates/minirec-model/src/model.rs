@@ -414,6 +414,14 @@ impl Decoder {
         Ok((self.norm.forward(&x, fused)?, kvs))
     }
 
+    /// The output projection [V, H] (the LM head with any adapter folded in, or the tied embeddings).
+    pub fn output_weight(&self) -> Result<Tensor> {
+        match &self.lm_head {
+            Some(h) => h.merged_weight(),
+            None => Ok(self.embed.clone()),
+        }
+    }
+
     /// Vocabulary logits (f32, soft-capped for Gemma-2) for hidden states [..., H].
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let l = match &self.lm_head {

@@ -1,0 +1,25 @@
+//! minirec-select: MiniRec data selection (papers/minirec.txt §4, Algorithm 1) and the baselines Random,
+//! KMeans, GraNd, EL2N and DEALRec, all writing the same subset file (JSONL in training order).
+
+pub mod curriculum;
+pub mod error;
+pub mod features;
+pub mod greedy;
+pub mod kmeans;
+pub mod learnability;
+pub mod matrix;
+pub mod methods;
+pub mod subset;
+
+pub use error::{Result, SelectError};
+pub use matrix::Matrix;
+pub use methods::{Method, MiniRecConfig};
+pub use subset::{read_subset, write_subset, SubsetRow};
+
+pub(crate) fn bar(show: bool, len: u64, msg: &'static str) -> indicatif::ProgressBar {
+    if show {
+        minirec_data::progress::bar(len, msg)
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
