@@ -9,6 +9,8 @@ pub mod kmeans;
 pub mod learnability;
 pub mod matrix;
 pub mod methods;
+pub mod pipeline;
+pub mod proxy;
 pub mod subset;
 
 pub use error::{Result, SelectError};

@@ -1,0 +1,23 @@
+//! minirec-baselines: classic ID-based sequential recommenders (SASRec, GRU4Rec, Caser) trained and evaluated
+//! on the same prepared splits and with the same title-level metrics as the LLM, a MiniLM sentence encoder for
+//! text-initialised item embeddings ("*" variants), and DEALRec's surrogate influence scores.
+
+pub mod error;
+pub mod influence;
+pub mod minilm;
+pub mod nn;
+pub mod pca;
+pub mod seqrec;
+pub mod train;
+
+pub use error::{BaselineError, Result};
+pub use seqrec::{Kind, ModelShape, SeqRec};
+pub use train::{TrainConfig, TrainSummary};
+
+pub(crate) fn bar(show: bool, len: u64, msg: &'static str) -> indicatif::ProgressBar {
+    if show {
+        minirec_data::progress::bar(len, msg)
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}

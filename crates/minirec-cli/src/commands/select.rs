@@ -1,0 +1,287 @@
+//! `minirec select`: MiniRec or a baseline picks `--size` training samples for RL and writes them, in training
+//! order, with their scores. The proxy model for learnability is trained here unless `--proxy` names one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use minirec_data::PreparedDataset;
+use minirec_model::decode::ItemIndex;
+use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_select::pipeline::{self, Models, ScoreCache, SelectOptions, Space};
+use minirec_select::proxy::{train_proxy, ProxyConfig};
+use minirec_select::{write_subset, Method};
+
+#[derive(Args)]
+pub struct SelectArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The (SFT) model whose hidden states and HVPs score the samples; not needed for `random`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value = "minirec")]
+    pub method: Method,
+    #[arg(long)]
+    pub size: usize,
+    /// The subset file (JSONL, training order). Every sample's scores go beside it (`.scores.jsonl`).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda: f32,
+    /// Curriculum groups K.
+    #[arg(long, default_value_t = 4)]
+    pub groups: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pub mu: f32,
+    #[arg(long, default_value_t = 0.25)]
+    pub sigma: f32,
+    #[arg(long)]
+    pub no_learnability: bool,
+    #[arg(long)]
+    pub no_representativeness: bool,
+    #[arg(long)]
+    pub no_diversity: bool,
+    #[arg(long)]
+    pub no_curriculum: bool,
+    /// Representativeness space: the final hidden state, or the output layer's parameters (projected).
+    #[arg(long, value_enum, default_value = "hidden")]
+    pub space: SpaceArg,
+    /// A trained proxy for learnability; without it one is trained from --model on --proxy-samples samples.
+    #[arg(long)]
+    pub proxy: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub proxy_samples: usize,
+    #[arg(long, default_value_t = 1)]
+    pub proxy_sft_epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub proxy_rl_steps: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    pub proxy_rl_lr: f64,
+    /// Proxy rollouts per sample (N).
+    #[arg(long, default_value_t = 8)]
+    pub rollouts: usize,
+    /// Where scores, rewards and the proxy are cached for re-use by other methods and sizes
+    /// (default: `select-cache/` beside --out).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// A DEALRec surrogate (a `minirec baseline --model sasrec` run); trained on the fly if absent.
+    #[arg(long)]
+    pub surrogate: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SpaceArg {
+    Hidden,
+    Param,
+}
+
+impl SelectArgs {
+    pub fn options(&self) -> SelectOptions {
+        let mut o = SelectOptions {
+            rollouts: self.rollouts,
+            space: match self.space {
+                SpaceArg::Hidden => Space::Hidden,
+                SpaceArg::Param => Space::Param,
+            },
+            ..Default::default()
+        };
+        o.minirec.lambda = self.lambda;
+        o.minirec.groups = self.groups;
+        o.minirec.mu = self.mu;
+        o.minirec.sigma = self.sigma;
+        o.minirec.learnability = !self.no_learnability;
+        o.minirec.representativeness = !self.no_representativeness;
+        o.minirec.diversity = !self.no_diversity;
+        o.minirec.curriculum = !self.no_curriculum;
+        o
+    }
+
+    pub fn proxy_config(&self) -> ProxyConfig {
+        let mut p = ProxyConfig {
+            samples: self.proxy_samples,
+            sft_epochs: self.proxy_sft_epochs,
+            ..Default::default()
+        };
+        p.rl.max_steps = self.proxy_rl_steps;
+        p.rl.lr = self.proxy_rl_lr;
+        p
+    }
+}
+
+/// The cache key: the scoring model's canonical path, its files' modification times and the data's manifest,
+/// so re-training either invalidates the cache.
+fn cache_key(model: Option<&Path>, data: &Path) -> String {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    };
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+    match model {
+        Some(m) => format!(
+            "model={} ({}) data={} ({})",
+            canon(m).display(),
+            stamp(m),
+            canon(data).display(),
+            stamp(&data.join("manifest.json"))
+        ),
+        None => format!("data={}", canon(data).display()),
+    }
+}
+
+pub fn run(a: SelectArgs, progress: bool) -> Result<()> {
+    let ds = PreparedDataset::load(&a.data)?;
+    let opts = a.options();
+    let summary = select_into(&a, &ds, &opts, progress)?;
+    println!("{summary}");
+    Ok(())
+}
+
+/// Runs one selection and writes the subset, the scores and a manifest; returns a one-line summary.
+pub fn select_into(
+    a: &SelectArgs,
+    ds: &PreparedDataset,
+    opts: &SelectOptions,
+    progress: bool,
+) -> Result<String> {
+    let device = pick_device(a.cpu)?;
+    let dtype = default_dtype(&device);
+    let cache_dir = a.cache.clone().unwrap_or_else(|| {
+        a.out
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("select-cache")
+    });
+    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data));
+    let needs_model = pipeline::needs_llm_scores(a.method);
+    let loaded = match (&a.model, needs_model) {
+        (Some(p), true) => {
+            let mut l = load_model(p, &device, dtype)
+                .with_context(|| format!("loading the scoring model {}", p.display()))?;
+            l.model.merge_adapters()?;
+            Some(l)
+        }
+        (None, true) => anyhow::bail!("--method {} needs --model", a.method),
+        _ => None,
+    };
+    let tok_holder;
+    let tok = match &loaded {
+        Some(l) => &l.tokenizer,
+        None => {
+            tok_holder = minirec_model::TextTokenizer::word_level(
+                ds.catalog.titles().iter().map(String::as_str),
+            )?;
+            &tok_holder
+        }
+    };
+    let titles = ds.catalog.titles().to_vec();
+    let mut proxy_time = 0.0;
+    let mut index = None;
+    let mut proxy = None;
+    if pipeline::needs_rewards(a.method, &opts.minirec)
+        && cache
+            .load_vec("rewards")?
+            .is_none_or(|v| v.len() != ds.train.len())
+    {
+        let idx = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
+        let t = std::time::Instant::now();
+        proxy = Some(match &a.proxy {
+            Some(p) => {
+                let mut l = load_model(p, &device, dtype)
+                    .with_context(|| format!("loading the proxy {}", p.display()))?;
+                l.model.merge_adapters()?;
+                l.model
+            }
+            None => {
+                let base = a.model.as_ref().expect("checked above");
+                let mut l = load_model(base, &device, dtype)?;
+                l.model.merge_adapters()?;
+                let dir = cache_dir.join("proxy");
+                tracing::info!(
+                    "training the proxy on {} random samples into {}",
+                    a.proxy_samples,
+                    dir.display()
+                );
+                train_proxy(
+                    &mut l.model,
+                    tok,
+                    ds,
+                    &idx,
+                    &a.proxy_config(),
+                    a.seed,
+                    &dir,
+                    progress,
+                )?;
+                l.model
+            }
+        });
+        proxy_time = t.elapsed().as_secs_f64();
+        index = Some(idx);
+    }
+    let models = Models {
+        tok,
+        scorer: loaded.as_ref().map(|l| &l.model),
+        proxy: proxy.as_ref(),
+        index: index.as_ref(),
+    };
+    let influence = |ds: &PreparedDataset| -> minirec_select::Result<Vec<f32>> {
+        super::baseline::dealrec_influence(ds, a.surrogate.as_deref(), &cache_dir, a.seed, progress)
+            .map_err(|e| minirec_select::SelectError::Invalid(format!("{e:#}")))
+    };
+    let out = pipeline::select(
+        ds,
+        &models,
+        a.method,
+        a.size,
+        opts,
+        a.seed,
+        &cache,
+        Some(&influence),
+        progress,
+    )?;
+    let mut rows = out.rows;
+    write_subset(&a.out, &mut rows)?;
+    let scores_path = a.out.with_extension("scores.jsonl");
+    pipeline::write_scores(&scores_path, &out.scores)?;
+    let mut manifest = minirec_data::Manifest::new(
+        "select",
+        serde_json::json!({
+            "method": a.method, "size": a.size, "seed": a.seed, "data": a.data, "model": a.model,
+            "proxy": a.proxy, "proxy_config": a.proxy_config(), "options": opts,
+        }),
+        Vec::new(),
+    );
+    manifest.outputs.insert(
+        "timings".into(),
+        serde_json::json!({"proxy_training_s": proxy_time, "phases": out.timings}),
+    );
+    manifest
+        .outputs
+        .insert("subset".into(), serde_json::json!(a.out));
+    minirec_data::fsutil::write_json_atomic(&a.out.with_extension("manifest.json"), &manifest)?;
+    let tm = &out.timings;
+    Ok(format!(
+        "select {}: {} of {} samples -> {} (proxy {:.1} s, scoring {:.1} s, rollouts {:.1} s, surrogate {:.1} s, selection {:.2} s{})",
+        a.method,
+        rows.len(),
+        ds.train.len(),
+        a.out.display(),
+        proxy_time,
+        tm.scoring_s,
+        tm.rollouts_s,
+        tm.surrogate_s,
+        tm.select_s,
+        if tm.cached.is_empty() {
+            String::new()
+        } else {
+            format!("; cached: {}", tm.cached.join(", "))
+        }
+    ))
+}
