@@ -35,7 +35,7 @@ enum Command {
     /// Supervised fine-tuning of the LLM on prepared samples.
     Sft(commands::sft::SftArgs),
     /// Pick a small, valuable RL training subset (MiniRec and baselines).
-    Select(commands::pending::PendingArgs),
+    Select(commands::select::SelectArgs),
     /// GRPO with the RISER stabilisers.
     Rl(commands::rl::RlArgs),
     /// Recommend items for a history with trie-constrained beam search.
@@ -46,7 +46,7 @@ enum Command {
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
     /// Train a classic sequential recommender (SASRec, GRU4Rec, Caser).
-    Baseline(commands::pending::PendingArgs),
+    Baseline(commands::baseline::BaselineArgs),
     /// Run a whole experiment from a TOML file.
     Run(commands::pending::PendingArgs),
 }
@@ -76,14 +76,12 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a, progress),
         Command::Demo(a) => commands::demo::run(a, progress),
         Command::Sft(a) => commands::sft::run(a, progress),
-        Command::Select(_) => commands::pending::run("select", "MiniRec data selection"),
+        Command::Select(a) => commands::select::run(a, progress),
         Command::Rl(a) => commands::rl::run(a, progress),
         Command::Recommend(a) => commands::recommend::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(c) => commands::bench::run(c),
-        Command::Baseline(_) => {
-            commands::pending::run("baseline", "the classic sequential recommenders")
-        }
+        Command::Baseline(a) => commands::baseline::run(a, progress),
         Command::Run(_) => commands::pending::run("run", "the end-to-end experiment pipeline"),
     };
     match result {

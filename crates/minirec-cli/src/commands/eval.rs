@@ -13,7 +13,8 @@ pub struct EvalArgs {
     /// Predictions to score: JSON Lines {"target": "...", "ranked": ["...", ...]}, best first.
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// A model or run to evaluate on --data by trie-constrained beam search over every title.
+    /// A model or run to evaluate on --data: an LLM (trie-constrained beam search over every title) or a
+    /// `minirec baseline` run (every item scored, ranked by title).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The prepared dataset (with --model).
@@ -84,6 +85,19 @@ fn evaluate_model(
     let samples = &samples[..a.limit.unwrap_or(samples.len()).min(samples.len())];
     if samples.is_empty() {
         bail!("the {} split of {} is empty", a.split, data.display());
+    }
+    if super::baseline::is_run(model) {
+        let (report, ranked) = super::baseline::evaluate_run(model, &ds, samples, ks, a.cpu)?;
+        if let Some(p) = &a.predictions_out {
+            minirec_data::fsutil::write_jsonl_atomic(
+                p,
+                samples.iter().zip(ranked).map(|(s, r)| Prediction {
+                    target: ds.target_title(s).to_string(),
+                    ranked: r,
+                }),
+            )?;
+        }
+        return Ok(report);
     }
     let device = pick_device(a.cpu)?;
     let loaded = load_model(model, &device, default_dtype(&device))?;

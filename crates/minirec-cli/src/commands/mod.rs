@@ -1,3 +1,4 @@
+pub mod baseline;
 pub mod bench;
 pub mod convert;
 pub mod demo;
@@ -6,6 +7,7 @@ pub mod pending;
 pub mod prepare;
 pub mod recommend;
 pub mod rl;
+pub mod select;
 pub mod sft;
 
 /// Writes `manifest.json` into a run directory: the stage, its configuration and its summary.
