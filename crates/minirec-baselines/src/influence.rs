@@ -14,10 +14,7 @@ use crate::train::encode;
 fn sample_grad(model: &SeqRec, history: &[u32], target: u32) -> Result<Vec<f32>> {
     let scores = model.score_all(&[history.to_vec()])?; // [1, rows]
     let lsm = candle_nn::ops::log_softmax(&scores, 1)?;
-    let loss = lsm
-        .narrow(1, target as usize, 1)?
-        .sum_all()?
-        .neg()?;
+    let loss = lsm.narrow(1, target as usize, 1)?.sum_all()?.neg()?;
     let grads = loss.backward()?;
     let mut out = Vec::new();
     for (_, v) in &model.params.vars {

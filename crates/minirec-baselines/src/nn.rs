@@ -34,8 +34,17 @@ impl Params {
         self.add(name, Tensor::from_vec(data, shape, dev)?)
     }
 
-    pub fn constant(&mut self, name: &str, shape: &[usize], value: f32, dev: &Device) -> Result<Tensor> {
-        self.add(name, (Tensor::ones(shape, candle_core::DType::F32, dev)? * value as f64)?)
+    pub fn constant(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        value: f32,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        self.add(
+            name,
+            (Tensor::ones(shape, candle_core::DType::F32, dev)? * value as f64)?,
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&Var> {

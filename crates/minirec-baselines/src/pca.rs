@@ -48,7 +48,11 @@ pub fn pca_project(x: &[f32], n: usize, d: usize, k: usize, target_std: f32) -> 
             }
         }
         orthonormalise(&mut next, d, k);
-        let delta: f64 = next.iter().zip(&q).map(|(a, b)| (a.abs() - b.abs()).abs()).sum();
+        let delta: f64 = next
+            .iter()
+            .zip(&q)
+            .map(|(a, b)| (a.abs() - b.abs()).abs())
+            .sum();
         q = next;
         if delta < 1e-9 * (k * d) as f64 {
             break;
@@ -58,7 +62,9 @@ pub fn pca_project(x: &[f32], n: usize, d: usize, k: usize, target_std: f32) -> 
     for (r, row) in x.chunks(d).enumerate() {
         for j in 0..k {
             let col = &q[j * d..(j + 1) * d];
-            out[r * k + j] = (0..d).map(|t| (row[t] as f64 - mean[t]) * col[t]).sum::<f64>() as f32;
+            out[r * k + j] = (0..d)
+                .map(|t| (row[t] as f64 - mean[t]) * col[t])
+                .sum::<f64>() as f32;
         }
     }
     let var = out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / out.len() as f64;

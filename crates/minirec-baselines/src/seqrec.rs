@@ -160,10 +160,22 @@ impl SeqRec {
             }
             Kind::Caser => {
                 for h in 1..=l {
-                    p.normal(&format!("h{h}"), &[shape.caser_h, h * d], 1.0 / ((h * d) as f32).sqrt(), &mut rng, dev)?;
+                    p.normal(
+                        &format!("h{h}"),
+                        &[shape.caser_h, h * d],
+                        1.0 / ((h * d) as f32).sqrt(),
+                        &mut rng,
+                        dev,
+                    )?;
                     p.constant(&format!("h{h}_b"), &[shape.caser_h], 0.0, dev)?;
                 }
-                p.normal("v", &[shape.caser_v, l], 1.0 / (l as f32).sqrt(), &mut rng, dev)?;
+                p.normal(
+                    "v",
+                    &[shape.caser_v, l],
+                    1.0 / (l as f32).sqrt(),
+                    &mut rng,
+                    dev,
+                )?;
                 let fin = shape.caser_h * l + shape.caser_v * d;
                 p.normal("fc", &[d, fin], 1.0 / (fin as f32).sqrt(), &mut rng, dev)?;
                 p.constant("fc_b", &[d], 0.0, dev)?;
@@ -195,7 +207,10 @@ impl SeqRec {
         let mut mask = Vec::with_capacity(histories.len() * l);
         for h in histories {
             let h = &h[h.len().saturating_sub(l)..];
-            if let Some(&bad) = h.iter().find(|&&r| r == 0 || r as usize >= self.shape.num_rows) {
+            if let Some(&bad) = h
+                .iter()
+                .find(|&&r| r == 0 || r as usize >= self.shape.num_rows)
+            {
                 return Err(BaselineError::Invalid(format!(
                     "item row {bad} is outside 1..{}",
                     self.shape.num_rows
@@ -236,7 +251,8 @@ impl SeqRec {
         let (b, l, d) = emb.dims3()?;
         let nh = self.shape.heads;
         let hd = d / nh;
-        let mut x = ((emb * (d as f64).sqrt())?.broadcast_add(&self.w("pos_emb"))?).broadcast_mul(m3)?;
+        let mut x =
+            ((emb * (d as f64).sqrt())?.broadcast_add(&self.w("pos_emb"))?).broadcast_mul(m3)?;
         // Attention bias: causal, and no attention to padding keys (a fully padded query row still sees itself).
         let mut bias = vec![0f32; b * l * l];
         let mv: Vec<f32> = mask.flatten_all()?.to_vec1()?;
@@ -309,8 +325,12 @@ impl SeqRec {
                     .collect::<candle_core::Result<Vec<_>>>()?,
                 2,
             )?;
-            let c = linear(&win, &self.w(&format!("h{h}")), Some(&self.w(&format!("h{h}_b"))))?
-                .relu()?;
+            let c = linear(
+                &win,
+                &self.w(&format!("h{h}")),
+                Some(&self.w(&format!("h{h}_b"))),
+            )?
+            .relu()?;
             feats.push(c.max(1)?);
         }
         // Vertical filters: weighted sums of the L rows, [B, n_v, d] flattened.

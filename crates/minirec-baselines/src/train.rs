@@ -272,7 +272,10 @@ pub fn train(
             tracing::info!("resuming from {} (epoch {})", dir.display(), s.epoch);
             st = s;
         } else {
-            tracing::warn!("--resume: no checkpoint in {}; starting afresh", run.display());
+            tracing::warn!(
+                "--resume: no checkpoint in {}; starting afresh",
+                run.display()
+            );
         }
     }
     let log_path = run.join("train_log.jsonl");
@@ -289,11 +292,16 @@ pub fn train(
     while !st.done && st.epoch < cfg.epochs {
         let t = Instant::now();
         let mut order: Vec<usize> = (0..train_rows.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ ((st.epoch as u64) << 20)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            cfg.seed ^ ((st.epoch as u64) << 20),
+        ));
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1 + st.epoch as u64));
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
-            let hist: Vec<Vec<u32>> = chunk.iter().map(|&i| train_rows[i].history.clone()).collect();
+            let hist: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| train_rows[i].history.clone())
+                .collect();
             let pos: Vec<u32> = chunk.iter().map(|&i| train_rows[i].target).collect();
             let rep = model.represent(&hist)?;
             let sp = model.score_pairs(&rep, &pos)?;
@@ -348,8 +356,12 @@ pub fn train(
             seconds: secs,
             samples_per_s: train_rows.len() as f64 / secs.max(1e-9),
         };
-        writeln!(log, "{}", serde_json::to_string(&entry).expect("serialises"))
-            .map_err(|e| BaselineError::io(&log_path, e))?;
+        writeln!(
+            log,
+            "{}",
+            serde_json::to_string(&entry).expect("serialises")
+        )
+        .map_err(|e| BaselineError::io(&log_path, e))?;
         pb.set_message(format!("loss {:.4} ndcg@10 {ndcg:.4}", entry.loss));
         pb.inc(1);
         checkpoint::save(run, st.epoch, &st, |dir| {

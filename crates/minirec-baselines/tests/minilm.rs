@@ -39,7 +39,8 @@ fn compare(enc: &MiniLm, r: &Reference, tol: f32) -> f32 {
 fn tiny_bert_matches_transformers() {
     let dir = fixtures().join("tiny_bert");
     let r: Reference =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let enc = MiniLm::load(&dir, &Device::Cpu).unwrap();
     compare(&enc, &r, 2e-5);
 }

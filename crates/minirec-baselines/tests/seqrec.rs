@@ -39,7 +39,13 @@ fn gradients_reach_every_parameter() {
             let gv = g
                 .get(v.as_tensor())
                 .unwrap_or_else(|| panic!("{kind}: no gradient for {name}"));
-            let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let norm = gv
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(norm > 0.0, "{kind}: zero gradient for {name}");
         }
         // Bad rows are errors, not panics.
@@ -59,7 +65,13 @@ fn ranking_is_score_order_by_title() {
         target: 4,
     };
     let ranked = rank_titles(&m, &ds, &[s.clone()], 15, 8).unwrap();
-    let scores: Vec<f32> = m.score_all(&[s.history]).unwrap().get(0).unwrap().to_vec1().unwrap();
+    let scores: Vec<f32> = m
+        .score_all(&[s.history])
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let mut order: Vec<usize> = (1..rows).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let mut want: Vec<String> = Vec::new();
@@ -94,7 +106,10 @@ fn every_model_learns_the_demo_shop_and_resume_is_exact() {
         let (loaded, _) = load_run(&run, &Device::Cpu).unwrap();
         let (report, _) = evaluate(&loaded, &ds, &ds.test, &[10]).unwrap();
         let hr = report.get("hr@10").unwrap();
-        println!("{kind}: test HR@10 {hr:.3} (chance {chance:.3}), best epoch {}", summary.best_epoch);
+        println!(
+            "{kind}: test HR@10 {hr:.3} (chance {chance:.3}), best epoch {}",
+            summary.best_epoch
+        );
         assert!(hr > 3.0 * chance, "{kind}: HR@10 {hr} vs chance {chance}");
 
         // Interrupted after epoch 3, then resumed: the same weights as the uninterrupted run.
@@ -145,7 +160,11 @@ fn pca_recovers_the_dominant_directions() {
     let c: Vec<f32> = (0..n).map(|i| p[i * 2]).collect();
     let dot: f64 = c.iter().zip(&a_vals).map(|(x, y)| (*x * *y) as f64).sum();
     let nc: f64 = c.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
-    let na: f64 = a_vals.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let na: f64 = a_vals
+        .iter()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
     assert!((dot / (nc * na)).abs() > 0.9999);
     let std = (p.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / p.len() as f64).sqrt();
     assert!((std - 1.0).abs() < 1e-4);
@@ -156,11 +175,20 @@ fn pca_recovers_the_dominant_directions() {
 fn influence_is_defined_for_every_training_sample() {
     let dir = tempfile::tempdir().unwrap();
     let ds = demo_data(dir.path(), 60);
-    let m = SeqRec::new(shape(Kind::Sasrec, ds.catalog.len() + 1), None, 2, &Device::Cpu).unwrap();
+    let m = SeqRec::new(
+        shape(Kind::Sasrec, ds.catalog.len() + 1),
+        None,
+        2,
+        &Device::Cpu,
+    )
+    .unwrap();
     let inf = minirec_baselines::influence::influence_scores(&m, &ds, false).unwrap();
     assert_eq!(inf.len(), ds.train.len());
     assert!(inf.iter().all(|x| x.is_finite()));
     assert!(inf.iter().any(|&x| x != inf[0]), "scores vary");
-    assert_eq!(inf, minirec_baselines::influence::influence_scores(&m, &ds, false).unwrap());
+    assert_eq!(
+        inf,
+        minirec_baselines::influence::influence_scores(&m, &ds, false).unwrap()
+    );
     let _ = Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu);
 }

@@ -48,7 +48,7 @@ enum Command {
     /// Train a classic sequential recommender (SASRec, GRU4Rec, Caser).
     Baseline(commands::baseline::BaselineArgs),
     /// Run a whole experiment from a TOML file.
-    Run(commands::pending::PendingArgs),
+    Run(commands::run::RunArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(c) => commands::bench::run(c),
         Command::Baseline(a) => commands::baseline::run(a, progress),
-        Command::Run(_) => commands::pending::run("run", "the end-to-end experiment pipeline"),
+        Command::Run(a) => commands::run::run(a, progress),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

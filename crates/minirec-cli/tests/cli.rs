@@ -322,29 +322,385 @@ fn demo_runs_the_pipeline_and_writes_a_report() {
         "200",
         "--sft-epochs",
         "1",
-        "--rl-steps",
-        "2",
+        "--size",
+        "32",
+        "--methods",
+        "minirec,random",
     ]);
-    assert!(out.contains("| SFT + RISER |"), "{out}");
+    assert!(
+        out.contains("| minirec |") && out.contains("| random |"),
+        "{out}"
+    );
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
-        report.contains("| SFT |") && report.contains("NDCG@10"),
+        report.contains("| SFT only |") && report.contains("NDCG@10"),
         "{report}"
     );
     for f in [
         "sft/model/config.json",
         "sft/train_log.jsonl",
-        "rl/rl_log.jsonl",
-        "rl/model/tokenizer.json",
+        "select/minirec-32.jsonl",
+        "select/minirec-32.scores.jsonl",
+        "select/minirec-32.manifest.json",
+        "rl/minirec-32-riser/rl_log.jsonl",
+        "rl/minirec-32-riser/model/tokenizer.json",
+        "rl/random-32-riser/model/config.json",
+        "eval/sft.json",
+        "eval/minirec-32-riser.predictions.jsonl",
+        "stages.json",
     ] {
         assert!(run.join(f).exists(), "{f}");
     }
+    // The MiniRec subset: 32 distinct train samples, every score present, curriculum groups in order, and the
+    // greedy value consistent with its parts.
+    let text = std::fs::read_to_string(run.join("select/minirec-32.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 32);
+    let mut ids: Vec<u64> = rows
+        .iter()
+        .map(|r| r["sample_id"].as_u64().unwrap())
+        .collect();
+    let mut last_group = 0;
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["order"].as_u64(), Some(i as u64));
+        let g = r["group"].as_u64().unwrap();
+        assert!(g >= last_group);
+        last_group = g;
+        let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
+        assert!((f("v") - f("d") * (f("l") + f("r"))).abs() < 1e-4, "{r}");
+        assert!((0.0..=1.0).contains(&f("r_bar")));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 32);
+    let scores = std::fs::read_to_string(run.join("select/minirec-32.scores.jsonl")).unwrap();
+    let train_n = json(&run.join("data/stats.json"))["samples"]["train"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        scores.lines().count() as u64,
+        train_n,
+        "one score line per training sample"
+    );
+}
+
+/// A prepared demo dataset and an SFT model from a quick `run`, shared by the tests below.
+fn quick_experiment(dir: &Path) -> (PathBuf, String) {
+    let demo = dir.join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "150",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let toml = format!(
+        r#"
+out = "exp"
+seed = 7
+cpu = true
+
+[data]
+prepared = "{data}"
+
+[model]
+preset = "tiny"
+
+[sft]
+epochs = 1
+lr = 3e-3
+batch_size = 32
+
+[select]
+methods = ["random", "el2n", "kmeans", "grand", "minirec"]
+sizes = [16]
+ablations = ["no-diversity"]
+full = true
+rollouts = 2
+proxy_samples = 16
+proxy_rl_steps = 1
+
+[rl]
+max_steps = 2
+prompts_per_step = 4
+rollouts = 4
+keep = 4
+lr = 1e-5
+variants = ["riser", "grpo"]
+
+[eval]
+limit = 40
+batch = 40
+
+[baselines]
+models = ["sasrec"]
+epochs = 2
+"#,
+        data = data.display()
+    );
+    let file = dir.join("experiment.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = ok(&["run", file.to_str().unwrap()]);
+    (data, out)
 }
 
 #[test]
-fn later_stages_say_they_are_not_available_yet() {
-    for cmd in ["select", "baseline", "run"] {
-        let e = fails(&[cmd, "--data", "x"]);
-        assert!(e.contains("not available"), "{cmd}: {e}");
+fn run_executes_every_stage_then_skips_finished_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = quick_experiment(tmp.path());
+    let exp = tmp.path().join("exp");
+    let report = std::fs::read_to_string(exp.join("report.md")).unwrap();
+    for row in [
+        "| random |",
+        "| el2n |",
+        "| kmeans |",
+        "| grand |",
+        "| minirec |",
+        "| full (",
+        "| w/o diversity |",
+        "| + GRPO |",
+        "| + RISER |",
+        "| sasrec |",
+    ] {
+        assert!(report.contains(row), "{row} missing from\n{report}");
     }
+    assert!(out.contains("## MiniRec ablations"), "{out}");
+    // Plain GRPO runs on the full set only.
+    assert!(exp.join("rl/full-grpo/model/config.json").exists());
+    assert!(!exp.join("rl/random-16-grpo").exists());
+    // A second run finds every output and only rewrites the report.
+    let again = ok(&["run", tmp.path().join("experiment.toml").to_str().unwrap()]);
+    assert!(again.contains("exists, skipping"), "{again}");
+    assert!(!again.contains("rl random-16-riser: 2 steps"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(exp.join("report.md")).unwrap(),
+        report
+    );
+
+    // `select` on its own: MiniRec with a given proxy, the param-space variant, and every baseline.
+    let model = exp.join("sft/model");
+    let sel = tmp.path().join("sel");
+    let line = ok(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--method",
+        "minirec",
+        "--size",
+        "10",
+        "--out",
+        sel.join("m.jsonl").to_str().unwrap(),
+        "--proxy",
+        model.to_str().unwrap(),
+        "--rollouts",
+        "2",
+        "--space",
+        "param",
+        "--lambda",
+        "0.5",
+    ]);
+    assert!(line.contains("10 of"), "{line}");
+    let text = std::fs::read_to_string(sel.join("m.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    let surrogate = exp.join("baselines/sasrec");
+    let d = ok(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--method",
+        "dealrec",
+        "--size",
+        "12",
+        "--out",
+        sel.join("d.jsonl").to_str().unwrap(),
+        "--surrogate",
+        surrogate.to_str().unwrap(),
+    ]);
+    assert!(d.contains("12 of"), "{d}");
+    let r = ok(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "random",
+        "--size",
+        "5",
+        "--out",
+        sel.join("r.jsonl").to_str().unwrap(),
+    ]);
+    assert!(r.contains("5 of"), "{r}");
+    // The subset feeds `rl --subset` in its order.
+    ok(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        model.to_str().unwrap(),
+        "--out",
+        tmp.path().join("rl").to_str().unwrap(),
+        "--subset",
+        sel.join("m.jsonl").to_str().unwrap(),
+        "--max-steps",
+        "1",
+        "--rollouts",
+        "4",
+        "--keep",
+        "4",
+        "--eval-every",
+        "0",
+        "--cpu",
+    ]);
+}
+
+#[test]
+fn select_and_run_reject_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "100",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let out = tmp.path().join("s.jsonl");
+    let e = fails(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "random",
+        "--size",
+        "999999",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--size"), "{e}");
+    let e = fails(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "minirec",
+        "--size",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--model"), "{e}");
+    let o = minirec(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "magic",
+        "--size",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8(o.stderr).unwrap();
+    assert!(e.contains("unknown selection method"), "{e}");
+    let toml = tmp.path().join("e.toml");
+    std::fs::write(
+        &toml,
+        "out = \"x\"\n[data]\nprepared = \"d\"\n[model]\npreset = \"tiny\"\n[rl]\nepoch = 2\n",
+    )
+    .unwrap();
+    let e = fails(&["run", toml.to_str().unwrap()]);
+    assert!(e.contains("e.toml:7:") && e.contains("epoch"), "{e}");
+    std::fs::write(
+        &toml,
+        "out = \"x\"\n[data]\nprepared = \"d\"\ndemo_users = 3\n[model]\npreset = \"tiny\"\n",
+    )
+    .unwrap();
+    let e = fails(&["run", toml.to_str().unwrap()]);
+    assert!(e.contains("exactly one of"), "{e}");
+    // A subset naming a sample that is not in the train split.
+    std::fs::write(&out, "{\"sample_id\": 123456789}\n").unwrap();
+    let e = fails(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        "nowhere",
+        "--out",
+        tmp.path().join("r").to_str().unwrap(),
+        "--subset",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("123456789") && e.contains("s.jsonl"), "{e}");
+}
+
+#[test]
+fn baseline_trains_and_evaluates_like_any_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "150",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let run = tmp.path().join("gru");
+    let out = ok(&[
+        "baseline",
+        "--model",
+        "gru4rec",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--cpu",
+    ]);
+    assert!(out.contains("baseline gru4rec: 2 epochs"), "{out}");
+    let j = tmp.path().join("m.json");
+    let p = tmp.path().join("p.jsonl");
+    let table = ok(&[
+        "eval",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        j.to_str().unwrap(),
+        "--predictions-out",
+        p.to_str().unwrap(),
+    ]);
+    assert!(table.contains("NDCG@K"), "{table}");
+    // The predictions file scores to the same numbers through the generic path.
+    let again = ok(&["eval", "--predictions", p.to_str().unwrap()]);
+    assert_eq!(table, again);
+    assert!(json(&j)["ndcg@10"].as_f64().is_some());
+    // Text initialisation needs the encoder and says where to get it.
+    let e = fails(&[
+        "baseline",
+        "--model",
+        "sasrec",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("s").to_str().unwrap(),
+        "--text-init",
+        "--encoder",
+        tmp.path().join("none").to_str().unwrap(),
+    ]);
+    assert!(e.contains("config.json"), "{e}");
 }

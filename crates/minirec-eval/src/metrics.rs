@@ -150,6 +150,33 @@ impl MetricsReport {
         Value::Object(m)
     }
 
+    /// Reads back what [`MetricsReport::to_json`] wrote.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let m = v.as_object()?;
+        let mut ks: Vec<usize> = m
+            .keys()
+            .filter_map(|k| k.strip_prefix("hr@")?.parse().ok())
+            .collect();
+        ks.sort_unstable();
+        let get = |k: String| m.get(&k).and_then(Value::as_f64);
+        Some(MetricsReport {
+            n: m.get("n")?.as_u64()?,
+            hr: ks
+                .iter()
+                .map(|k| get(format!("hr@{k}")))
+                .collect::<Option<_>>()?,
+            ndcg: ks
+                .iter()
+                .map(|k| get(format!("ndcg@{k}")))
+                .collect::<Option<_>>()?,
+            lists_with_repeats: m
+                .get("lists_with_repeats")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            ks,
+        })
+    }
+
     /// A plain-text table: one row per cut-off.
     pub fn table(&self) -> String {
         let mut s = format!(
@@ -178,6 +205,19 @@ impl MetricsReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let mut m = RankingMetrics::new(&[5, 10, 20]);
+        m.add("a", &["b", "a", "c"]);
+        m.add("z", &["b", "c"]);
+        let r = m.report();
+        assert_eq!(MetricsReport::from_json(&r.to_json()), Some(r));
+        assert_eq!(
+            MetricsReport::from_json(&serde_json::json!({"hr@5": 1.0})),
+            None
+        );
+    }
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} != {b}");

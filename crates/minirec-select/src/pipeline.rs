@@ -129,9 +129,9 @@ impl ScoreCache {
         }
         let t = candle_core::safetensors::load(&p, &Device::Cpu)?;
         let get = |k: &str| -> Result<Tensor> {
-            t.get(k).cloned().ok_or_else(|| {
-                SelectError::Invalid(format!("{}: no tensor {k}", p.display()))
-            })
+            t.get(k)
+                .cloned()
+                .ok_or_else(|| SelectError::Invalid(format!("{}: no tensor {k}", p.display())))
         };
         let vec = |k: &str| -> Result<Vec<f32>> { Ok(get(k)?.to_vec1()?) };
         Ok(Some(LlmScores {
@@ -352,12 +352,20 @@ pub fn select(
                 progress,
             )?
         }
-        Method::Grand => {
-            methods::select_top(&ids, &llm.as_ref().expect("scored").grand, size, method, seed)?
-        }
-        Method::El2n => {
-            methods::select_top(&ids, &llm.as_ref().expect("scored").el2n, size, method, seed)?
-        }
+        Method::Grand => methods::select_top(
+            &ids,
+            &llm.as_ref().expect("scored").grand,
+            size,
+            method,
+            seed,
+        )?,
+        Method::El2n => methods::select_top(
+            &ids,
+            &llm.as_ref().expect("scored").el2n,
+            size,
+            method,
+            seed,
+        )?,
         Method::Dealrec => {
             let f = influence.ok_or_else(|| {
                 SelectError::Invalid("DEALRec needs its surrogate's influence scores".into())

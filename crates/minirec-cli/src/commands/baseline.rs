@@ -118,8 +118,16 @@ pub fn run(a: BaselineArgs, progress: bool) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
-    let summary = train(&model, &ds, &cfg, enc_name.as_deref(), &a.out, a.resume, progress)
-        .with_context(|| format!("training {} into {}", a.model, a.out.display()))?;
+    let summary = train(
+        &model,
+        &ds,
+        &cfg,
+        enc_name.as_deref(),
+        &a.out,
+        a.resume,
+        progress,
+    )
+    .with_context(|| format!("training {} into {}", a.model, a.out.display()))?;
     super::write_run_manifest(
         &a.out,
         "baseline",
@@ -177,7 +185,10 @@ pub fn dealrec_influence(
         None => {
             let dir = cache.join("surrogate");
             if !is_baseline_run(&dir) {
-                tracing::info!("training the DEALRec surrogate (SASRec) into {}", dir.display());
+                tracing::info!(
+                    "training the DEALRec surrogate (SASRec) into {}",
+                    dir.display()
+                );
                 let shape = ModelShape {
                     kind: Kind::Sasrec,
                     num_rows: ds.catalog.len() + 1,
@@ -194,8 +205,8 @@ pub fn dealrec_influence(
             dir
         }
     };
-    let (model, cfg) = load_run(&dir, &dev)
-        .with_context(|| format!("loading the surrogate {}", dir.display()))?;
+    let (model, cfg) =
+        load_run(&dir, &dev).with_context(|| format!("loading the surrogate {}", dir.display()))?;
     cfg.check_catalog(ds, &dir)?;
     Ok(minirec_baselines::influence::influence_scores(
         &model, ds, progress,

@@ -3,10 +3,11 @@ pub mod bench;
 pub mod convert;
 pub mod demo;
 pub mod eval;
-pub mod pending;
+pub mod experiment;
 pub mod prepare;
 pub mod recommend;
 pub mod rl;
+pub mod run;
 pub mod select;
 pub mod sft;
 

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
@@ -75,62 +75,16 @@ pub struct RlArgs {
     cpu: bool,
 }
 
-fn subset_ids(path: &PathBuf) -> Result<Vec<u64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut ids = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
-        let id = v.get("sample_id").and_then(|x| x.as_u64());
-        ids.push(
-            id.with_context(|| format!("{}:{}: no integer sample_id", path.display(), i + 1))?,
-        );
-    }
-    if ids.is_empty() {
-        bail!("{}: no samples", path.display());
-    }
-    Ok(ids)
-}
-
 pub fn run(a: RlArgs, progress: bool) -> Result<()> {
     let ds = PreparedDataset::load(&a.data)?;
-    let device = pick_device(a.cpu)?;
-    let dtype = default_dtype(&device);
-    let mut loaded = load_model(&a.init, &device, dtype)?;
-    loaded.model.merge_adapters()?;
-    let reference = match a.kl_ref {
-        Some(_) => {
-            let mut r = load_model(&a.init, &device, dtype)?;
-            r.model.merge_adapters()?;
-            Some(r.model)
-        }
-        None => None,
-    };
     let samples: Vec<&minirec_data::Sample> = match &a.subset {
-        Some(p) => subset_ids(p)?
-            .into_iter()
-            .map(|id| {
-                ds.train
-                    .get(id as usize)
-                    .with_context(|| format!("sample_id {id} is not in the train split"))
-            })
-            .collect::<Result<_>>()?,
+        Some(p) => subset_samples(&ds, p)?,
         None => {
             let mut v: Vec<&minirec_data::Sample> = ds.train.iter().collect();
             v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
             v
         }
     };
-    let titles = ds.catalog.titles().to_vec();
-    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
-    let prompts = prompts_for(&ds, &samples, &loaded.tokenizer)?;
-    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(a.eval_samples).collect();
-    let valid = prompts_for(&ds, &valid_samples, &loaded.tokenizer)?;
     let lora = a.lora_rank.map(|r| LoraConfig {
         r,
         alpha: 2.0 * r as f64,
@@ -154,41 +108,21 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         eval_every: a.eval_every,
         seed: a.seed,
-        lora: lora.clone(),
+        lora,
         ..Default::default()
     };
-    let vars = trainable(
-        &mut loaded.model,
-        &SftConfig {
-            lora,
-            seed: a.seed,
-            ..Default::default()
-        },
-    )?;
-    let base = std::fs::canonicalize(&a.init)
-        .unwrap_or(a.init.clone())
-        .display()
-        .to_string();
-    let (summary, _) = train(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        vars,
-        &index,
-        &prompts,
-        &valid,
-        reference.as_ref(),
+    let summary = train_rl(
+        &ds,
+        &a.data,
+        &a.init,
+        &samples,
         &cfg,
+        a.eval_samples,
         &a.out,
-        &base,
+        a.subset.as_deref(),
         a.resume,
+        a.cpu,
         progress,
-    )
-    .with_context(|| format!("RL into {}", a.out.display()))?;
-    super::write_run_manifest(
-        &a.out,
-        "rl",
-        serde_json::json!({"config": cfg, "data": a.data, "init": a.init, "subset": a.subset, "prompts": prompts.len()}),
-        serde_json::to_value(&summary)?,
     )?;
     println!(
         "rl: {} steps, mean reward {:.3} (first quarter) -> {:.3} (last quarter), rollout {:.1} s, update {:.1} s -> {}",
@@ -200,4 +134,91 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         summary.output.display()
     );
     Ok(())
+}
+
+/// The train samples a subset file names, in its order.
+pub fn subset_samples<'a>(
+    ds: &'a PreparedDataset,
+    path: &std::path::Path,
+) -> Result<Vec<&'a minirec_data::Sample>> {
+    minirec_select::read_subset(path)?
+        .into_iter()
+        .map(|id| {
+            ds.train.get(id as usize).with_context(|| {
+                format!(
+                    "{}: sample_id {id} is not in the train split ({} samples)",
+                    path.display(),
+                    ds.train.len()
+                )
+            })
+        })
+        .collect()
+}
+
+/// RL from `init` on `samples` (in order) into `out`, with a manifest; the shared core of `rl` and `run`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_rl(
+    ds: &PreparedDataset,
+    data: &std::path::Path,
+    init: &std::path::Path,
+    samples: &[&minirec_data::Sample],
+    cfg: &RlConfig,
+    eval_samples: usize,
+    out: &std::path::Path,
+    subset: Option<&std::path::Path>,
+    resume: bool,
+    cpu: bool,
+    progress: bool,
+) -> Result<minirec_train::rl::RlSummary> {
+    let device = pick_device(cpu)?;
+    let dtype = default_dtype(&device);
+    let mut loaded = load_model(init, &device, dtype)?;
+    loaded.model.merge_adapters()?;
+    let reference = match cfg.kl_ref_beta {
+        Some(_) => {
+            let mut r = load_model(init, &device, dtype)?;
+            r.model.merge_adapters()?;
+            Some(r.model)
+        }
+        None => None,
+    };
+    let titles = ds.catalog.titles().to_vec();
+    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
+    let prompts = prompts_for(ds, samples, &loaded.tokenizer)?;
+    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(eval_samples).collect();
+    let valid = prompts_for(ds, &valid_samples, &loaded.tokenizer)?;
+    let vars = trainable(
+        &mut loaded.model,
+        &SftConfig {
+            lora: cfg.lora.clone(),
+            seed: cfg.seed,
+            ..Default::default()
+        },
+    )?;
+    let base = std::fs::canonicalize(init)
+        .unwrap_or(init.to_path_buf())
+        .display()
+        .to_string();
+    let (summary, _) = train(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        vars,
+        &index,
+        &prompts,
+        &valid,
+        reference.as_ref(),
+        cfg,
+        out,
+        &base,
+        resume,
+        progress,
+    )
+    .with_context(|| format!("RL into {}", out.display()))?;
+    super::write_run_manifest(
+        out,
+        "rl",
+        serde_json::json!({"config": cfg, "data": data, "init": init, "subset": subset, "prompts": prompts.len()}),
+        serde_json::to_value(&summary)?,
+    )?;
+    Ok(summary)
 }

@@ -1,0 +1,313 @@
+//! The experiment file read by `minirec run`: every stage's settings, with defaults for all but the data and
+//! the model. Unknown keys are errors (a typo must not silently fall back to a default).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// The run directory; relative paths are taken from the experiment file's folder.
+    pub out: PathBuf,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Force the CPU even where a GPU is present.
+    #[serde(default)]
+    pub cpu: bool,
+    pub data: DataSection,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub sft: SftSection,
+    #[serde(default)]
+    pub select: SelectSection,
+    #[serde(default)]
+    pub rl: RlSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+    #[serde(default)]
+    pub baselines: BaselineSection,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// One of: an already prepared dataset, D3 CSV files, or the embedded demo shop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub prepared: Option<PathBuf>,
+    pub d3_train: Option<PathBuf>,
+    pub d3_valid: Option<PathBuf>,
+    pub d3_test: Option<PathBuf>,
+    pub d3_info: Option<PathBuf>,
+    /// Prompt preset (generic, games, toys, books, industrial).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// Generate the embedded demo shop with this many users.
+    pub demo_users: Option<usize>,
+}
+
+fn default_domain() -> String {
+    "generic".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A GGUF file, HF directory, adapter or run directory.
+    pub path: Option<PathBuf>,
+    /// Or a preset shape trained from scratch with a word-level tokenizer over the catalog (e.g. "tiny-64").
+    pub preset: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftSection {
+    /// Skip SFT (the model is already fine-tuned).
+    pub skip: bool,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub lora_rank: Option<usize>,
+    pub max_train: Option<usize>,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        SftSection {
+            skip: false,
+            epochs: 1,
+            lr: 3e-4,
+            batch_size: 8,
+            lora_rank: None,
+            max_train: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelectSection {
+    pub methods: Vec<String>,
+    pub sizes: Vec<usize>,
+    /// MiniRec ablations at the first size: any of no-learnability, no-representativeness, no-diversity,
+    /// no-curriculum.
+    pub ablations: Vec<String>,
+    /// Also train RL on every training sample (the "Full" row).
+    pub full: bool,
+    pub lambda: f32,
+    pub groups: usize,
+    pub mu: f32,
+    pub sigma: f32,
+    pub rollouts: usize,
+    pub space: String,
+    pub proxy: Option<PathBuf>,
+    pub proxy_samples: usize,
+    pub proxy_sft_epochs: usize,
+    pub proxy_rl_steps: usize,
+    pub proxy_rl_lr: f64,
+}
+
+impl Default for SelectSection {
+    fn default() -> Self {
+        SelectSection {
+            methods: vec!["minirec".into(), "random".into()],
+            sizes: vec![1024],
+            ablations: Vec::new(),
+            full: true,
+            lambda: 1.0,
+            groups: 4,
+            mu: 0.5,
+            sigma: 0.25,
+            rollouts: 8,
+            space: "hidden".into(),
+            proxy: None,
+            proxy_samples: 256,
+            proxy_sft_epochs: 0,
+            proxy_rl_steps: 64,
+            proxy_rl_lr: 1e-5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RlSection {
+    /// Passes over each training set (subset or full): the same budget of epochs for every method.
+    pub epochs: f64,
+    /// Cap on steps per RL run (0: none), for quick runs.
+    pub max_steps: usize,
+    pub prompts_per_step: usize,
+    pub rollouts: usize,
+    pub keep: usize,
+    pub lr: f64,
+    pub lora_rank: Option<usize>,
+    /// "riser" (default), "grpo" (all RISER components off): which trainer(s) to run on each set. With both,
+    /// the full set is trained twice (RISER Table 2).
+    pub variants: Vec<String>,
+    pub eval_every: usize,
+    pub kl_cov_ratio: f64,
+}
+
+impl Default for RlSection {
+    fn default() -> Self {
+        RlSection {
+            epochs: 1.0,
+            max_steps: 0,
+            prompts_per_step: 4,
+            rollouts: 20,
+            keep: 16,
+            lr: 1e-6,
+            lora_rank: None,
+            variants: vec!["riser".into()],
+            eval_every: 0,
+            kl_cov_ratio: 5e-3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSection {
+    pub split: String,
+    pub beam: usize,
+    pub batch: usize,
+    /// Only the first N samples of the split.
+    pub limit: Option<usize>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            split: "test".into(),
+            beam: 20,
+            batch: 32,
+            limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BaselineSection {
+    /// Any of sasrec, gru4rec, caser.
+    pub models: Vec<String>,
+    pub epochs: usize,
+    /// Also the "*" variants (needs `encoder` or MINIREC_MINILM_DIR).
+    pub text_init: bool,
+    pub encoder: Option<PathBuf>,
+}
+
+impl Default for BaselineSection {
+    fn default() -> Self {
+        BaselineSection {
+            models: Vec::new(),
+            epochs: 100,
+            text_init: false,
+            encoder: None,
+        }
+    }
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut e: Experiment = toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            anyhow::anyhow!("{}:{line}: {}", path.display(), err.message().trim())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut e.out);
+        for p in [
+            &mut e.data.prepared,
+            &mut e.data.d3_train,
+            &mut e.data.d3_valid,
+            &mut e.data.d3_test,
+            &mut e.data.d3_info,
+            &mut e.model.path,
+            &mut e.select.proxy,
+            &mut e.baselines.encoder,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        e.check()
+            .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Ok(e)
+    }
+
+    pub fn check(&self) -> Result<()> {
+        let d = &self.data;
+        let sources = [
+            d.prepared.is_some(),
+            d.d3_train.is_some() || d.d3_test.is_some() || d.d3_info.is_some(),
+            d.demo_users.is_some(),
+        ];
+        if sources.iter().filter(|&&x| x).count() != 1 {
+            bail!("[data] needs exactly one of: prepared = DIR; d3_train/d3_test/d3_info (+ d3_valid); demo_users = N");
+        }
+        if (d.d3_train.is_some() || d.d3_test.is_some() || d.d3_info.is_some())
+            && (d.d3_train.is_none() || d.d3_test.is_none() || d.d3_info.is_none())
+        {
+            bail!("[data] D3 input needs d3_train, d3_test and d3_info");
+        }
+        if self.model.path.is_some() == self.model.preset.is_some() {
+            bail!("[model] needs exactly one of path = ... or preset = ...");
+        }
+        if self.model.preset.is_some() && self.sft.skip {
+            bail!("[model] preset trains from scratch: [sft] skip = true makes no sense with it");
+        }
+        for m in &self.select.methods {
+            m.parse::<minirec_select::Method>()?;
+        }
+        for a in &self.select.ablations {
+            if ![
+                "no-learnability",
+                "no-representativeness",
+                "no-diversity",
+                "no-curriculum",
+            ]
+            .contains(&a.as_str())
+            {
+                bail!("[select] unknown ablation {a:?} (no-learnability, no-representativeness, no-diversity, no-curriculum)");
+            }
+        }
+        if self.select.sizes.is_empty() && !self.select.methods.is_empty() {
+            bail!("[select] sizes is empty");
+        }
+        for v in &self.rl.variants {
+            if v != "riser" && v != "grpo" {
+                bail!("[rl] unknown variant {v:?} (riser, grpo)");
+            }
+        }
+        if !(self.rl.epochs > 0.0) {
+            bail!("[rl] epochs must be positive");
+        }
+        for b in &self.baselines.models {
+            b.parse::<minirec_baselines::Kind>()?;
+        }
+        if !["hidden", "param"].contains(&self.select.space.as_str()) {
+            bail!("[select] space must be \"hidden\" or \"param\"");
+        }
+        self.eval
+            .split
+            .parse::<minirec_data::Split>()
+            .map_err(|e| anyhow::anyhow!("[eval] split: {e}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,765 @@
+//! `minirec run experiment.toml`: prepare → SFT → evaluate → select (methods × sizes, ablations) → RL on each
+//! subset (and on everything) → evaluate, plus optional classic baselines, in one run directory. A stage whose
+//! output exists is skipped, an interrupted RL run resumes from its last checkpoint, and `report.md` is
+//! rewritten from whatever results exist at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+use clap::Args;
+use minirec_data::{PrepareOptions, PreparedDataset, Split};
+use minirec_eval::MetricsReport;
+use minirec_model::load::{default_dtype, load_model, pick_device, preset_config, random_model};
+use minirec_model::TextTokenizer;
+use minirec_train::rl::RlConfig;
+use minirec_train::sft::{encode_samples, trainable, SftConfig};
+use serde::{Deserialize, Serialize};
+
+use super::experiment::Experiment;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The experiment file (TOML); see examples/experiment.toml.
+    pub experiment: PathBuf,
+}
+
+pub fn run(a: RunArgs, progress: bool) -> Result<()> {
+    let e = Experiment::load(&a.experiment)?;
+    let report = run_experiment(&e, progress)?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Wall time of each finished stage, kept across invocations (`stages.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StageTimes(BTreeMap<String, f64>);
+
+impl StageTimes {
+    fn load(out: &Path) -> Self {
+        minirec_data::fsutil::read_json(&out.join("stages.json")).unwrap_or_default()
+    }
+
+    fn record(&mut self, out: &Path, stage: &str, secs: f64) -> Result<()> {
+        self.0.insert(stage.to_string(), secs);
+        minirec_data::fsutil::write_json_atomic(&out.join("stages.json"), self)?;
+        Ok(())
+    }
+
+    fn get(&self, stage: &str) -> Option<f64> {
+        self.0.get(stage).copied()
+    }
+}
+
+/// An RL training set: a selection file, or every training sample.
+struct RlSet {
+    label: String,
+    method: String,
+    size: Option<usize>,
+    ablation: Option<String>,
+    subset: Option<PathBuf>,
+}
+
+/// Runs the whole experiment and returns the report's text.
+pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
+    let out = &e.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    minirec_data::fsutil::write_json_atomic(&out.join("experiment.json"), e)?;
+    let mut times = StageTimes::load(out);
+
+    // 1. Data.
+    let data_dir = prepare_stage(e, progress)?;
+    let ds = PreparedDataset::load(&data_dir)?;
+    println!(
+        "data: {} items, {} titles; train {}, valid {}, test {}",
+        ds.catalog.len(),
+        ds.catalog.num_titles(),
+        ds.train.len(),
+        ds.valid.len(),
+        ds.test.len()
+    );
+
+    // 2. SFT, then its evaluation.
+    let sft_model = sft_stage(e, &ds, &mut times, progress)?;
+    let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
+    results.insert(
+        "sft".into(),
+        eval_stage(e, &ds, &sft_model, "sft", &mut times, progress)?,
+    );
+
+    // 3. Selections.
+    let mut sets = Vec::new();
+    let sel_dir = out.join("select");
+    for m in &e.select.methods {
+        for &size in &e.select.sizes {
+            let label = format!("{m}-{size}");
+            let path = sel_dir.join(format!("{label}.jsonl"));
+            select_stage(
+                e, &ds, &data_dir, &sft_model, m, size, None, &path, &mut times, progress,
+            )?;
+            sets.push(RlSet {
+                label,
+                method: m.clone(),
+                size: Some(size),
+                ablation: None,
+                subset: Some(path),
+            });
+        }
+    }
+    if let Some(&size) = e.select.sizes.first() {
+        for ab in &e.select.ablations {
+            let label = format!("minirec-{size}-{ab}");
+            let path = sel_dir.join(format!("{label}.jsonl"));
+            select_stage(
+                e,
+                &ds,
+                &data_dir,
+                &sft_model,
+                "minirec",
+                size,
+                Some(ab),
+                &path,
+                &mut times,
+                progress,
+            )?;
+            sets.push(RlSet {
+                label,
+                method: "minirec".into(),
+                size: Some(size),
+                ablation: Some(ab.clone()),
+                subset: Some(path),
+            });
+        }
+    }
+    if e.select.full {
+        sets.push(RlSet {
+            label: "full".into(),
+            method: "full".into(),
+            size: None,
+            ablation: None,
+            subset: None,
+        });
+    }
+
+    // 4. RL on each set with each trainer, then evaluation. Plain GRPO runs only on the full set (when there is
+    //    one), as RISER Table 2 compares trainers, not subsets.
+    for set in &sets {
+        for variant in &e.rl.variants {
+            if variant == "grpo" && set.subset.is_some() && e.select.full {
+                continue;
+            }
+            let name = format!("{}-{variant}", set.label);
+            let model = rl_stage(
+                e, &ds, &data_dir, &sft_model, set, variant, &name, &mut times, progress,
+            )?;
+            results.insert(
+                name.clone(),
+                eval_stage(e, &ds, &model, &name, &mut times, progress)?,
+            );
+        }
+    }
+
+    // 5. Classic baselines.
+    for kind in &e.baselines.models {
+        let mut variants = vec![false];
+        if e.baselines.text_init {
+            variants.push(true);
+        }
+        for text in variants {
+            let name = format!("{kind}{}", if text { "-text" } else { "" });
+            let r = baseline_stage(e, &ds, &data_dir, kind, text, &name, &mut times, progress)?;
+            results.insert(format!("baseline:{name}"), r);
+        }
+    }
+
+    let report = write_report(e, &ds, &sets, &results, &times)?;
+    Ok(report)
+}
+
+fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
+    if let Some(p) = &e.data.prepared {
+        return Ok(p.clone());
+    }
+    let dir = e.out.join("data");
+    if dir.join("manifest.json").is_file() {
+        println!("data: {} exists, skipping preparation", dir.display());
+        return Ok(dir);
+    }
+    let mut opts = PrepareOptions::new(&dir);
+    opts.force = true;
+    opts.progress = progress;
+    opts.prompt = super::prepare::prompt_template(&e.data.domain, None)?;
+    let stats = if let Some(users) = e.data.demo_users {
+        let files = minirec_data::demo::write(&e.out.join("raw"), users, e.seed)?;
+        minirec_data::prepare_generic(&files, &opts)?
+    } else {
+        let files = minirec_data::D3Files {
+            info: e.data.d3_info.clone().expect("checked"),
+            train: e.data.d3_train.clone().expect("checked"),
+            valid: e.data.d3_valid.clone(),
+            test: e.data.d3_test.clone().expect("checked"),
+        };
+        minirec_data::prepare_d3(&files, &opts)?
+    };
+    super::prepare::print_stats(&dir, &stats);
+    Ok(dir)
+}
+
+/// The exported model of a finished training run, if there is one.
+fn exported(run: &Path) -> Option<PathBuf> {
+    ["model", "adapter"]
+        .iter()
+        .map(|d| run.join(d))
+        .find(|p| p.join("config.json").is_file() || p.join("adapter_config.json").is_file())
+        .filter(|_| run.join("manifest.json").is_file())
+}
+
+fn sft_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<PathBuf> {
+    if e.sft.skip {
+        return Ok(e.model.path.clone().expect("checked"));
+    }
+    let run = e.out.join("sft");
+    if let Some(p) = exported(&run) {
+        println!("sft: {} exists, skipping", p.display());
+        return Ok(p);
+    }
+    let device = pick_device(e.cpu)?;
+    let (mut model, tok, base) = match (&e.model.path, &e.model.preset) {
+        (Some(p), _) => {
+            let l = load_model(p, &device, default_dtype(&device))?;
+            (l.model, l.tokenizer, p.display().to_string())
+        }
+        (None, Some(preset)) => {
+            let wording = ds.prompt.render(["x"]);
+            let tok = TextTokenizer::word_level(
+                ds.catalog
+                    .titles()
+                    .iter()
+                    .map(String::as_str)
+                    .chain([wording.as_str()]),
+            )?;
+            let cfg = preset_config(preset, tok.vocab_size())?;
+            let dtype = if device.is_cpu() {
+                DType::F32
+            } else {
+                default_dtype(&device)
+            };
+            let m = random_model(cfg, dtype, &device, e.seed)?;
+            println!(
+                "model: {preset} from scratch, {} parameters, word-level vocabulary of {}",
+                m.cfg.num_parameters(),
+                tok.vocab_size()
+            );
+            (m, tok, format!("{preset}-random"))
+        }
+        _ => unreachable!("checked"),
+    };
+    let cfg = SftConfig {
+        epochs: e.sft.epochs,
+        lr: e.sft.lr,
+        batch_size: e.sft.batch_size,
+        patience: 1,
+        checkpoint_every: 200,
+        seed: e.seed,
+        lora: e.sft.lora_rank.map(|r| minirec_model::lora::LoraConfig {
+            r,
+            alpha: 2.0 * r as f64,
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let n = e
+        .sft
+        .max_train
+        .unwrap_or(ds.train.len())
+        .min(ds.train.len());
+    let tr = encode_samples(ds, &ds.train[..n], &tok)?;
+    let va = encode_samples(ds, &ds.valid, &tok)?;
+    let vars = trainable(&mut model, &cfg)?;
+    let t = Instant::now();
+    let resume = run.join("checkpoints").join("latest").is_file();
+    let s = minirec_train::sft::train(
+        &mut model, &tok, vars, &tr, &va, &cfg, &run, &base, resume, progress,
+    )?;
+    times.record(&e.out, "sft", t.elapsed().as_secs_f64())?;
+    super::write_run_manifest(
+        &run,
+        "sft",
+        serde_json::json!({"config": cfg, "model": base, "train_samples": n}),
+        serde_json::to_value(&s)?,
+    )?;
+    println!(
+        "sft: {} steps, {:.1} s, best valid loss {}",
+        s.steps,
+        t.elapsed().as_secs_f64(),
+        s.best_valid_loss
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_default()
+    );
+    Ok(s.output)
+}
+
+fn eval_samples<'a>(e: &Experiment, ds: &'a PreparedDataset) -> Result<&'a [minirec_data::Sample]> {
+    let split: Split = e
+        .eval
+        .split
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    let s = ds.split(split);
+    let s = &s[..e.eval.limit.unwrap_or(s.len()).min(s.len())];
+    if s.is_empty() {
+        anyhow::bail!("the {} split is empty: nothing to evaluate", e.eval.split);
+    }
+    Ok(s)
+}
+
+fn eval_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    model: &Path,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let dir = e.out.join("eval");
+    let json = dir.join(format!("{name}.json"));
+    if let Some(r) = read_metrics(&json) {
+        return Ok(r);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let samples = eval_samples(e, ds)?;
+    let device = pick_device(e.cpu)?;
+    let loaded = load_model(model, &device, default_dtype(&device))?;
+    let t = Instant::now();
+    let pred = dir.join(format!("{name}.predictions.jsonl"));
+    let w = std::io::BufWriter::new(std::fs::File::create(&pred)?);
+    let r = super::eval::rank_samples(
+        &loaded.model,
+        &loaded.tokenizer,
+        ds,
+        samples,
+        e.eval.beam,
+        e.eval.batch,
+        &[5, 10, 20],
+        Some(w),
+        progress,
+    )?;
+    times.record(&e.out, &format!("eval:{name}"), t.elapsed().as_secs_f64())?;
+    minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
+    println!(
+        "eval {name}: NDCG@10 {:.4}, HR@10 {:.4} ({} samples)",
+        r.get("ndcg@10").unwrap_or(f64::NAN),
+        r.get("hr@10").unwrap_or(f64::NAN),
+        samples.len()
+    );
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn select_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    sft_model: &Path,
+    method: &str,
+    size: usize,
+    ablation: Option<&str>,
+    path: &Path,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<()> {
+    if path.is_file() {
+        println!("select: {} exists, skipping", path.display());
+        return Ok(());
+    }
+    let s = &e.select;
+    let args = super::select::SelectArgs {
+        data: data_dir.to_path_buf(),
+        model: Some(sft_model.to_path_buf()),
+        method: method.parse()?,
+        size: size.min(ds.train.len()),
+        out: path.to_path_buf(),
+        lambda: s.lambda,
+        groups: s.groups,
+        mu: s.mu,
+        sigma: s.sigma,
+        no_learnability: ablation == Some("no-learnability"),
+        no_representativeness: ablation == Some("no-representativeness"),
+        no_diversity: ablation == Some("no-diversity"),
+        no_curriculum: ablation == Some("no-curriculum"),
+        space: if s.space == "param" {
+            super::select::SpaceArg::Param
+        } else {
+            super::select::SpaceArg::Hidden
+        },
+        proxy: s.proxy.clone(),
+        proxy_samples: s.proxy_samples,
+        proxy_sft_epochs: s.proxy_sft_epochs,
+        proxy_rl_steps: s.proxy_rl_steps,
+        proxy_rl_lr: s.proxy_rl_lr,
+        rollouts: s.rollouts,
+        cache: Some(e.out.join("select").join("cache")),
+        surrogate: None,
+        seed: e.seed,
+        cpu: e.cpu,
+    };
+    let t = Instant::now();
+    let line = super::select::select_into(&args, ds, &args.options(), progress)?;
+    let label = path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    times.record(
+        &e.out,
+        &format!("select:{label}"),
+        t.elapsed().as_secs_f64(),
+    )?;
+    println!("{line}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rl_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    sft_model: &Path,
+    set: &RlSet,
+    variant: &str,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<PathBuf> {
+    let run = e.out.join("rl").join(name);
+    if let Some(p) = exported(&run) {
+        println!("rl {name}: {} exists, skipping", p.display());
+        return Ok(p);
+    }
+    let samples: Vec<&minirec_data::Sample> = match &set.subset {
+        Some(p) => super::rl::subset_samples(ds, p)?,
+        None => {
+            use rand::seq::SliceRandom;
+            use rand::SeedableRng;
+            let mut v: Vec<&minirec_data::Sample> = ds.train.iter().collect();
+            v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(e.seed));
+            v
+        }
+    };
+    let r = &e.rl;
+    let mut steps = ((samples.len() as f64 * r.epochs) / r.prompts_per_step as f64).ceil() as usize;
+    if r.max_steps > 0 {
+        steps = steps.min(r.max_steps);
+    }
+    let mut cfg = RlConfig {
+        max_steps: steps.max(1),
+        prompts_per_step: r.prompts_per_step,
+        rollouts: r.rollouts,
+        keep: r.keep,
+        lr: r.lr,
+        kl_cov_ratio: r.kl_cov_ratio,
+        eval_every: r.eval_every,
+        checkpoint_every: 50,
+        seed: e.seed,
+        lora: r.lora_rank.map(|rank| minirec_model::lora::LoraConfig {
+            r: rank,
+            alpha: 2.0 * rank as f64,
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if variant == "grpo" {
+        cfg = cfg.plain_grpo();
+    }
+    let resume = run.join("checkpoints").join("latest").is_file();
+    let t = Instant::now();
+    let s = super::rl::train_rl(
+        ds,
+        data_dir,
+        sft_model,
+        &samples,
+        &cfg,
+        128,
+        &run,
+        set.subset.as_deref(),
+        resume,
+        e.cpu,
+        progress,
+    )?;
+    times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;
+    println!(
+        "rl {name}: {} steps on {} samples, reward {:.3} -> {:.3}, {:.1} s",
+        s.steps,
+        samples.len(),
+        s.first_rewards,
+        s.last_rewards,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(s.output)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn baseline_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    kind: &str,
+    text: bool,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let json = e.out.join("eval").join(format!("baseline-{name}.json"));
+    if let Some(r) = read_metrics(&json) {
+        return Ok(r);
+    }
+    let run = e.out.join("baselines").join(name);
+    if !minirec_baselines::train::is_baseline_run(&run) {
+        let args = super::baseline::BaselineArgs {
+            model: kind.parse()?,
+            data: data_dir.to_path_buf(),
+            out: run.clone(),
+            epochs: e.baselines.epochs,
+            text_init: text,
+            encoder: e.baselines.encoder.clone(),
+            dim: 64,
+            batch_size: 256,
+            lr: 1e-3,
+            negatives: 1,
+            patience: 5,
+            seed: e.seed,
+            resume: run.join("checkpoints").join("latest").is_file(),
+            cpu: e.cpu,
+        };
+        let t = Instant::now();
+        super::baseline::run(args, progress)?;
+        times.record(
+            &e.out,
+            &format!("baseline:{name}"),
+            t.elapsed().as_secs_f64(),
+        )?;
+    }
+    let samples = eval_samples(e, ds)?;
+    let (r, _) = super::baseline::evaluate_run(&run, ds, samples, &[5, 10, 20], e.cpu)?;
+    std::fs::create_dir_all(e.out.join("eval"))?;
+    minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
+    Ok(r)
+}
+
+fn read_metrics(path: &Path) -> Option<MetricsReport> {
+    let v: serde_json::Value = minirec_data::fsutil::read_json(path).ok()?;
+    MetricsReport::from_json(&v)
+}
+
+fn metrics_row(name: &str, r: Option<&MetricsReport>, extra: &[String]) -> String {
+    let g = |k: &str| {
+        r.and_then(|r| r.get(k))
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "–".into())
+    };
+    let mut row = format!(
+        "| {name} | {} | {} | {} | {} | {} | {} |",
+        g("ndcg@5"),
+        g("ndcg@10"),
+        g("ndcg@20"),
+        g("hr@5"),
+        g("hr@10"),
+        g("hr@20")
+    );
+    for x in extra {
+        write!(row, " {x} |").expect("string");
+    }
+    row
+}
+
+const HEADER: &str = "| NDCG@5 | NDCG@10 | NDCG@20 | HR@5 | HR@10 | HR@20 |";
+
+fn secs(t: Option<f64>) -> String {
+    t.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into())
+}
+
+fn write_report(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    sets: &[RlSet],
+    results: &BTreeMap<String, MetricsReport>,
+    times: &StageTimes,
+) -> Result<String> {
+    let mut md = String::new();
+    let n_eval = results.get("sft").map(|r| r.n).unwrap_or(0);
+    let model = match (&e.model.path, &e.model.preset) {
+        (Some(p), _) => p.display().to_string(),
+        (_, Some(p)) => format!("{p} (from scratch)"),
+        _ => String::new(),
+    };
+    writeln!(md, "# minirec experiment report\n")?;
+    writeln!(
+        md,
+        "Data: {} items / {} titles; train {}, valid {}, test {}. Model: {model}. Seed {}. \
+         Evaluation: {} split ({n_eval} samples), all-ranking by trie-constrained beam search (width {}).\n\
+         RL: {} epoch(s) over each training set, {} prompts/step, {} rollouts kept to {}, lr {:e}.\n",
+        ds.catalog.len(),
+        ds.catalog.num_titles(),
+        ds.train.len(),
+        ds.valid.len(),
+        ds.test.len(),
+        e.seed,
+        e.eval.split,
+        e.eval.beam,
+        e.rl.epochs,
+        e.rl.prompts_per_step,
+        e.rl.rollouts,
+        e.rl.keep,
+        e.rl.lr,
+    )?;
+    let main_variant =
+        e.rl.variants
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "riser".into());
+    // Selection methods (MiniRec Table 2).
+    for &size in &e.select.sizes {
+        writeln!(
+            md,
+            "## RL on {size} selected samples vs all ({main_variant})\n"
+        )?;
+        writeln!(
+            md,
+            "| training set {HEADER} selection | RL |\n|---|---|---|---|---|---|---|---|---|"
+        )?;
+        for set in sets
+            .iter()
+            .filter(|s| s.size == Some(size) && s.ablation.is_none())
+        {
+            let name = format!("{}-{main_variant}", set.label);
+            let extra = [
+                secs(times.get(&format!("select:{}", set.label))),
+                secs(times.get(&format!("rl:{name}"))),
+            ];
+            writeln!(
+                md,
+                "{}",
+                metrics_row(&set.method, results.get(&name), &extra)
+            )?;
+        }
+        if e.select.full {
+            let name = format!("full-{main_variant}");
+            let extra = ["–".to_string(), secs(times.get(&format!("rl:{name}")))];
+            writeln!(
+                md,
+                "{}",
+                metrics_row(
+                    &format!("full ({})", ds.train.len()),
+                    results.get(&name),
+                    &extra
+                )
+            )?;
+        }
+        writeln!(
+            md,
+            "{}\n",
+            metrics_row("SFT only", results.get("sft"), &["–".into(), "–".into()])
+        )?;
+    }
+    // Ablations (MiniRec Table 4).
+    if let (Some(&size), false) = (e.select.sizes.first(), e.select.ablations.is_empty()) {
+        writeln!(md, "## MiniRec ablations ({size} samples)\n")?;
+        writeln!(md, "| variant {HEADER}\n|---|---|---|---|---|---|---|")?;
+        let base = format!("minirec-{size}-{main_variant}");
+        writeln!(md, "{}", metrics_row("MiniRec", results.get(&base), &[]))?;
+        for ab in &e.select.ablations {
+            let name = format!("minirec-{size}-{ab}-{main_variant}");
+            writeln!(
+                md,
+                "{}",
+                metrics_row(
+                    &format!("w/o {}", ab.trim_start_matches("no-")),
+                    results.get(&name),
+                    &[]
+                )
+            )?;
+        }
+        writeln!(md)?;
+    }
+    // Trainers (RISER Table 2).
+    if e.rl.variants.len() > 1 {
+        writeln!(
+            md,
+            "## Trainers on {}\n",
+            if e.select.full {
+                "all training samples"
+            } else {
+                "the selected samples"
+            }
+        )?;
+        writeln!(md, "| model {HEADER}\n|---|---|---|---|---|---|---|")?;
+        writeln!(md, "{}", metrics_row("SFT", results.get("sft"), &[]))?;
+        let label = if e.select.full {
+            "full".to_string()
+        } else {
+            sets.first().map(|s| s.label.clone()).unwrap_or_default()
+        };
+        for (v, title) in [("grpo", "+ GRPO"), ("riser", "+ RISER")] {
+            writeln!(
+                md,
+                "{}",
+                metrics_row(title, results.get(&format!("{label}-{v}")), &[])
+            )?;
+        }
+        writeln!(md)?;
+    }
+    // Classic baselines (RISER Table 1).
+    if !e.baselines.models.is_empty() {
+        writeln!(
+            md,
+            "## Classic sequential recommenders (same split, same metrics)\n"
+        )?;
+        writeln!(
+            md,
+            "| model {HEADER} training |\n|---|---|---|---|---|---|---|---|"
+        )?;
+        for (k, r) in results.iter().filter(|(k, _)| k.starts_with("baseline:")) {
+            let name = k.trim_start_matches("baseline:");
+            let label = name.replace("-text", "*");
+            writeln!(
+                md,
+                "{}",
+                metrics_row(&label, Some(r), &[secs(times.get(k))])
+            )?;
+        }
+        writeln!(md)?;
+    }
+    // Curves.
+    let mut curves = String::new();
+    for dir in results
+        .keys()
+        .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+    {
+        let svg = Path::new("rl").join(dir).join("rl_mean_reward.svg");
+        if e.out.join(&svg).is_file() {
+            writeln!(
+                curves,
+                "- {dir}: [reward]({}) · [entropy]({})",
+                svg.display(),
+                Path::new("rl").join(dir).join("rl_entropy.svg").display()
+            )?;
+        }
+    }
+    if !curves.is_empty() {
+        writeln!(md, "## Training curves\n\n{curves}")?;
+    }
+    minirec_data::fsutil::write_atomic(&e.out.join("report.md"), |w| {
+        std::io::Write::write_all(w, md.as_bytes())
+    })?;
+    Ok(md)
+}
