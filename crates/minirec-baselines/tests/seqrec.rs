@@ -64,7 +64,7 @@ fn ranking_is_score_order_by_title() {
         history: vec![1, 2, 3],
         target: 4,
     };
-    let ranked = rank_titles(&m, &ds, &[s.clone()], 15, 8).unwrap();
+    let ranked = rank_titles(&m, &ds, std::slice::from_ref(&s), 15, 8).unwrap();
     let scores: Vec<f32> = m
         .score_all(&[s.history])
         .unwrap()

@@ -162,8 +162,8 @@ pub fn kmeans_select(
             out.push((i, d));
         }
     }
-    for j in 0..k {
-        if !done_c[j] {
+    for (j, done) in done_c.iter().enumerate() {
+        if !*done {
             let cj = c.row(j);
             let (i, d) = (0..n)
                 .filter(|&i| !used[i])

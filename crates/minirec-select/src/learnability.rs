@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 
 /// r̄ for every prompt from `n` trie-constrained samples at `temperature`, `batch` prompts per call.
+#[allow(clippy::too_many_arguments)]
 pub fn mean_rewards(
     proxy: &Decoder,
     index: &ItemIndex,

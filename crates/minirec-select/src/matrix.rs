@@ -106,7 +106,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 pub fn min_max(x: &[f32]) -> Vec<f32> {
     let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![1.0; x.len()];
     }
     x.iter().map(|&v| (v - lo) / (hi - lo)).collect()

@@ -43,6 +43,7 @@ impl Default for ProxyConfig {
 }
 
 /// Trains `model` in place into the proxy, writing its runs under `dir` (`sft/`, `rl/`).
+#[allow(clippy::too_many_arguments)]
 pub fn train_proxy(
     model: &mut Decoder,
     tok: &TextTokenizer,

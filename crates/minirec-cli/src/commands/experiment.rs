@@ -295,7 +295,7 @@ impl Experiment {
                 bail!("[rl] unknown variant {v:?} (riser, grpo)");
             }
         }
-        if !(self.rl.epochs > 0.0) {
+        if self.rl.epochs.is_nan() || self.rl.epochs <= 0.0 {
             bail!("[rl] epochs must be positive");
         }
         for b in &self.baselines.models {
