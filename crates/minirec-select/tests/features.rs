@@ -35,7 +35,12 @@ fn examples() -> Vec<Example> {
 fn predicting_states(m: &Decoder, e: &Example) -> (Tensor, Vec<u32>) {
     let seq: Vec<u32> = e.prompt.iter().chain(&e.response).copied().collect();
     let (h, _) = m
-        .forward(std::slice::from_ref(&seq), &[vec![1u8; seq.len()]], false, false)
+        .forward(
+            std::slice::from_ref(&seq),
+            &[vec![1u8; seq.len()]],
+            false,
+            false,
+        )
         .unwrap();
     let h = h
         .squeeze(0)

@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Beam(BeamArgs),
     /// Compare the device's forward pass and beam search with the CPU and the HF reference fixtures.
     Parity(ParityArgs),
+    /// Time each selection phase (rollouts, HVP scoring, greedy, k-means) on a generated shop.
+    Select(super::bench_select::SelectBenchArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +67,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Beam(a) => beam(a),
         BenchCommand::Parity(a) => parity(a),
+        BenchCommand::Select(a) => super::bench_select::run(a),
     }
 }
 

@@ -311,3 +311,35 @@ impl Experiment {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_resolves_paths() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/industrial.toml");
+        let e = Experiment::load(&p).unwrap();
+        assert!(e.out.starts_with(p.parent().unwrap()));
+        assert_eq!(e.select.methods.len(), 6);
+        assert_eq!(e.select.ablations.len(), 4);
+        assert_eq!(e.rl.variants, vec!["riser", "grpo"]);
+        assert!(e.data.d3_info.unwrap().ends_with("industrial/info.txt"));
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_data_and_model() {
+        let e: Experiment =
+            toml::from_str("out = \"o\"\n[data]\ndemo_users = 50\n[model]\npreset = \"tiny\"\n")
+                .unwrap();
+        e.check().unwrap();
+        assert_eq!(e.seed, 42);
+        assert_eq!(e.rl.rollouts, 20);
+        assert_eq!(e.select.sizes, vec![1024]);
+        let bad: Experiment = toml::from_str(
+            "out = \"o\"\n[data]\ndemo_users = 50\n[model]\npreset = \"tiny\"\n[select]\nmethods = [\"best\"]\n",
+        )
+        .unwrap();
+        assert!(bad.check().unwrap_err().to_string().contains("best"));
+    }
+}

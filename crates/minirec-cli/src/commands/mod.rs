@@ -1,5 +1,6 @@
 pub mod baseline;
 pub mod bench;
+pub mod bench_select;
 pub mod convert;
 pub mod demo;
 pub mod eval;
