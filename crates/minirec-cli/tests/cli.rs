@@ -538,6 +538,33 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         sel.join("r.jsonl").to_str().unwrap(),
     ]);
     assert!(r.contains("5 of"), "{r}");
+    // Transfer (MiniRec §5.3): a second experiment with another shape selects with the first one's model.
+    let toml2 = format!(
+        "out = \"exp2\"\ncpu = true\n[data]\nprepared = \"{}\"\n[model]\npreset = \"tiny-64\"\n\
+         [sft]\nepochs = 1\nlr = 3e-3\nbatch_size = 32\n[select]\nmethods = [\"minirec\"]\nsizes = [8]\n\
+         full = false\nrollouts = 2\nproxy = \"{}\"\nmodel = \"{}\"\n[rl]\nmax_steps = 1\nrollouts = 4\nkeep = 4\n\
+         [eval]\nlimit = 10\n",
+        data.display(),
+        model.display(),
+        model.display()
+    );
+    std::fs::write(tmp.path().join("transfer.toml"), toml2).unwrap();
+    let t = ok(&["run", tmp.path().join("transfer.toml").to_str().unwrap()]);
+    assert!(t.contains("| minirec |"), "{t}");
+    let m2 = json(&tmp.path().join("exp2/select/minirec-8.manifest.json"));
+    assert!(
+        m2["config"]["model"]
+            .as_str()
+            .unwrap()
+            .ends_with("exp/sft/model"),
+        "{m2}"
+    );
+    let cfg2 = json(&tmp.path().join("exp2/rl/minirec-8-riser/model/config.json"));
+    assert_eq!(
+        cfg2["hidden_size"], 64,
+        "trained the experiment's own (tiny-64) model"
+    );
+
     // The subset feeds `rl --subset` in its order.
     ok(&[
         "rl",

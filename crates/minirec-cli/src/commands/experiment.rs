@@ -105,6 +105,9 @@ pub struct SelectSection {
     pub rollouts: usize,
     pub space: String,
     pub proxy: Option<PathBuf>,
+    /// Score and select with this model instead of the SFT model (transfer, MiniRec §5.3): the subsets then
+    /// train the experiment's own model.
+    pub model: Option<PathBuf>,
     pub proxy_samples: usize,
     pub proxy_sft_epochs: usize,
     pub proxy_rl_steps: usize,
@@ -125,6 +128,7 @@ impl Default for SelectSection {
             rollouts: 8,
             space: "hidden".into(),
             proxy: None,
+            model: None,
             proxy_samples: 256,
             proxy_sft_epochs: 0,
             proxy_rl_steps: 64,
@@ -239,6 +243,7 @@ impl Experiment {
             &mut e.data.d3_info,
             &mut e.model.path,
             &mut e.select.proxy,
+            &mut e.select.model,
             &mut e.baselines.encoder,
         ]
         .into_iter()

@@ -90,7 +90,8 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         eval_stage(e, &ds, &sft_model, "sft", &mut times, progress)?,
     );
 
-    // 3. Selections.
+    // 3. Selections (with another model's scores when [select] model is set: transfer).
+    let sel_model = e.select.model.clone().unwrap_or_else(|| sft_model.clone());
     let mut sets = Vec::new();
     let sel_dir = out.join("select");
     for m in &e.select.methods {
@@ -98,7 +99,7 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
             let label = format!("{m}-{size}");
             let path = sel_dir.join(format!("{label}.jsonl"));
             select_stage(
-                e, &ds, &data_dir, &sft_model, m, size, None, &path, &mut times, progress,
+                e, &ds, &data_dir, &sel_model, m, size, None, &path, &mut times, progress,
             )?;
             sets.push(RlSet {
                 label,
@@ -117,7 +118,7 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
                 e,
                 &ds,
                 &data_dir,
-                &sft_model,
+                &sel_model,
                 "minirec",
                 size,
                 Some(ab),
