@@ -14,10 +14,4 @@ pub use error::{BaselineError, Result};
 pub use seqrec::{Kind, ModelShape, SeqRec};
 pub use train::{TrainConfig, TrainSummary};
 
-pub(crate) fn bar(show: bool, len: u64, msg: &'static str) -> indicatif::ProgressBar {
-    if show {
-        minirec_data::progress::bar(len, msg)
-    } else {
-        indicatif::ProgressBar::hidden()
-    }
-}
+pub(crate) use minirec_data::progress::bar_if as bar;

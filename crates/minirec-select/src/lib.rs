@@ -18,10 +18,4 @@ pub use matrix::Matrix;
 pub use methods::{Method, MiniRecConfig};
 pub use subset::{read_subset, write_subset, SubsetRow};
 
-pub(crate) fn bar(show: bool, len: u64, msg: &'static str) -> indicatif::ProgressBar {
-    if show {
-        minirec_data::progress::bar(len, msg)
-    } else {
-        indicatif::ProgressBar::hidden()
-    }
-}
+pub(crate) use minirec_data::progress::bar_if as bar;

@@ -4,7 +4,6 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use minirec_data::{demo, prepare_generic, PrepareOptions, PreparedDataset};
 use minirec_model::load::{preset_config, random_model};
-use minirec_model::TextTokenizer;
 use minirec_train::optim::{AdamW, AdamWConfig};
 use minirec_train::sft::{batch_nll, encode_samples, trainable, SftConfig};
 
@@ -15,14 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     o.force = true;
     prepare_generic(&files, &o)?;
     let ds = PreparedDataset::load(&dir.join("data"))?;
-    let w = ds.prompt.render(["x"]);
-    let tok = TextTokenizer::word_level(
-        ds.catalog
-            .titles()
-            .iter()
-            .map(String::as_str)
-            .chain([w.as_str()]),
-    )?;
+    let tok = minirec_train::sft::catalog_tokenizer(&ds)?;
     let cfg = preset_config("tiny-64", tok.vocab_size())?;
     let mut m = random_model(cfg, DType::F32, &Device::Cpu, 1)?;
     let ex = encode_samples(&ds, &ds.train[..320], &tok)?;

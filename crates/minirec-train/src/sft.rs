@@ -74,6 +74,19 @@ pub struct Example {
     pub response: Vec<u32>,
 }
 
+/// A word-level tokenizer over a dataset's titles and its prompt's wording: what a model trained from scratch on
+/// that dataset reads (every title and prompt word is in the vocabulary).
+pub fn catalog_tokenizer(ds: &PreparedDataset) -> Result<TextTokenizer> {
+    let wording = ds.prompt.render(["x"]);
+    Ok(TextTokenizer::word_level(
+        ds.catalog
+            .titles()
+            .iter()
+            .map(String::as_str)
+            .chain([wording.as_str()]),
+    )?)
+}
+
 /// Tokenises samples: the prompt of the history, and the target's response text.
 pub fn encode_samples(
     ds: &PreparedDataset,

@@ -9,7 +9,6 @@ use clap::Args;
 use minirec_data::{demo, prepare_generic, PrepareOptions, PreparedDataset};
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
-use minirec_model::TextTokenizer;
 use minirec_select::features::llm_scores;
 use minirec_select::learnability::mean_rewards;
 use minirec_select::{methods, Matrix, MiniRecConfig};
@@ -47,14 +46,7 @@ pub fn run(a: SelectBenchArgs) -> Result<()> {
     let ds = PreparedDataset::load(&tmp.join("data"))?;
     let n = ds.train.len();
     let device = pick_device(a.cpu)?;
-    let wording = ds.prompt.render(["x"]);
-    let tok = TextTokenizer::word_level(
-        ds.catalog
-            .titles()
-            .iter()
-            .map(String::as_str)
-            .chain([wording.as_str()]),
-    )?;
+    let tok = minirec_train::sft::catalog_tokenizer(&ds)?;
     let cfg = preset_config(&a.arch, tok.vocab_size())?;
     let model = random_model(cfg, default_dtype(&device), &device, 1)?;
     println!(

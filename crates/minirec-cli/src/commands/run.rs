@@ -14,7 +14,6 @@ use clap::Args;
 use minirec_data::{PrepareOptions, PreparedDataset, Split};
 use minirec_eval::MetricsReport;
 use minirec_model::load::{default_dtype, load_model, pick_device, preset_config, random_model};
-use minirec_model::TextTokenizer;
 use minirec_train::rl::RlConfig;
 use minirec_train::sft::{encode_samples, trainable, SftConfig};
 use serde::{Deserialize, Serialize};
@@ -239,14 +238,7 @@ fn sft_stage(
             (l.model, l.tokenizer, p.display().to_string())
         }
         (None, Some(preset)) => {
-            let wording = ds.prompt.render(["x"]);
-            let tok = TextTokenizer::word_level(
-                ds.catalog
-                    .titles()
-                    .iter()
-                    .map(String::as_str)
-                    .chain([wording.as_str()]),
-            )?;
+            let tok = minirec_train::sft::catalog_tokenizer(ds)?;
             let cfg = preset_config(preset, tok.vocab_size())?;
             let dtype = if device.is_cpu() {
                 DType::F32
