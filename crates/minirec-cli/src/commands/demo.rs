@@ -36,7 +36,7 @@ pub struct DemoArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "minirec,random,kmeans,el2n,grand"
+        default_value = "minirec,random,kmeans,el2n"
     )]
     methods: Vec<String>,
     #[arg(long, default_value_t = 1e-5)]
