@@ -336,6 +336,16 @@ fn demo_runs_the_pipeline_and_writes_a_report() {
         report.contains("| SFT only |") && report.contains("NDCG@10"),
         "{report}"
     );
+    assert!(
+        report.contains("![mean reward per rollout](rewards.svg)"),
+        "{report}"
+    );
+    let chart = std::fs::read_to_string(run.join("rewards.svg")).unwrap();
+    assert_eq!(
+        chart.matches("<polyline").count(),
+        2,
+        "one curve per RL run"
+    );
     for f in [
         "sft/model/config.json",
         "sft/train_log.jsonl",
@@ -348,6 +358,8 @@ fn demo_runs_the_pipeline_and_writes_a_report() {
         "eval/sft.json",
         "eval/minirec-32-riser.predictions.jsonl",
         "stages.json",
+        "rewards.svg",
+        "entropy.svg",
     ] {
         assert!(run.join(f).exists(), "{f}");
     }

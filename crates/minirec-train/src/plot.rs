@@ -8,10 +8,31 @@ use crate::error::{Result, TrainError};
 
 /// Writes a line chart of `points` (x, y) titled `title` to `path`. Non-finite points are skipped.
 pub fn line_chart(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]) -> Result<()> {
-    let pts: Vec<(f64, f64)> = points
+    multi_line_chart(path, title, y_label, &[(String::new(), points.to_vec())])
+}
+
+const PALETTE: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// Several named series on shared axes, with a legend when they have names. Non-finite points are skipped.
+pub fn multi_line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(n, pts)| {
+            (
+                n.as_str(),
+                pts.iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect(),
+            )
+        })
         .collect();
     let (w, h, ml, mr, mt, mb) = (640.0, 360.0, 70.0, 20.0, 40.0, 50.0);
     let mut svg = String::new();
@@ -26,7 +47,7 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]
         w / 2.0,
         escape(title)
     );
-    if pts.is_empty() {
+    if series.iter().all(|(_, p)| p.is_empty()) {
         let _ = write!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">no data</text></svg>"#,
@@ -36,8 +57,10 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]
         return std::fs::write(path, svg).map_err(|e| TrainError::io(path, e));
     }
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in &pts {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    for (_, pts) in &series {
+        for &(x, y) in pts {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
@@ -89,17 +112,50 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, points: &[(f64, f64)]
         mt + ph / 2.0,
         escape(y_label)
     );
-    let path_d: Vec<String> = pts
-        .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-        .collect();
-    let _ = write!(
-        svg,
-        r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{}"/>"##,
-        path_d.join(" ")
-    );
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let path_d: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            path_d.join(" ")
+        );
+        if !name.is_empty() {
+            let ly = mt + 14.0 + 15.0 * i as f64;
+            let _ = write!(
+                svg,
+                r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+                ml + 8.0,
+                ml + 26.0,
+                ml + 30.0,
+                ly + 4.0,
+                escape(name)
+            );
+        }
+    }
     svg.push_str("</svg>\n");
     std::fs::write(path, svg).map_err(|e| TrainError::io(path, e))
+}
+
+/// One series per JSONL log: `key` against `step`, each named.
+pub fn series_from_logs(
+    logs: &[(String, std::path::PathBuf)],
+    key: &str,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    logs.iter()
+        .map(|(name, log)| {
+            let pts = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
+                .collect();
+            (name.clone(), pts)
+        })
+        .collect()
 }
 
 fn fmt(v: f64) -> String {
@@ -167,6 +223,19 @@ mod tests {
             .unwrap();
         assert_eq!(poly.split(' ').count(), 3, "the NaN point is skipped");
         assert!(s.contains("reward &lt;x&gt;"));
+        multi_line_chart(
+            &p,
+            "two",
+            "y",
+            &[
+                ("a".into(), vec![(0.0, 1.0), (1.0, 2.0)]),
+                ("b".into(), vec![(0.0, 3.0)]),
+            ],
+        )
+        .unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.contains(">a</text>") && s.contains(">b</text>"));
         line_chart(&p, "empty", "y", &[]).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("no data"));
     }

@@ -549,6 +549,20 @@ fn baseline_stage(
     Ok(r)
 }
 
+/// Trailing moving average over `k` points.
+fn moving_average(pts: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    (0..pts.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(k.max(1));
+            let w = &pts[from..=i];
+            (
+                pts[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
 fn read_metrics(path: &Path) -> Option<MetricsReport> {
     let v: serde_json::Value = minirec_data::fsutil::read_json(path).ok()?;
     MetricsReport::from_json(&v)
@@ -749,7 +763,27 @@ fn write_report(
         }
     }
     if !curves.is_empty() {
-        writeln!(md, "## Training curves\n\n{curves}")?;
+        // All runs on one chart per metric, smoothed over 8 steps so the methods can be told apart.
+        let logs: Vec<(String, PathBuf)> = results
+            .keys()
+            .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+            .map(|k| (k.clone(), e.out.join("rl").join(k).join("rl_log.jsonl")))
+            .filter(|(_, p)| p.is_file())
+            .collect();
+        writeln!(md, "## Training curves\n")?;
+        for (key, file, label) in [
+            ("mean_reward", "rewards.svg", "mean reward per rollout"),
+            ("entropy", "entropy.svg", "entropy estimate"),
+        ] {
+            let series: Vec<(String, Vec<(f64, f64)>)> =
+                minirec_train::plot::series_from_logs(&logs, key)
+                    .into_iter()
+                    .map(|(n, pts)| (n, moving_average(&pts, 8)))
+                    .collect();
+            minirec_train::plot::multi_line_chart(&e.out.join(file), label, key, &series)?;
+            writeln!(md, "![{label}]({file})\n")?;
+        }
+        writeln!(md, "Per run:\n\n{curves}")?;
     }
     minirec_data::fsutil::write_atomic(&e.out.join("report.md"), |w| {
         std::io::Write::write_all(w, md.as_bytes())
