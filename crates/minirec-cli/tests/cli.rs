@@ -494,6 +494,20 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         report
     );
 
+    // Rollouts lost (e.g. a crash before they were cached): the trained proxy is re-used, not retrained.
+    let cache = exp.join("select/cache");
+    let proxy_log = cache.join("proxy/rl/rl_log.jsonl");
+    let proxy_steps = std::fs::read_to_string(&proxy_log).unwrap().lines().count();
+    std::fs::remove_file(cache.join("rewards.json")).unwrap();
+    std::fs::remove_file(exp.join("select/minirec-16.jsonl")).unwrap();
+    ok(&["run", tmp.path().join("experiment.toml").to_str().unwrap()]);
+    assert!(exp.join("select/minirec-16.jsonl").is_file());
+    assert_eq!(
+        std::fs::read_to_string(&proxy_log).unwrap().lines().count(),
+        proxy_steps,
+        "the proxy was trained again"
+    );
+
     // `select` on its own: MiniRec with a given proxy, the param-space variant, and every baseline.
     let model = exp.join("sft/model");
     let sel = tmp.path().join("sel");

@@ -107,13 +107,15 @@ impl ScoreCache {
         self.dir.as_ref().map(|d| d.join(what))
     }
 
-    fn key_ok(&self, what: &str) -> bool {
+    /// Whether `what` was made for this cache's key.
+    pub fn key_ok(&self, what: &str) -> bool {
         self.path(&format!("{what}.key"))
             .and_then(|p| std::fs::read_to_string(p).ok())
             .is_some_and(|k| k == self.key)
     }
 
-    fn write_key(&self, what: &str) -> Result<()> {
+    /// Marks `what` as made for this cache's key.
+    pub fn write_key(&self, what: &str) -> Result<()> {
         if let Some(p) = self.path(&format!("{what}.key")) {
             minirec_data::fsutil::write_atomic(&p, |w| w.write_all(self.key.as_bytes()))?;
         }

@@ -296,7 +296,7 @@ fn sft_stage(
         t.elapsed().as_secs_f64(),
         s.best_valid_loss
             .map(|v| format!("{v:.4}"))
-            .unwrap_or_default()
+            .unwrap_or_else(|| "– (empty valid split)".into())
     );
     Ok(s.output)
 }

@@ -199,6 +199,16 @@ pub fn select_into(
                 l.model.merge_adapters()?;
                 l.model
             }
+            None if cache.key_ok("proxy")
+                && cache_dir.join("proxy/rl/model/config.json").is_file() =>
+            {
+                // A proxy trained by an earlier run that stopped before its rollouts were cached.
+                let p = cache_dir.join("proxy/rl/model");
+                tracing::info!("re-using the proxy in {}", p.display());
+                let mut l = load_model(&p, &device, dtype)?;
+                l.model.merge_adapters()?;
+                l.model
+            }
             None => {
                 let base = a.model.as_ref().expect("checked above");
                 let mut l = load_model(base, &device, dtype)?;
@@ -219,6 +229,7 @@ pub fn select_into(
                     &dir,
                     progress,
                 )?;
+                cache.write_key("proxy")?;
                 l.model
             }
         });
