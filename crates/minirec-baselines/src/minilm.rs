@@ -211,6 +211,8 @@ impl MiniLm {
             let k = split(lin(&x, "attention.self.key")?)?;
             let v = split(lin(&x, "attention.self.value")?)?;
             let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&bias)?;
+            // Inference only (the encoder is never trained; its output seeds a fresh Var), so the fused kernel
+            // without a backward pass is fine here.
             let att = candle_nn::ops::softmax_last_dim(&att)?;
             let ctx = att
                 .matmul(&v)?

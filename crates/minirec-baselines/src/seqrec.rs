@@ -201,7 +201,8 @@ impl SeqRec {
     }
 
     /// Histories → item rows [B, L], left-padded with 0 (the newest item last), truncated to the newest L.
-    pub fn batch_rows(&self, histories: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+    /// Also returns the mask on the host, for what is built there (SASRec's attention bias).
+    pub fn batch_rows(&self, histories: &[Vec<u32>]) -> Result<(Tensor, Tensor, Vec<f32>)> {
         let l = self.shape.max_len;
         let mut rows = Vec::with_capacity(histories.len() * l);
         let mut mask = Vec::with_capacity(histories.len() * l);
@@ -224,7 +225,8 @@ impl SeqRec {
         let b = histories.len();
         Ok((
             Tensor::from_vec(rows, (b, l), &self.device)?,
-            Tensor::from_vec(mask, (b, l), &self.device)?,
+            Tensor::from_slice(&mask, (b, l), &self.device)?,
+            mask,
         ))
     }
 
@@ -233,7 +235,7 @@ impl SeqRec {
         if histories.is_empty() {
             return Err(BaselineError::Invalid("empty batch".into()));
         }
-        let (rows, mask) = self.batch_rows(histories)?;
+        let (rows, mask, mask_host) = self.batch_rows(histories)?;
         let (b, l, d) = (histories.len(), self.shape.max_len, self.shape.dim);
         let emb = self
             .item_table()
@@ -241,13 +243,13 @@ impl SeqRec {
             .reshape((b, l, d))?;
         let m3 = mask.unsqueeze(2)?;
         match self.shape.kind {
-            Kind::Sasrec => self.sasrec(emb, &mask, &m3),
+            Kind::Sasrec => self.sasrec(emb, &mask_host, &m3),
             Kind::Gru4rec => self.gru(emb, &m3),
             Kind::Caser => self.caser(emb.broadcast_mul(&m3)?),
         }
     }
 
-    fn sasrec(&self, emb: Tensor, mask: &Tensor, m3: &Tensor) -> Result<Tensor> {
+    fn sasrec(&self, emb: Tensor, mv: &[f32], m3: &Tensor) -> Result<Tensor> {
         let (b, l, d) = emb.dims3()?;
         let nh = self.shape.heads;
         let hd = d / nh;
@@ -255,7 +257,6 @@ impl SeqRec {
             ((emb * (d as f64).sqrt())?.broadcast_add(&self.w("pos_emb"))?).broadcast_mul(m3)?;
         // Attention bias: causal, and no attention to padding keys (a fully padded query row still sees itself).
         let mut bias = vec![0f32; b * l * l];
-        let mv: Vec<f32> = mask.flatten_all()?.to_vec1()?;
         for r in 0..b {
             for i in 0..l {
                 for j in 0..l {

@@ -3,7 +3,7 @@
 //! the candidate maximising V = D·q is taken, q = L + λR. A running min-distance array is updated with one
 //! matrix-vector product per pick, so a step costs O(N·d) on the device plus O(N) on the host.
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::error::{Result, SelectError};
 use crate::matrix::Matrix;
@@ -86,10 +86,7 @@ pub fn greedy(
         let (j, d, v) = best.expect("m ≤ n leaves a candidate");
         taken[j] = true;
         picks.push(Pick { index: j, d, v });
-        let sims: Vec<f32> = f
-            .matmul(&Tensor::from_slice(unit.row(j), (unit.dim, 1), device)?)?
-            .squeeze(1)?
-            .to_vec1()?;
+        let sims: Vec<f32> = f.matmul(&f.narrow(0, j, 1)?.t()?)?.squeeze(1)?.to_vec1()?;
         for (md, s) in min_dist.iter_mut().zip(sims) {
             *md = md.min(1.0 - s);
         }

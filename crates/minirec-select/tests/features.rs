@@ -50,6 +50,18 @@ fn predicting_states(m: &Decoder, e: &Example) -> (Tensor, Vec<u32>) {
     (h.to_dtype(DType::F64).unwrap(), e.response.clone())
 }
 
+/// Σ_t −log softmax(logits_t)[y_t].
+fn title_nll(logits: &Tensor, y: &[u32]) -> Tensor {
+    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();
+    let idx = Tensor::from_vec(y.to_vec(), (y.len(), 1), &Device::Cpu).unwrap();
+    lsm.gather(&idx, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap()
+}
+
 /// ∇_δ of Σ_t −log softmax(cap(W(h_t + δ)))[y_t], by autodiff.
 fn grad_at(w: &Tensor, h: &Tensor, y: &[u32], cap: Option<f64>, delta: &[f64]) -> Vec<f64> {
     let hd = delta.len();
@@ -63,16 +75,7 @@ fn grad_at(w: &Tensor, h: &Tensor, y: &[u32], cap: Option<f64>, delta: &[f64]) -
         Some(c) => ((&z / c).unwrap().tanh().unwrap() * c).unwrap(),
         None => z,
     };
-    let lsm = candle_nn::ops::log_softmax(&s, D::Minus1).unwrap();
-    let idx = Tensor::from_vec(y.to_vec(), (y.len(), 1), &Device::Cpu).unwrap();
-    let loss = lsm
-        .gather(&idx, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .neg()
-        .unwrap();
-    let g = loss.backward().unwrap();
+    let g = title_nll(&s, y).backward().unwrap();
     g.get(d.as_tensor())
         .unwrap()
         .flatten_all()
@@ -217,16 +220,7 @@ fn head_grad_at(w: &Tensor, h: &Tensor, y: &[u32], delta: &Tensor) -> Vec<f64> {
     let z = h
         .matmul(&(w + dw.as_tensor()).unwrap().t().unwrap())
         .unwrap();
-    let lsm = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
-    let idx = Tensor::from_vec(y.to_vec(), (y.len(), 1), &Device::Cpu).unwrap();
-    let loss = lsm
-        .gather(&idx, 1)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .neg()
-        .unwrap();
-    let g = loss.backward().unwrap();
+    let g = title_nll(&z, y).backward().unwrap();
     g.get(dw.as_tensor())
         .unwrap()
         .flatten_all()
