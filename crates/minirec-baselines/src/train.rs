@@ -266,9 +266,7 @@ pub fn train(
         done: false,
     };
     if resume {
-        if let Some((dir, s)) = checkpoint::latest::<State>(run)? {
-            checkpoint::load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-            opt.load(&dir.join("optimizer.safetensors"), s.step)?;
+        if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &State| s.step)? {
             tracing::info!("resuming from {} (epoch {})", dir.display(), s.epoch);
             st = s;
         } else {
@@ -364,10 +362,7 @@ pub fn train(
         .map_err(|e| BaselineError::io(&log_path, e))?;
         pb.set_message(format!("loss {:.4} ndcg@10 {ndcg:.4}", entry.loss));
         pb.inc(1);
-        checkpoint::save(run, st.epoch, &st, |dir| {
-            checkpoint::save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-            opt.save(&dir.join("optimizer.safetensors"))
-        })?;
+        checkpoint::save_training(run, st.epoch, &st, &opt)?;
         if cfg.interrupt_after == Some(st.epoch) {
             return Err(BaselineError::Invalid(format!(
                 "interrupted after epoch {}",

@@ -89,3 +89,31 @@ pub fn latest<S: DeserializeOwned>(run: &Path) -> Result<Option<(PathBuf, S)>> {
     })?;
     Ok(Some((dir, state)))
 }
+
+/// Writes a training checkpoint: the optimiser's variables and moments, and the loop state.
+pub fn save_training<S: Serialize>(
+    run: &Path,
+    step: usize,
+    state: &S,
+    opt: &crate::optim::AdamW,
+) -> Result<PathBuf> {
+    save(run, step, state, |dir| {
+        save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+        opt.save(&dir.join("optimizer.safetensors"))
+    })
+}
+
+/// Restores the newest training checkpoint into `opt` (variables and moments, at the optimiser step `step_of`
+/// gives for its state); returns its directory and state, or `None` when there is none.
+pub fn restore_training<S: DeserializeOwned>(
+    run: &Path,
+    opt: &mut crate::optim::AdamW,
+    step_of: impl Fn(&S) -> usize,
+) -> Result<Option<(PathBuf, S)>> {
+    let Some((dir, s)) = latest::<S>(run)? else {
+        return Ok(None);
+    };
+    load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
+    opt.load(&dir.join("optimizer.safetensors"), step_of(&s))?;
+    Ok(Some((dir, s)))
+}

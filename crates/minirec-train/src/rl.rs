@@ -385,9 +385,7 @@ pub fn train(
     let mut st = RlState { step: 0 };
     let mut last_good = String::from("(none yet)");
     if resume {
-        if let Some((dir, s)) = checkpoint::latest::<RlState>(run)? {
-            checkpoint::load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-            opt.load(&dir.join("optimizer.safetensors"), s.step)?;
+        if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &RlState| s.step)? {
             last_good = dir.display().to_string();
             st = s;
         }
@@ -411,10 +409,7 @@ pub fn train(
     pb.set_position(st.step as u64);
     let mut logs = Vec::new();
     let save = |opt: &AdamW, st: &RlState| -> Result<PathBuf> {
-        checkpoint::save(run, st.step, st, |dir| {
-            checkpoint::save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-            opt.save(&dir.join("optimizer.safetensors"))
-        })
+        checkpoint::save_training(run, st.step, st, opt)
     };
     let validate = |model: &Decoder, step: usize, log: &mut std::fs::File| -> Result<()> {
         if cfg.eval_every > 0 && !valid.is_empty() {

@@ -281,10 +281,8 @@ pub fn train(
     let mut last_good = String::from("(none yet)");
     let mut valid_losses = Vec::new();
     if resume {
-        match checkpoint::latest::<LoopState>(run)? {
+        match checkpoint::restore_training(run, &mut opt, |s: &LoopState| s.step)? {
             Some((dir, s)) => {
-                checkpoint::load_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-                opt.load(&dir.join("optimizer.safetensors"), s.step)?;
                 tracing::info!("resuming from {} (step {})", dir.display(), s.step);
                 last_good = dir.display().to_string();
                 st = s;
@@ -316,10 +314,7 @@ pub fn train(
     let mut seen = 0usize;
     let mut last_loss = f64::NAN;
     let save_ckpt = |opt: &AdamW, st: &LoopState| -> Result<PathBuf> {
-        checkpoint::save(run, st.step, st, |dir| {
-            checkpoint::save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-            opt.save(&dir.join("optimizer.safetensors"))
-        })
+        checkpoint::save_training(run, st.step, st, opt)
     };
     while !st.done && st.epoch < cfg.epochs && st.step < total {
         let mut order: Vec<usize> = (0..train.len()).collect();
