@@ -73,6 +73,30 @@ impl PromptCache {
     pub fn batch(&self) -> usize {
         self.lens.len()
     }
+
+    /// The cache of the prompts at positions `keep` (in that order): one copy of their keys/values, so a
+    /// batch can shed prompts whose search is over.
+    pub fn select(&self, keep: &[usize]) -> Result<PromptCache> {
+        if let Some(&bad) = keep.iter().find(|&&i| i >= self.batch()) {
+            return Err(ModelError::Invalid(format!(
+                "prompt {bad} is not in a cache of {}",
+                self.batch()
+            )));
+        }
+        let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::from_vec(idx, keep.len(), self.pad_bias.device())?;
+        let kv = self
+            .kv
+            .iter()
+            .map(|(k, v)| Ok((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PromptCache {
+            kv,
+            lens: keep.iter().map(|&i| self.lens[i]).collect(),
+            padded: self.padded,
+            pad_bias: self.pad_bias.index_select(&idx, 0)?,
+        })
+    }
 }
 
 /// The generated part of the cache: one entry per row (B·W rows, prompt-major). Beams are reordered every
@@ -542,8 +566,16 @@ impl Decoder {
                     .permute((0, 2, 1, 3, 4))?
                     .reshape((b, kvh, w * g, t_gen))?
             };
+            let mut sg = sg;
             if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
                 sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
+                if t_gen > win {
+                    // The query is generated token t_gen − 1; older generated keys fall out of the window too.
+                    let bias: Vec<f32> = (0..t_gen)
+                        .map(|j| if t_gen - 1 - j >= win { NEG_INF } else { 0.0 })
+                        .collect();
+                    sg = sg.broadcast_add(&Tensor::from_vec(bias, (1, 1, 1, t_gen), dev)?)?;
+                }
             }
             let out = {
                 let _p = phase("decode.attn_softmax_values", dev);
@@ -577,8 +609,132 @@ impl Decoder {
         Ok(h.squeeze(1)?)
     }
 
+    /// Runs several tokens after cached prompts in one pass: row r continues prompt `rows[r].0` of `pc` with
+    /// the tokens `rows[r].1` (rows right-padded to the longest; padding only follows real tokens, so the
+    /// causal mask keeps it out of every real position). Returns the final-norm hidden states [R, T, H];
+    /// position j is the state after token j, i.e. it predicts token j + 1. Inference only (fused ops).
+    pub fn extend_prompts(&self, pc: &PromptCache, rows: &[(usize, &[u32])]) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let r = rows.len();
+        let t = rows.iter().map(|x| x.1.len()).max().unwrap_or(0);
+        if r == 0 || rows.iter().any(|x| x.1.is_empty()) {
+            return Err(ModelError::Invalid(
+                "no tokens to extend a prompt with".into(),
+            ));
+        }
+        if let Some((p, _)) = rows.iter().find(|x| x.0 >= pc.batch()) {
+            return Err(ModelError::Invalid(format!(
+                "prompt {p} is not in a cache of {}",
+                pc.batch()
+            )));
+        }
+        if let Some(&bad) = rows
+            .iter()
+            .flat_map(|x| x.1)
+            .find(|&&i| i as usize >= cfg.vocab_size)
+        {
+            return Err(ModelError::Invalid(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                cfg.vocab_size
+            )));
+        }
+        let dev = &self.device;
+        let (kvh, g, hd, tp) = (cfg.num_kv_heads, cfg.kv_groups(), cfg.head_dim, pc.padded);
+        let mut ids = vec![0u32; r * t];
+        let mut pos = vec![0u32; r * t];
+        for (i, (p, toks)) in rows.iter().enumerate() {
+            ids[i * t..i * t + toks.len()].copy_from_slice(toks);
+            for j in 0..t {
+                pos[i * t + j] = (pc.lens[*p] + j) as u32;
+            }
+        }
+        let (cos, sin) = self.rope.lookup(&pos, (r, t), self.dtype)?;
+        let sel: Vec<u32> = rows.iter().map(|x| x.0 as u32).collect();
+        let sel = Tensor::from_vec(sel, r, dev)?;
+        let pad_bias = pc.pad_bias.index_select(&sel, 0)?; // [R, 1, 1, Tp]
+        let mask = |win: usize| -> Result<Tensor> {
+            let m: Vec<f32> = (0..t * t)
+                .map(|k| {
+                    let (i, j) = (k / t, k % t);
+                    if j <= i && i - j < win {
+                        0.0
+                    } else {
+                        NEG_INF
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_vec(m, (1, 1, 1, t, t), dev)?)
+        };
+        let causal = mask(usize::MAX)?;
+        let sliding = cfg
+            .sliding_window
+            .filter(|&w| w < t)
+            .map(mask)
+            .transpose()?;
+        // Prompt keys beyond the sliding window of each query position: [R, 1, 1, T, Tp].
+        let window = match cfg.sliding_window {
+            Some(win) if self.blocks.iter().any(|b| b.sliding) => {
+                let mut bias = vec![0f32; r * t * tp];
+                for (i, (p, _)) in rows.iter().enumerate() {
+                    let pad = tp - pc.lens[*p];
+                    for j in 0..t {
+                        let q = pc.lens[*p] + j;
+                        for k in pad..tp {
+                            if q - (k - pad) >= win {
+                                bias[(i * t + j) * tp + k] = NEG_INF;
+                            }
+                        }
+                    }
+                }
+                Some(Tensor::from_vec(bias, (r, 1, 1, t, tp), dev)?)
+            }
+            _ => None,
+        };
+        let ids = Tensor::from_vec(ids, (r, t), dev)?;
+        let mut x = self.embed_ids(&ids)?;
+        let scale = cfg.attn_scale();
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let normed = blk.input_norm.forward(&x, true)?;
+            let (q, k, v) = blk.attn.project(&normed, cfg)?;
+            let q = (Rope::apply(&q, &cos, &sin, true)? * scale)?; // [R, Hq, T, D]
+            let k = Rope::apply(&k, &cos, &sin, true)?.contiguous()?; // [R, KVH, T, D]
+            let v = v.contiguous()?;
+            // A kv head's G query heads become G·T query rows, as in `decode_step`.
+            let qg = q.contiguous()?.reshape((r, kvh, g * t, hd))?;
+            let (kp, vp) = &pc.kv[li];
+            let (kp, vp) = (kp.index_select(&sel, 0)?, vp.index_select(&sel, 0)?);
+            let sp = qg.matmul(&kp.t()?)?.to_dtype(DType::F32)?; // [R, KVH, G·T, Tp]
+            let mut sp = softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pad_bias)?;
+            if let (true, Some(wb)) = (blk.sliding, &window) {
+                sp = sp
+                    .reshape((r, kvh, g, t, tp))?
+                    .broadcast_add(wb)?
+                    .reshape((r, kvh, g * t, tp))?;
+            }
+            let sg = qg.matmul(&k.t()?)?.to_dtype(DType::F32)?; // [R, KVH, G·T, T]
+            let sg = softcap(&sg, cfg.attn_logit_softcapping)?
+                .reshape((r, kvh, g, t, t))?
+                .broadcast_add(match (&sliding, blk.sliding) {
+                    (Some(m), true) => m,
+                    _ => &causal,
+                })?
+                .reshape((r, kvh, g * t, t))?;
+            let probs =
+                softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?.to_dtype(self.dtype)?;
+            let out = (probs.narrow(D::Minus1, 0, tp)?.contiguous()?.matmul(&vp)?
+                + probs.narrow(D::Minus1, tp, t)?.contiguous()?.matmul(&v)?)?;
+            let out = out
+                .reshape((r, cfg.num_heads, t, hd))?
+                .transpose(1, 2)?
+                .reshape((r, t, cfg.num_heads * hd))?;
+            let a = blk.attn.o.forward(&out)?;
+            x = self.block_tail(blk, &x, a, true)?;
+        }
+        self.norm.forward(&x, true)
+    }
+
     /// Bias hiding prompt keys farther than the sliding window from the current query ([B, 1, W·G, Tp]
-    /// broadcastable). Generated keys are always within the window for titles of realistic length.
+    /// broadcastable).
     fn window_bias(&self, pc: &PromptCache, _w: usize, tg: usize, win: usize) -> Result<Tensor> {
         let b = pc.batch();
         let mut bias = vec![0f32; b * pc.padded];
