@@ -6,8 +6,6 @@
 //! Scores are full-vocabulary log-probabilities, as in HF `generate` with a `prefix_allowed_tokens_fn`, so a
 //! title's score is its sequence log-probability under the model.
 
-use std::rc::Rc;
-
 use candle_core::{Tensor, D};
 use minirec_data::trie::{Inserted, Trie, TrieCsr};
 use rand::Rng;
@@ -25,8 +23,6 @@ pub struct ItemIndex {
     csr: TrieCsr<u32>,
     /// Token sequence of each title.
     pub sequences: Vec<Vec<u32>>,
-    /// Per trie node: how many titles pass through it, and one of them.
-    through: Vec<(u32, u32)>,
 }
 
 impl ItemIndex {
@@ -43,49 +39,23 @@ impl ItemIndex {
 
     /// From token sequences; sequence i belongs to title i.
     pub fn from_sequences(sequences: Vec<Vec<u32>>) -> Result<Self> {
-        let mut index = ItemIndex {
-            trie: Trie::new(),
-            csr: Trie::<u32>::new().to_csr(),
-            sequences: Vec::with_capacity(sequences.len()),
-            through: Vec::new(),
-        };
-        for (i, s) in sequences.into_iter().enumerate() {
-            match index
-                .trie
-                .insert(&s, i as u32)
-                .map_err(|e| ModelError::Invalid(format!("title {i}: {e}")))?
-            {
-                Inserted::New(_) => index.count_path(&s, i as u32),
+        let mut trie = Trie::new();
+        for (i, s) in sequences.iter().enumerate() {
+            match trie.insert(s, i as u32).map_err(|e| ModelError::Invalid(format!("title {i}: {e}")))? {
+                Inserted::New(_) => {}
                 Inserted::Exists(_, other) => {
                     return Err(ModelError::Invalid(format!(
                         "titles {other} and {i} tokenise to the same sequence; they cannot be told apart"
                     )))
                 }
             }
-            index.sequences.push(s);
         }
-        index.csr = index.trie.to_csr();
-        Ok(index)
-    }
-
-    fn count_path(&mut self, seq: &[u32], title: u32) {
-        self.through.resize(self.trie.num_nodes(), (0, NONE));
-        let mut node = 0;
-        self.through[0] = (self.through[0].0 + 1, title);
-        for &t in seq {
-            node = self
-                .trie
-                .child(node, t)
-                .expect("the title was just inserted");
-            let e = &mut self.through[node as usize];
-            *e = (e.0 + 1, title);
-        }
-    }
-
-    /// The one title below `node` when the trie no longer branches there (its rest is forced).
-    fn forced_title(&self, node: u32) -> Option<u32> {
-        let (n, title) = self.through[node as usize];
-        (n == 1 && self.csr.values[node as usize] == NONE).then_some(title)
+        let csr = trie.to_csr();
+        Ok(ItemIndex {
+            trie,
+            csr,
+            sequences,
+        })
     }
 
     pub fn trie(&self) -> &Trie<u32> {
@@ -109,7 +79,6 @@ impl ItemIndex {
             .map_err(|e| ModelError::Invalid(e.to_string()))?
         {
             Inserted::New(_) => {
-                self.count_path(&seq, id);
                 self.sequences.push(seq);
                 self.csr = self.trie.to_csr();
                 Ok(id)
@@ -144,16 +113,93 @@ fn gather_logprobs(logits: &Tensor, picks: &[u32], rows_of: &[u32]) -> Result<Ve
     Ok((vals - norm)?.to_vec1::<f32>()?)
 }
 
+/// The decoding batch of a search: the prompts' cache, the generated cache, and which prompts are still in.
+/// Each step lays the rows to continue out prompt-major with W' slots per prompt (the most rows any kept
+/// prompt has); prompts with no row left drop out, so finished prompts and idle slots cost nothing.
+struct Batch<'a> {
+    model: &'a Decoder,
+    all: PromptCache,
+    /// The prompts in the current cache and that cache, once some have dropped out.
+    subset: Option<(Vec<usize>, PromptCache)>,
+    gen: GenCache,
+}
+
+impl<'a> Batch<'a> {
+    /// Prefills `prompts`; returns the batch and the logits of each prompt's last position (row i: prompt i).
+    fn start(model: &'a Decoder, prompts: &[Vec<u32>]) -> Result<(Self, Tensor)> {
+        let (all, last) = {
+            let _p = phase("decode.prefill", model.device());
+            model.prefill(prompts)?
+        };
+        let logits = model.logits(&last)?;
+        let batch = Batch {
+            model,
+            all,
+            subset: None,
+            gen: GenCache::default(),
+        };
+        Ok((batch, logits))
+    }
+
+    /// Decodes one token for every row in `rows[i]` (prompt i's rows to continue, as (row in the current
+    /// logits, token)). Returns the new logits and, per prompt, its rows' places in them (None: nothing to
+    /// decode).
+    fn step(
+        &mut self,
+        rows: &[Vec<(u32, u32)>],
+        stats: &mut SearchStats,
+    ) -> Result<Option<(Tensor, Vec<Vec<u32>>)>> {
+        let keep: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].is_empty()).collect();
+        if keep.is_empty() {
+            return Ok(None);
+        }
+        let slots = keep.iter().map(|&i| rows[i].len()).max().unwrap_or(1);
+        let mut tokens = vec![0u32; keep.len() * slots];
+        let mut parents = vec![0u32; keep.len() * slots];
+        let mut placed = vec![Vec::new(); rows.len()];
+        for (p, &i) in keep.iter().enumerate() {
+            for q in 0..slots {
+                // Idle slots repeat the prompt's first row so their (ignored) computation stays well-formed.
+                let (parent, t) = rows[i].get(q).copied().unwrap_or(rows[i][0]);
+                tokens[p * slots + q] = t;
+                parents[p * slots + q] = parent;
+            }
+            placed[i] = (0..rows[i].len()).map(|q| (p * slots + q) as u32).collect();
+        }
+        let dev = self.model.device();
+        let current = self.subset.as_ref().map(|s| s.0.as_slice());
+        if current.unwrap_or(&[]) != keep.as_slice()
+            && (current.is_some() || keep.len() < rows.len())
+        {
+            let _p = phase("decode.shrink_batch", dev);
+            self.subset = Some((keep.clone(), self.all.select(&keep)?));
+        }
+        if self.gen.len > 0 {
+            let _p = phase("decode.reorder_cache", dev);
+            self.gen
+                .reorder(&Tensor::from_slice(&parents, parents.len(), dev)?)?;
+        }
+        let pc = self.subset.as_ref().map_or(&self.all, |s| &s.1);
+        let h = {
+            let _p = phase("decode.step", dev);
+            self.model.decode_step(pc, &mut self.gen, &tokens)?
+        };
+        stats.steps += 1;
+        stats.rows += tokens.len();
+        let logits = {
+            let _p = phase("decode.logits", dev);
+            self.model.logits(&h)?
+        };
+        Ok(Some((logits, placed)))
+    }
+}
+
 #[derive(Clone)]
 struct Beam {
     node: u32,
     score: f32,
-    /// Tokens taken so far.
-    depth: usize,
-    /// This beam's row in the current logits, or NONE once its rest is forced.
+    /// This beam's row in the current logits.
     row: u32,
-    /// For a forced beam: the log-probability of each of its title's tokens (valid from `depth` on).
-    forced: Option<Rc<Vec<f32>>>,
 }
 
 struct PromptState {
@@ -171,33 +217,6 @@ pub struct SearchStats {
     pub rows: usize,
     /// Allowed (row, token) candidates gathered, summed over steps.
     pub candidates: usize,
-    /// Beams whose rest was scored in one pass once the trie stopped branching below them.
-    pub forced_beams: usize,
-    /// Tokens run in those passes (without padding).
-    pub forced_tokens: usize,
-}
-
-/// How a beam search runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BeamOptions {
-    /// Beams kept per prompt, and titles returned.
-    pub width: usize,
-    /// Once a beam's prefix leads to a single title, score the rest of that title in one batched pass
-    /// instead of one decoding step per token. The search and its result stay the same (up to float
-    /// rounding); prompts and beams with nothing left to decode leave the decoding batch.
-    pub fast_forward: bool,
-    /// Rows × padded length of one fast-forward pass (bounds its memory).
-    pub chunk_tokens: usize,
-}
-
-impl BeamOptions {
-    pub fn new(width: usize) -> Self {
-        BeamOptions {
-            width,
-            fast_forward: true,
-            chunk_tokens: 8192,
-        }
-    }
 }
 
 /// Beam search of width `width` for each prompt (token ids), returning up to `width` distinct titles per
@@ -208,7 +227,7 @@ pub fn beam_search(
     prompts: &[Vec<u32>],
     width: usize,
 ) -> Result<Vec<Vec<Scored>>> {
-    Ok(beam_search_with(model, index, prompts, &BeamOptions::new(width))?.0)
+    Ok(beam_search_stats(model, index, prompts, width)?.0)
 }
 
 /// `beam_search`, also reporting the work done.
@@ -218,18 +237,7 @@ pub fn beam_search_stats(
     prompts: &[Vec<u32>],
     width: usize,
 ) -> Result<(Vec<Vec<Scored>>, SearchStats)> {
-    beam_search_with(model, index, prompts, &BeamOptions::new(width))
-}
-
-/// Beam search with explicit options, reporting the work done.
-pub fn beam_search_with(
-    model: &Decoder,
-    index: &ItemIndex,
-    prompts: &[Vec<u32>],
-    opts: &BeamOptions,
-) -> Result<(Vec<Vec<Scored>>, SearchStats)> {
     let mut stats = SearchStats::default();
-    let width = opts.width;
     if width == 0 {
         return Err(ModelError::Invalid("beam width must be at least 1".into()));
     }
@@ -245,32 +253,23 @@ pub fn beam_search_with(
     }
     let b = prompts.len();
     let dev = model.device().clone();
-    let (pc_all, last) = {
-        let _p = phase("beam.prefill", &dev);
-        model.prefill(prompts)?
-    };
-    // The prompts still decoding, in the order of the current cache (`None`: all of them, `pc_all`).
-    let mut subset: Option<(Vec<usize>, PromptCache)> = None;
-    let mut logits = model.logits(&last)?; // [B, V]: row b is prompt b's only beam
+    let (mut batch, mut logits) = Batch::start(model, prompts)?; // row i: prompt i's only beam
     let mut states: Vec<PromptState> = (0..b)
         .map(|i| PromptState {
             live: vec![Beam {
                 node: 0,
                 score: 0.0,
-                depth: 0,
                 row: i as u32,
-                forced: None,
             }],
             finished: Vec::new(),
             done: false,
         })
         .collect();
-    let mut gen = GenCache::default();
     for _step in 0..=index.max_len() {
-        // Every allowed continuation of every decoded beam.
+        // Every allowed continuation of every live beam.
         let (mut picks, mut rows, mut meta) = (Vec::new(), Vec::new(), Vec::new());
         for (i, st) in states.iter().enumerate().filter(|(_, s)| !s.done) {
-            for (k, beam) in st.live.iter().enumerate().filter(|(_, x)| x.row != NONE) {
+            for (k, beam) in st.live.iter().enumerate() {
                 let (toks, kids) = csr.children(beam.node);
                 for (&t, &c) in toks.iter().zip(kids) {
                     picks.push(beam.row * vocab + t);
@@ -290,15 +289,6 @@ pub fn beam_search_with(
         for (j, &(i, k, t, c)) in meta.iter().enumerate() {
             let score = states[i as usize].live[k as usize].score + lp[j];
             by_prompt[i as usize].push((score, k, t, c));
-        }
-        // A forced beam's one continuation comes with its precomputed log-probability.
-        for (i, st) in states.iter().enumerate().filter(|(_, s)| !s.done) {
-            for (k, beam) in st.live.iter().enumerate() {
-                if let Some(f) = &beam.forced {
-                    let (toks, kids) = csr.children(beam.node);
-                    by_prompt[i].push((beam.score + f[beam.depth], k as u32, toks[0], kids[0]));
-                }
-            }
         }
         if by_prompt.iter().all(Vec::is_empty) {
             break;
@@ -322,13 +312,10 @@ pub fn beam_search_with(
                 }
                 let has_children = csr.offsets[c as usize + 1] > csr.offsets[c as usize];
                 if has_children && next.len() < width {
-                    let parent = &st.live[k as usize];
                     next.push(Beam {
                         node: c,
                         score,
-                        depth: parent.depth + 1,
-                        row: parent.row,
-                        forced: parent.forced.clone(),
+                        row: st.live[k as usize].row,
                     });
                     taken[i].push(t);
                 }
@@ -345,166 +332,29 @@ pub fn beam_search_with(
         if !any_live {
             break;
         }
-        let positions: Vec<usize> = match &subset {
-            Some((keep, _)) => {
-                let mut pos = vec![usize::MAX; b];
-                for (p, &i) in keep.iter().enumerate() {
-                    pos[i] = p;
-                }
-                pos
-            }
-            None => (0..b).collect(),
-        };
-        let pc = subset.as_ref().map_or(&pc_all, |s| &s.1);
-        if opts.fast_forward {
-            let _p = phase("beam.fast_forward", &dev);
-            fast_forward(model, index, pc, &positions, &mut states, opts, &mut stats)?;
-        }
-        for beam in states.iter_mut().flat_map(|s| s.live.iter_mut()) {
-            if beam.forced.is_some() {
-                beam.row = NONE;
-            }
-        }
-        // The beams still to decode, W' slots per prompt (the most any prompt has), prompts without any left out.
-        let keep: Vec<usize> = (0..b)
-            .filter(|&i| states[i].live.iter().any(|x| x.forced.is_none()))
-            .collect();
-        if keep.is_empty() {
-            continue;
-        }
-        let slots = keep
+        let rows: Vec<Vec<(u32, u32)>> = states
             .iter()
-            .map(|&i| states[i].live.iter().filter(|x| x.forced.is_none()).count())
-            .max()
-            .unwrap_or(1);
-        let mut tokens = vec![0u32; keep.len() * slots];
-        let mut parents = vec![0u32; keep.len() * slots];
-        for (p, &i) in keep.iter().enumerate() {
-            let mut s = 0;
-            for (beam, &t) in states[i].live.iter_mut().zip(&taken[i]) {
-                if beam.forced.is_some() {
-                    continue;
-                }
-                tokens[p * slots + s] = t;
-                parents[p * slots + s] = beam.row;
-                beam.row = (p * slots + s) as u32;
-                s += 1;
-            }
-            // Idle slots repeat a live row so their (ignored) computation stays well-formed.
-            for q in s..slots {
-                tokens[p * slots + q] = tokens[p * slots];
-                parents[p * slots + q] = parents[p * slots];
+            .zip(&taken)
+            .map(|(st, t)| {
+                st.live
+                    .iter()
+                    .map(|x| x.row)
+                    .zip(t.iter().copied())
+                    .collect()
+            })
+            .collect();
+        let Some((next, placed)) = batch.step(&rows, &mut stats)? else {
+            break;
+        };
+        logits = next;
+        for (st, places) in states.iter_mut().zip(placed) {
+            for (beam, r) in st.live.iter_mut().zip(places) {
+                beam.row = r;
             }
         }
-        let current: Vec<usize> = subset.as_ref().map_or((0..b).collect(), |s| s.0.clone());
-        if keep != current {
-            let _p = phase("beam.shrink_batch", &dev);
-            subset = Some((keep.clone(), pc_all.select(&keep)?));
-        }
-        if gen.len > 0 {
-            let _p = phase("beam.reorder_cache", &dev);
-            gen.reorder(&Tensor::from_slice(&parents, parents.len(), &dev)?)?;
-        }
-        let pc = subset.as_ref().map_or(&pc_all, |s| &s.1);
-        let h = {
-            let _p = phase("beam.decode_step", &dev);
-            model.decode_step(pc, &mut gen, &tokens)?
-        };
-        stats.steps += 1;
-        stats.rows += tokens.len();
-        logits = {
-            let _p = phase("beam.logits", &dev);
-            model.logits(&h)?
-        };
     }
     Ok((states.into_iter().map(|s| s.finished).collect(), stats))
 }
-
-/// Scores the forced rest of every live beam that has just reached a node with one title below it, in
-/// batched passes over the prompt cache (`positions[i]`: prompt i's place in `pc`).
-fn fast_forward(
-    model: &Decoder,
-    index: &ItemIndex,
-    pc: &PromptCache,
-    positions: &[usize],
-    states: &mut [PromptState],
-    opts: &BeamOptions,
-    stats: &mut SearchStats,
-) -> Result<()> {
-    // (prompt, beam, title), shortest titles first so a pass pads little.
-    let mut todo: Vec<(usize, usize, u32)> = Vec::new();
-    for (i, st) in states.iter().enumerate().filter(|(_, s)| !s.done) {
-        for (k, beam) in st.live.iter().enumerate() {
-            if beam.forced.is_none() {
-                if let Some(title) = index.forced_title(beam.node) {
-                    todo.push((i, k, title));
-                }
-            }
-        }
-    }
-    todo.sort_by_key(|&(_, _, t)| index.sequences[t as usize].len());
-    let vocab = model.cfg.vocab_size as u32;
-    let mut start = 0;
-    while start < todo.len() {
-        // The title's tokens but the last are the input; position j predicts token j + 1.
-        let mut end = start + 1;
-        while end < todo.len()
-            && (end + 1 - start) * (index.sequences[todo[end].2 as usize].len() - 1)
-                <= opts.chunk_tokens
-        {
-            end += 1;
-        }
-        let group = &todo[start..end];
-        let t_max = group
-            .iter()
-            .map(|g| index.sequences[g.2 as usize].len() - 1)
-            .max()
-            .unwrap_or(0);
-        let rows: Vec<(usize, &[u32])> = group
-            .iter()
-            .map(|&(i, _, t)| {
-                let seq = &index.sequences[t as usize];
-                (positions[i], &seq[..seq.len() - 1])
-            })
-            .collect();
-        let h = model.extend_prompts(pc, &rows)?;
-        let h = h.reshape((group.len() * t_max, ()))?;
-        // The hidden rows that predict each beam's remaining tokens, and those tokens.
-        let (mut at, mut want) = (Vec::new(), Vec::new());
-        for (r, &(i, k, t)) in group.iter().enumerate() {
-            let seq = &index.sequences[t as usize];
-            let depth = states[i].live[k].depth;
-            for (j, &tok) in seq.iter().enumerate().skip(depth) {
-                at.push((r * t_max + j - 1) as u32);
-                want.push(tok);
-            }
-            stats.forced_tokens += seq.len() - 1;
-        }
-        let mut lp = Vec::with_capacity(at.len());
-        for (a, w) in at.chunks(LOGIT_ROWS).zip(want.chunks(LOGIT_ROWS)) {
-            let hs = h.index_select(&Tensor::from_slice(a, a.len(), h.device())?, 0)?;
-            let logits = model.logits(&hs)?;
-            let rows: Vec<u32> = (0..a.len() as u32).collect();
-            let picks: Vec<u32> = rows.iter().zip(w).map(|(&r, &t)| r * vocab + t).collect();
-            lp.extend(gather_logprobs(&logits, &picks, &rows)?);
-        }
-        let mut off = 0;
-        for &(i, k, t) in group {
-            let len = index.sequences[t as usize].len();
-            let beam = &mut states[i].live[k];
-            let mut f = vec![0f32; len];
-            f[beam.depth..].copy_from_slice(&lp[off..off + len - beam.depth]);
-            off += len - beam.depth;
-            beam.forced = Some(Rc::new(f));
-        }
-        stats.forced_beams += group.len();
-        start = end;
-    }
-    Ok(())
-}
-
-/// Hidden states turned into vocabulary logits at once by a fast-forward pass (bounds its memory).
-const LOGIT_ROWS: usize = 1024;
 
 /// One sampled completion: the title, its tokens, and its log-probability under the model (temperature 1).
 #[derive(Debug, Clone, PartialEq)]
@@ -535,18 +385,18 @@ pub fn sample(
     let vocab = model.cfg.vocab_size as u32;
     let b = prompts.len();
     let n = b * m;
-    let (pc, last) = model.prefill(prompts)?;
-    let mut logits = model.logits(&last)?;
+    let (mut batch, mut logits) = Batch::start(model, prompts)?;
+    let mut stats = SearchStats::default();
+    // Each sample's row in the current logits: its prompt's, before the first step.
+    let mut row: Vec<u32> = (0..n).map(|r| (r / m) as u32).collect();
     let mut node = vec![0u32; n];
     let mut toks: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut logprob = vec![0f32; n];
     let mut result: Vec<Option<u32>> = vec![None; n];
-    let mut gen = GenCache::default();
-    let mut first = true;
     for _step in 0..=index.max_len() {
         let (mut picks, mut rows, mut owner) = (Vec::new(), Vec::new(), Vec::new());
         for r in (0..n).filter(|&r| result[r].is_none()) {
-            let lr = if first { r / m } else { r } as u32;
+            let lr = row[r];
             let (ts, _) = csr.children(node[r]);
             for &t in ts {
                 picks.push(lr * vocab + t);
@@ -592,12 +442,25 @@ pub fn sample(
             }
             j = end;
         }
-        if result.iter().all(Option::is_some) {
+        // Finished samples leave the batch.
+        let rows: Vec<Vec<(u32, u32)>> = (0..b)
+            .map(|i| {
+                (i * m..(i + 1) * m)
+                    .filter(|&r| result[r].is_none())
+                    .map(|r| (row[r], tokens[r]))
+                    .collect()
+            })
+            .collect();
+        let Some((next, placed)) = batch.step(&rows, &mut stats)? else {
             break;
+        };
+        logits = next;
+        for (i, places) in placed.into_iter().enumerate() {
+            let open = (i * m..(i + 1) * m).filter(|&r| result[r].is_none());
+            for (r, p) in open.zip(places) {
+                row[r] = p;
+            }
         }
-        let h = model.decode_step(&pc, &mut gen, &tokens)?;
-        logits = model.logits(&h)?;
-        first = false;
     }
     let mut out: Vec<Vec<Sampled>> = vec![Vec::with_capacity(m); b];
     for r in 0..n {

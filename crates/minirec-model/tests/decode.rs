@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use minirec_model::decode::{
-    beam_search, beam_search_with, dedup, sample, score_titles, BeamOptions, ItemIndex,
+    beam_search, beam_search_stats, dedup, sample, score_titles, ItemIndex,
 };
 use minirec_model::weights::load_hf_dir;
 use minirec_model::Decoder;
@@ -254,86 +254,34 @@ fn long_tails(rng: &mut ChaCha8Rng, n: usize) -> Vec<Vec<u32>> {
 }
 
 #[test]
-fn continuing_cached_prompts_matches_the_full_forward_pass() {
-    for name in ["llama", "qwen2", "gemma2"] {
-        let m = model(name);
-        let prompts = vec![vec![5u32, 17, 33, 2, 90, 41, 7], vec![8u32, 55]];
-        let (pc, _) = m.prefill(&prompts).unwrap();
-        let conts: Vec<(usize, Vec<u32>)> = vec![
-            (1, vec![3, 4, 5, 6, 7, 8, 9]),
-            (0, vec![11, 12]),
-            (1, vec![60]),
-            (0, vec![20, 21, 22, 23, 24, 25]),
-        ];
-        let rows: Vec<(usize, &[u32])> = conts.iter().map(|(p, t)| (*p, t.as_slice())).collect();
-        let h = m.extend_prompts(&pc, &rows).unwrap(); // [R, T, H]
-        for (r, (p, toks)) in conts.iter().enumerate() {
-            let full: Vec<u32> = prompts[*p].iter().chain(toks).copied().collect();
-            let (want, _) = m
-                .forward(
-                    std::slice::from_ref(&full),
-                    &[vec![1; full.len()]],
-                    false,
-                    false,
-                )
-                .unwrap();
-            let want = want
-                .squeeze(0)
-                .unwrap()
-                .narrow(0, prompts[*p].len(), toks.len())
-                .unwrap();
-            let got = h.get(r).unwrap().narrow(0, 0, toks.len()).unwrap();
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-4, "{name} row {r}: max |Δ| {diff}");
-        }
-    }
-}
-
-#[test]
-fn fast_forward_gives_the_step_by_step_result_with_fewer_decoded_rows() {
+fn finished_prompts_and_idle_beams_leave_the_batch_without_changing_results() {
     for name in ["llama", "qwen2", "gemma2"] {
         let m = model(name);
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         let index = ItemIndex::from_sequences(long_tails(&mut rng, 60)).unwrap();
+        // Prompts of different lengths finish at different steps.
         let prompts = vec![
             vec![5u32, 17, 33, 2, 90, 41, 7, 64],
             vec![8u32],
             vec![55u32, 21, 19],
             vec![70u32, 71],
         ];
-        for width in [1, 2, 3, 5, 8, 64] {
-            let mut opts = BeamOptions::new(width);
-            opts.chunk_tokens = 24; // several passes per step
-            let (fast, fs) = beam_search_with(&m, &index, &prompts, &opts).unwrap();
-            opts.fast_forward = false;
-            let (slow, ss) = beam_search_with(&m, &index, &prompts, &opts).unwrap();
-            for (p, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                let ta: Vec<u32> = a.iter().map(|s| s.title).collect();
-                let tb: Vec<u32> = b.iter().map(|s| s.title).collect();
-                assert_eq!(ta, tb, "{name} width {width} prompt {p}");
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x.score - y.score).abs() < 1e-4,
-                        "{name}: {} vs {}",
-                        x.score,
-                        y.score
-                    );
+        for width in [1, 2, 3, 5, 8] {
+            let (batched, stats) = beam_search_stats(&m, &index, &prompts, width).unwrap();
+            assert!(
+                stats.rows < stats.steps * prompts.len() * width,
+                "{name} width {width}: the batch shrank ({stats:?})"
+            );
+            for (p, prompt) in prompts.iter().enumerate() {
+                let single = beam_search(&m, &index, std::slice::from_ref(prompt), width).unwrap();
+                let a: Vec<u32> = batched[p].iter().map(|s| s.title).collect();
+                let b: Vec<u32> = single[0].iter().map(|s| s.title).collect();
+                assert_eq!(a, b, "{name} width {width} prompt {p}");
+                let exact = score_titles(&m, &index, prompt, &a, 8).unwrap();
+                for (s, e) in batched[p].iter().zip(exact) {
+                    assert!((s.score - e).abs() < 1e-4, "{name}: {} vs {e}", s.score);
                 }
             }
-            assert!(fs.forced_beams > 0 && ss.forced_beams == 0);
-            assert!(
-                fs.rows < ss.rows && fs.steps <= ss.steps,
-                "{name} width {width}: {fs:?} vs {ss:?}"
-            );
         }
         // Every title, exactly ranked, when the beam holds the whole catalog.
         let got = beam_search(&m, &index, &prompts[..1], 64).unwrap();
@@ -341,5 +289,32 @@ fn fast_forward_gives_the_step_by_step_result_with_fewer_decoded_rows() {
         let g: Vec<u32> = got[0].iter().map(|s| s.title).collect();
         let w: Vec<u32> = want.iter().map(|s| s.0).collect();
         assert_eq!(g, w, "{name}");
+    }
+}
+
+#[test]
+fn samples_of_several_prompts_keep_their_own_rows_as_the_batch_shrinks() {
+    let m = model("gemma2");
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let index = ItemIndex::from_sequences(long_tails(&mut rng, 40)).unwrap();
+    let prompts = vec![
+        vec![5u32, 17, 33, 2, 90],
+        vec![8u32],
+        vec![55u32, 21, 19, 4],
+    ];
+    let mut srng = ChaCha8Rng::seed_from_u64(2);
+    let got = sample(&m, &index, &prompts, 12, 1.0, &mut srng).unwrap();
+    for (p, prompt) in prompts.iter().enumerate() {
+        assert_eq!(got[p].len(), 12);
+        let titles: Vec<u32> = got[p].iter().map(|s| s.title).collect();
+        let exact = score_titles(&m, &index, prompt, &titles, 8).unwrap();
+        for (s, e) in got[p].iter().zip(exact) {
+            assert_eq!(s.tokens, index.sequences[s.title as usize]);
+            assert!(
+                (s.logprob - e).abs() < 1e-4,
+                "prompt {p}: {} vs {e}",
+                s.logprob
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Subcommand};
 use minirec_data::{prepare_d3, D3Files, PrepareOptions, PreparedDataset};
-use minirec_model::decode::{beam_search, beam_search_with, BeamOptions, ItemIndex};
+use minirec_model::decode::{beam_search, beam_search_stats, ItemIndex};
 use minirec_model::load::{default_dtype, load_model, pick_device, preset_config, random_model};
 use minirec_model::weights::load_hf_dir;
 use minirec_model::{Decoder, GenCache, TextTokenizer};
@@ -48,9 +48,6 @@ pub struct BeamArgs {
     beam: usize,
     #[arg(long)]
     cpu: bool,
-    /// Decode every token step by step (no fast-forward of beams with a single title left below them).
-    #[arg(long)]
-    no_fast_forward: bool,
     /// Stop starting new batches after this many seconds (the prompts done are reported).
     #[arg(long)]
     max_seconds: Option<f64>,
@@ -137,24 +134,19 @@ fn beam(a: BeamArgs) -> Result<()> {
         index.max_len(),
         ids.len()
     );
-    let mut opts = BeamOptions::new(a.beam);
-    opts.fast_forward = !a.no_fast_forward;
     // Warm-up (kernel compilation, allocator).
-    beam_search_with(&model, &index, &ids[..a.batch.min(ids.len())], &opts)?;
+    beam_search(&model, &index, &ids[..a.batch.min(ids.len())], a.beam)?;
     device.synchronize()?;
     minirec_model::profile::reset();
     let t0 = Instant::now();
     let (mut steps, mut rows, mut cands, mut done) = (0, 0, 0, 0);
-    let (mut forced, mut forced_tokens) = (0, 0);
     for chunk in ids.chunks(a.batch) {
         if a.max_seconds
             .is_some_and(|m| t0.elapsed().as_secs_f64() > m)
         {
             break;
         }
-        let (_, s) = beam_search_with(&model, &index, chunk, &opts)?;
-        forced += s.forced_beams;
-        forced_tokens += s.forced_tokens;
+        let (_, s) = beam_search_stats(&model, &index, chunk, a.beam)?;
         steps += s.steps;
         rows += s.rows;
         cands += s.candidates;
@@ -169,7 +161,6 @@ fn beam(a: BeamArgs) -> Result<()> {
         "catalog_titles": index.len(), "prompts": done, "batch": a.batch, "beam": a.beam,
         "seconds": secs, "prompts_per_s": done as f64 / secs,
         "decode_steps": steps, "decoded_rows": rows, "beam_tokens_per_s": rows as f64 / secs, "candidates": cands,
-        "fast_forward": opts.fast_forward, "forced_beams": forced, "forced_tokens": forced_tokens,
         "decode_step_ms": step_ms, "weights_bytes": weight_bytes, "bandwidth_floor_ms_at_3TBps": floor_ms,
     });
     println!("{out}");
