@@ -70,6 +70,14 @@ impl AdamW {
         }
     }
 
+    /// Adds the gradients of one part of a loss that is the sum of its parts (not an average of them).
+    pub fn accumulate_part(&self, acc: &mut Accumulator, grads: &GradStore) -> Result<()> {
+        let before = acc.micro_batches;
+        self.accumulate(acc, grads)?;
+        acc.micro_batches = before.max(1);
+        Ok(())
+    }
+
     /// Adds one micro-batch's gradients.
     pub fn accumulate(&self, acc: &mut Accumulator, grads: &GradStore) -> Result<()> {
         for (i, (_, var)) in self.vars.iter().enumerate() {

@@ -159,6 +159,30 @@ pub fn grpo_loss(
     Ok(((per_token * host(mask, dev)?)?.sum_all()? / total as f64)?)
 }
 
+/// `grpo_loss` over a part of the batch's tokens, with the whole batch's Σ M as the denominator: the parts'
+/// losses add up to the batch's, so their gradients can be accumulated one micro-batch at a time.
+pub fn grpo_loss_part(
+    logp: &Tensor,
+    logp_old: &[f32],
+    adv: &[f32],
+    mask: &[f32],
+    outliers: &[bool],
+    cfg: &GrpoLossConfig,
+    batch_mask_total: f32,
+) -> Result<Tensor> {
+    let part: f32 = mask.iter().sum();
+    if batch_mask_total <= 0.0 {
+        return Err(TrainError::Invalid(
+            "the certainty mask sums to zero".into(),
+        ));
+    }
+    if part <= 0.0 {
+        // Every token of this part weighs zero: no loss, but keep the graph (and its device) intact.
+        return Ok((logp.sum_all()? * 0.0)?);
+    }
+    Ok((grpo_loss(logp, logp_old, adv, mask, outliers, cfg)? * (part / batch_mask_total) as f64)?)
+}
+
 /// Eq. 7: the masked average log-probability of a sequence (`logp` per token, differentiable).
 pub fn masked_reward(logp: &Tensor, mask: &[f32]) -> Result<Tensor> {
     let total: f32 = mask.iter().sum();

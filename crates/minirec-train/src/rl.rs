@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{Accumulator, AdamW, AdamWConfig};
 use crate::riser::{
-    certainty_mask, group_advantages, grpo_loss, kl_cov_outliers, masked_reward, oversample_dedup,
-    simpo_pair_loss, GrpoLossConfig,
+    certainty_mask, group_advantages, grpo_loss_part, kl_cov_outliers, masked_reward,
+    oversample_dedup, simpo_pair_loss, GrpoLossConfig,
 };
 use crate::sft::token_logprobs;
 
@@ -61,8 +61,15 @@ pub struct RlConfig {
     pub eval_every: usize,
     pub seed: u64,
     pub lora: Option<LoraConfig>,
+    /// Sequences per forward/backward pass of an update (the update is the same; memory follows this).
+    #[serde(default = "default_micro_batch")]
+    pub micro_batch: usize,
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
+}
+
+fn default_micro_batch() -> usize {
+    32
 }
 
 impl Default for RlConfig {
@@ -90,6 +97,7 @@ impl Default for RlConfig {
             eval_every: 25,
             seed: 42,
             lora: None,
+            micro_batch: default_micro_batch(),
             interrupt_after: None,
         }
     }
@@ -242,18 +250,42 @@ fn one_step(
             }
         }
     }
-    let mut loss: Option<Tensor> = None;
+    // The loss is a sum over sequences (GRPO tokens over the batch's Σ M, SimPO pairs over their count), so it
+    // is taken in micro-batches of at most `cfg.micro_batch` sequences, each part's gradients added up: the same
+    // update with the memory of one micro-batch.
+    let mb = cfg.micro_batch.max(1);
     let (mut grpo_l, mut simpo_l, mut kl_l) = (None, None, None);
+    let mut acc = opt.accumulator();
+    let mut parts = 0usize;
     if !grpo.is_empty() {
         let seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
-        let lp = token_logprobs(model, &seqs, false)?;
-        let old: Vec<f32> = lp.to_vec1()?;
         let adv: Vec<f32> = grpo
             .iter()
             .flat_map(|(_, t, a)| std::iter::repeat_n(*a, t.len()))
             .collect();
         let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
         let mask: Vec<f32> = masks(index, &toks, cfg.mask_decay)?.concat();
+        let total_mask: f32 = mask.iter().sum();
+        let n_tokens = adv.len();
+        let chunks: Vec<std::ops::Range<usize>> = (0..seqs.len())
+            .step_by(mb)
+            .map(|a| a..(a + mb).min(seqs.len()))
+            .collect();
+        // One policy update per rollout batch: the old log-probabilities are the current ones. KL-Cov picks its
+        // outliers over the whole batch, so with several micro-batches they are all computed first.
+        let mut first: Option<Tensor> = None;
+        let old: Vec<f32> = if chunks.len() == 1 {
+            let lp = token_logprobs(model, &seqs, false)?;
+            let v = lp.to_vec1()?;
+            first = Some(lp);
+            v
+        } else {
+            let mut v = Vec::with_capacity(n_tokens);
+            for c in &chunks {
+                v.extend(token_logprobs(model, &seqs[c.clone()], false)?.to_vec1::<f32>()?);
+            }
+            v
+        };
         let outliers = if cfg.kl_cov {
             kl_cov_outliers(&old, &adv, cfg.kl_cov_ratio)
         } else {
@@ -263,64 +295,82 @@ fn one_step(
             clip_eps: cfg.clip_eps,
             beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
         };
-        let mut l = grpo_loss(&lp, &old, &adv, &mask, &outliers, &lcfg)?;
-        if let (Some(beta), Some(r)) = (cfg.kl_ref_beta, reference) {
-            // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token.
-            let ref_lp = token_logprobs(r, &seqs, true)?.detach();
-            let d = (ref_lp - &lp)?;
-            let k3 = ((d.exp()? - &d)? - 1.0)?.mean_all()?;
-            kl_l = Some(k3.to_scalar::<f32>()? as f64);
-            l = (l + (k3 * beta)?)?;
+        let (mut total_l, mut total_kl) = (0f64, 0f64);
+        let mut off = 0;
+        for c in &chunks {
+            let part = &seqs[c.clone()];
+            let n: usize = part.iter().map(|(_, t)| t.len()).sum();
+            let lp = match first.take() {
+                Some(lp) => lp,
+                None => token_logprobs(model, part, false)?,
+            };
+            let r = off..off + n;
+            let mut l = grpo_loss_part(
+                &lp,
+                &old[r.clone()],
+                &adv[r.clone()],
+                &mask[r.clone()],
+                &outliers[r],
+                &lcfg,
+                total_mask,
+            )?;
+            if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
+                // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the batch.
+                let ref_lp = token_logprobs(rm, part, true)?.detach();
+                let d = (ref_lp - &lp)?;
+                let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
+                total_kl += k3.to_scalar::<f32>()? as f64;
+                l = (l + (k3 * beta)?)?;
+            }
+            total_l += backward_part(opt, &mut acc, &l, step)?;
+            parts += 1;
+            off += n;
         }
-        grpo_l = Some(l.to_scalar::<f32>()? as f64);
-        loss = Some(l);
+        if cfg.kl_ref_beta.is_some() && reference.is_some() {
+            kl_l = Some(total_kl);
+        }
+        grpo_l = Some(total_l);
     }
     if !pairs.is_empty() {
-        let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * pairs.len());
-        for (p, c, r) in &pairs {
-            seqs.push((p, c));
-            seqs.push((p, r));
-        }
-        let lp = token_logprobs(model, &seqs, false)?;
-        let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
-        let ms = masks(index, &toks, cfg.mask_decay)?;
-        let mut off = 0;
-        let mut rewards = Vec::with_capacity(seqs.len());
-        for (t, m) in toks.iter().zip(&ms) {
-            rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
-            off += t.len();
-        }
         let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
-        let mut terms = Vec::with_capacity(pairs.len());
-        for k in 0..pairs.len() {
-            terms.push(simpo_pair_loss(
-                &rewards[2 * k],
-                &rewards[2 * k + 1],
-                cfg.simpo_beta,
-                gamma,
-            )?);
+        let per = (mb / 2).max(1);
+        let mut total_l = 0f64;
+        for part in pairs.chunks(per) {
+            let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
+            for (p, c, r) in part {
+                seqs.push((p, c));
+                seqs.push((p, r));
+            }
+            let lp = token_logprobs(model, &seqs, false)?;
+            let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
+            let ms = masks(index, &toks, cfg.mask_decay)?;
+            let mut off = 0;
+            let mut rewards = Vec::with_capacity(seqs.len());
+            for (t, m) in toks.iter().zip(&ms) {
+                rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
+                off += t.len();
+            }
+            let mut terms = Vec::with_capacity(part.len());
+            for k in 0..part.len() {
+                terms.push(simpo_pair_loss(
+                    &rewards[2 * k],
+                    &rewards[2 * k + 1],
+                    cfg.simpo_beta,
+                    gamma,
+                )?);
+            }
+            let l =
+                (Tensor::stack(&terms, 0)?.sum_all()? * (cfg.simpo_weight / pairs.len() as f64))?;
+            total_l += backward_part(opt, &mut acc, &l, step)?;
+            parts += 1;
         }
-        let l = (Tensor::stack(&terms, 0)?.mean_all()? * cfg.simpo_weight)?;
-        simpo_l = Some(l.to_scalar::<f32>()? as f64);
-        loss = Some(match loss {
-            Some(g) => (g + l)?,
-            None => l,
-        });
+        simpo_l = Some(total_l);
     }
-    let mut grad_norm = 0.0;
-    if let Some(l) = loss {
-        let v = l.to_scalar::<f32>()?;
-        if !v.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                loss: v,
-                last_good: String::new(),
-            });
-        }
-        let mut acc = opt.accumulator();
-        opt.accumulate(&mut acc, &l.backward()?)?;
-        grad_norm = opt.step(acc, cfg.lr, cfg.max_grad_norm)?;
-    }
+    let grad_norm = if parts > 0 {
+        opt.step(acc, cfg.lr, cfg.max_grad_norm)?
+    } else {
+        0.0
+    };
     let n = batch.len().max(1) as f64;
     Ok(StepLog {
         step,
@@ -336,6 +386,21 @@ fn one_step(
         rollout_s,
         update_s: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// Back-propagates one part of the step's loss into `acc`; returns its value. A non-finite part stops the step
+/// before any parameter moves.
+fn backward_part(opt: &AdamW, acc: &mut Accumulator, l: &Tensor, step: usize) -> Result<f64> {
+    let v = l.to_scalar::<f32>()?;
+    if !v.is_finite() {
+        return Err(TrainError::NonFinite {
+            step,
+            loss: v,
+            last_good: String::new(),
+        });
+    }
+    opt.accumulate_part(acc, &l.backward()?)?;
+    Ok(v as f64)
 }
 
 /// Share of prompts whose best-ranked title (beam width 10) is their target.

@@ -39,6 +39,8 @@ fn run(
 ) -> Result<(Decoder, Vec<f64>), TrainError> {
     let mut m = tiny(3);
     let vars = trainable(&mut m, &SftConfig::default()).unwrap();
+    // The KL penalty's reference is the initial policy.
+    let reference = cfg.kl_ref_beta.map(|_| tiny(3));
     let (_, logs) = train(
         &mut m,
         &tok(),
@@ -46,7 +48,7 @@ fn run(
         &catalog(),
         &prompts(),
         &prompts(),
-        None,
+        reference.as_ref(),
         cfg,
         dir,
         "tiny",
@@ -155,4 +157,84 @@ fn rl_resume_reaches_the_same_weights() {
         })
         .fold(0f32, f32::max);
     assert!(d < 1e-6, "{d}");
+}
+
+fn max_diff(a: &Decoder, b: &Decoder) -> f32 {
+    a.named_tensors()
+        .unwrap()
+        .iter()
+        .zip(b.named_tensors().unwrap())
+        .map(|((_, x), (_, y))| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .fold(0f32, f32::max)
+}
+
+fn log_values(dir: &std::path::Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("rl_log.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get(key)?
+                .as_f64()
+        })
+        .collect()
+}
+
+#[test]
+fn micro_batched_updates_equal_the_whole_batch_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = RlConfig {
+        max_steps: 3,
+        prompts_per_step: 4,
+        rollouts: 6,
+        keep: 4,
+        lr: 5e-3,
+        checkpoint_every: 0,
+        eval_every: 0,
+        kl_cov_ratio: 0.1,
+        micro_batch: 1000,
+        ..Default::default()
+    };
+    let plain = RlConfig {
+        kl_ref_beta: Some(0.1),
+        ..base.clone().plain_grpo()
+    };
+    for (name, cfg) in [("riser", base), ("grpo-kl", plain)] {
+        let (whole, _) = run(&cfg, &tmp.path().join(format!("{name}-whole")), false).unwrap();
+        let small = RlConfig {
+            micro_batch: 3,
+            ..cfg.clone()
+        };
+        let (parts, _) = run(&small, &tmp.path().join(format!("{name}-parts")), false).unwrap();
+        let d = max_diff(&whole, &parts);
+        assert!(d < 1e-5, "{name}: weights differ by {d}");
+        assert!(
+            max_diff(&whole, &tiny(3)) > 1e-3,
+            "{name}: the updates moved the weights"
+        );
+        for key in ["grpo_loss", "simpo_loss", "kl_ref", "grad_norm"] {
+            let a = log_values(&tmp.path().join(format!("{name}-whole")), key);
+            let b = log_values(&tmp.path().join(format!("{name}-parts")), key);
+            assert_eq!(a.len(), b.len(), "{name} {key}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() < 1e-5 * (1.0 + x.abs()),
+                    "{name} {key}: {x} vs {y}"
+                );
+            }
+        }
+        let simpo = log_values(&tmp.path().join(format!("{name}-whole")), "simpo_loss");
+        let grpo = log_values(&tmp.path().join(format!("{name}-whole")), "grpo_loss");
+        println!("{name}: grpo {grpo:?} simpo {simpo:?}");
+    }
 }

@@ -154,6 +154,8 @@ pub struct RlSection {
     pub variants: Vec<String>,
     pub eval_every: usize,
     pub kl_cov_ratio: f64,
+    /// Sequences per forward/backward pass of an update (memory, not the update, depends on it).
+    pub micro_batch: usize,
 }
 
 impl Default for RlSection {
@@ -169,6 +171,7 @@ impl Default for RlSection {
             variants: vec!["riser".into()],
             eval_every: 0,
             kl_cov_ratio: 5e-3,
+            micro_batch: 32,
         }
     }
 }
@@ -302,6 +305,9 @@ impl Experiment {
         }
         if self.rl.epochs.is_nan() || self.rl.epochs <= 0.0 {
             bail!("[rl] epochs must be positive");
+        }
+        if self.rl.micro_batch == 0 {
+            bail!("[rl] micro_batch must be at least 1");
         }
         for b in &self.baselines.models {
             b.parse::<minirec_baselines::Kind>()?;

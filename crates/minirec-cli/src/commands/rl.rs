@@ -47,6 +47,9 @@ pub struct RlArgs {
     keep: usize,
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// Sequences per forward/backward pass of an update: lower it if memory runs out (the update is the same).
+    #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    micro_batch: usize,
     #[arg(long, default_value_t = 1e-6)]
     lr: f64,
     /// Certainty-mask decay d (Eq. 6).
@@ -97,6 +100,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         rollouts: a.rollouts,
         keep: a.keep,
         temperature: a.temperature,
+        micro_batch: a.micro_batch,
         lr: a.lr,
         dedup: !a.no_dedup,
         mask_decay: (!a.no_mask).then_some(a.mask_decay),

@@ -460,6 +460,7 @@ fn rl_stage(
         keep: r.keep,
         lr: r.lr,
         kl_cov_ratio: r.kl_cov_ratio,
+        micro_batch: r.micro_batch,
         eval_every: r.eval_every,
         checkpoint_every: 50,
         seed: e.seed,
