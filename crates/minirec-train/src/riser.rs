@@ -148,7 +148,11 @@ pub fn grpo_loss(
             .iter()
             .map(|&o| if o { cfg.beta_kl as f32 } else { 0.0 })
             .collect();
-        per_token = (per_token + (log_ratio.abs()? * host(&flags, dev)?)?)?;
+        // |log r| as log r · sign(log r) with the sign held constant: its gradient at r = 1 is 0, as torch's
+        // abs has it (candle's abs gives +1 there, which would push every outlier's log-probability down on
+        // the first update of a batch, when the penalty is zero).
+        let abs = (&log_ratio * log_ratio.sign()?.detach())?;
+        per_token = (per_token + (abs * host(&flags, dev)?)?)?;
     }
     let total: f32 = mask.iter().sum();
     if total <= 0.0 {
@@ -348,6 +352,20 @@ mod tests {
         )
         .unwrap();
         assert!((a.to_scalar::<f32>().unwrap() - 0.1 / 2.0).abs() < 1e-5);
+        // ... with gradient β·sign(log r)·M / Σ M on the outlier, and none at r = 1 (the first update of a batch).
+        let g = grad_of(&a, &lp3);
+        assert!((g[0] - 0.5).abs() < 1e-6 && g[1].abs() < 1e-6, "{g:?}");
+        let lp4 = Var::new(&[-1.0f32, -1.0], &Device::Cpu).unwrap();
+        let b = grpo_loss(
+            lp4.as_tensor(),
+            &[-1.0, -1.0],
+            &[0.0, 0.0],
+            &[1.0, 1.0],
+            &[true, true],
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(grad_of(&b, &lp4), vec![0.0, 0.0]);
     }
 
     #[test]

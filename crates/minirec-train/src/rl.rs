@@ -3,8 +3,9 @@
 //! clipped token-level GRPO loss weighted by the certainty mask (Eq. 6) and the KL-Cov penalty on outlier tokens
 //! (Eq. 8–9); groups with no hit become SimPO pairs, ground truth against each rollout (Eq. 3, 7); loss
 //! = w·L_SimPO + L′_GRPO. Every component can be switched off; with all off it is plain GRPO, optionally
-//! with the classic KL penalty to a reference model. One policy update per rollout batch, so the "old" policy
-//! is the current one detached.
+//! with the classic KL penalty to a reference model. Each rollout batch is split into `updates_per_batch`
+//! optimiser steps against the rollout-time ("old") log-probabilities, as verl and TRL do: on the first the ratio
+//! is 1, from the second on clipping and KL-Cov's |log r| act.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,12 +65,20 @@ pub struct RlConfig {
     /// Sequences per forward/backward pass of an update (the update is the same; memory follows this).
     #[serde(default = "default_micro_batch")]
     pub micro_batch: usize,
+    /// Optimiser steps per rollout batch, each on a share of its sequences, all against the rollout-time
+    /// log-probabilities. With 1 the ratio stays 1, so clipping and KL-Cov's penalty have no gradient.
+    #[serde(default = "default_updates")]
+    pub updates_per_batch: usize,
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
 }
 
 fn default_micro_batch() -> usize {
     32
+}
+
+fn default_updates() -> usize {
+    2
 }
 
 impl Default for RlConfig {
@@ -98,6 +107,7 @@ impl Default for RlConfig {
             seed: 42,
             lora: None,
             micro_batch: default_micro_batch(),
+            updates_per_batch: default_updates(),
             interrupt_after: None,
         }
     }
@@ -150,6 +160,10 @@ pub fn prompts_for(
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct RlState {
     step: usize,
+    /// AdamW's step count (its bias correction), `updates_per_batch` per RL step; absent in older checkpoints,
+    /// which made one update per step.
+    #[serde(default)]
+    optimizer_steps: Option<usize>,
 }
 
 /// What one step measured (a line of `rl_log.jsonl`).
@@ -250,127 +264,142 @@ fn one_step(
             }
         }
     }
-    // The loss is a sum over sequences (GRPO tokens over the batch's Σ M, SimPO pairs over their count), so it
-    // is taken in micro-batches of at most `cfg.micro_batch` sequences, each part's gradients added up: the same
-    // update with the memory of one micro-batch.
+    // The batch's sequences are dealt into `updates_per_batch` mini-batches (sequence i to mini-batch i mod k),
+    // one optimiser step each, all against the log-probabilities at rollout time (PPO/verl style: the ratio, its
+    // clipping and KL-Cov's |log r| only act from the second update of a batch on). Within an update the loss is
+    // a sum over sequences (GRPO tokens over the update's Σ M, SimPO pairs over their count), taken
+    // `micro_batch` sequences at a time with the parts' gradients added up: memory follows the micro-batch,
+    // the update does not.
+    let k = cfg.updates_per_batch.max(1);
     let mb = cfg.micro_batch.max(1);
-    let (mut grpo_l, mut simpo_l, mut kl_l) = (None, None, None);
-    let mut acc = opt.accumulator();
-    let mut parts = 0usize;
-    if !grpo.is_empty() {
-        let seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
-        let adv: Vec<f32> = grpo
-            .iter()
-            .flat_map(|(_, t, a)| std::iter::repeat_n(*a, t.len()))
-            .collect();
-        let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
-        let mask: Vec<f32> = masks(index, &toks, cfg.mask_decay)?.concat();
-        let total_mask: f32 = mask.iter().sum();
-        let n_tokens = adv.len();
-        let chunks: Vec<std::ops::Range<usize>> = (0..seqs.len())
-            .step_by(mb)
-            .map(|a| a..(a + mb).min(seqs.len()))
-            .collect();
-        // One policy update per rollout batch: the old log-probabilities are the current ones. KL-Cov picks its
-        // outliers over the whole batch, so with several micro-batches they are all computed first.
-        let mut first: Option<Tensor> = None;
-        let old: Vec<f32> = if chunks.len() == 1 {
-            let lp = token_logprobs(model, &seqs, false)?;
-            let v = lp.to_vec1()?;
-            first = Some(lp);
-            v
-        } else {
-            let mut v = Vec::with_capacity(n_tokens);
-            for c in &chunks {
-                v.extend(token_logprobs(model, &seqs[c.clone()], false)?.to_vec1::<f32>()?);
-            }
-            v
-        };
-        let outliers = if cfg.kl_cov {
-            kl_cov_outliers(&old, &adv, cfg.kl_cov_ratio)
-        } else {
-            vec![false; old.len()]
-        };
-        let lcfg = GrpoLossConfig {
-            clip_eps: cfg.clip_eps,
-            beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
-        };
-        let (mut total_l, mut total_kl) = (0f64, 0f64);
-        let mut off = 0;
-        for c in &chunks {
-            let part = &seqs[c.clone()];
-            let n: usize = part.iter().map(|(_, t)| t.len()).sum();
-            let lp = match first.take() {
-                Some(lp) => lp,
-                None => token_logprobs(model, part, false)?,
-            };
-            let r = off..off + n;
-            let mut l = grpo_loss_part(
-                &lp,
-                &old[r.clone()],
-                &adv[r.clone()],
-                &mask[r.clone()],
-                &outliers[r],
-                &lcfg,
-                total_mask,
-            )?;
-            if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
-                // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the batch.
-                let ref_lp = token_logprobs(rm, part, true)?.detach();
-                let d = (ref_lp - &lp)?;
-                let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
-                total_kl += k3.to_scalar::<f32>()? as f64;
-                l = (l + (k3 * beta)?)?;
-            }
-            total_l += backward_part(opt, &mut acc, &l, step)?;
-            parts += 1;
-            off += n;
-        }
-        if cfg.kl_ref_beta.is_some() && reference.is_some() {
-            kl_l = Some(total_kl);
-        }
-        grpo_l = Some(total_l);
-    }
-    if !pairs.is_empty() {
-        let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
-        let per = (mb / 2).max(1);
-        let mut total_l = 0f64;
-        for part in pairs.chunks(per) {
-            let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
-            for (p, c, r) in part {
-                seqs.push((p, c));
-                seqs.push((p, r));
-            }
-            let lp = token_logprobs(model, &seqs, false)?;
-            let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
-            let ms = masks(index, &toks, cfg.mask_decay)?;
-            let mut off = 0;
-            let mut rewards = Vec::with_capacity(seqs.len());
-            for (t, m) in toks.iter().zip(&ms) {
-                rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
-                off += t.len();
-            }
-            let mut terms = Vec::with_capacity(part.len());
-            for k in 0..part.len() {
-                terms.push(simpo_pair_loss(
-                    &rewards[2 * k],
-                    &rewards[2 * k + 1],
-                    cfg.simpo_beta,
-                    gamma,
-                )?);
-            }
-            let l =
-                (Tensor::stack(&terms, 0)?.sum_all()? * (cfg.simpo_weight / pairs.len() as f64))?;
-            total_l += backward_part(opt, &mut acc, &l, step)?;
-            parts += 1;
-        }
-        simpo_l = Some(total_l);
-    }
-    let grad_norm = if parts > 0 {
-        opt.step(acc, cfg.lr, cfg.max_grad_norm)?
+    let grpo_seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
+    let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
+    let seq_masks = masks(index, &toks, cfg.mask_decay)?;
+    // Log-probabilities at rollout time, per sequence (kept from the update's own forward when one pass does).
+    let one_pass = k == 1 && grpo_seqs.len() <= mb;
+    let mut first: Option<Tensor> = None;
+    let old: Vec<Vec<f32>> = if grpo_seqs.is_empty() {
+        Vec::new()
+    } else if one_pass {
+        let lp = token_logprobs(model, &grpo_seqs, false)?;
+        let flat: Vec<f32> = lp.to_vec1()?;
+        first = Some(lp);
+        split_by_lengths(&flat, &toks)
     } else {
-        0.0
+        let mut v = Vec::with_capacity(grpo_seqs.len());
+        for c in grpo_seqs.chunks(mb) {
+            let flat: Vec<f32> = token_logprobs(model, c, false)?.to_vec1()?;
+            let lens: Vec<&[u32]> = c.iter().map(|(_, t)| *t).collect();
+            v.extend(split_by_lengths(&flat, &lens));
+        }
+        v
     };
+    let lcfg = GrpoLossConfig {
+        clip_eps: cfg.clip_eps,
+        beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
+    };
+    let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
+    let (mut grpo_sum, mut simpo_sum, mut kl_sum, mut norm_sum) = (0f64, 0f64, 0f64, 0f64);
+    let (mut grpo_n, mut simpo_n, mut updates) = (0usize, 0usize, 0usize);
+    for j in 0..k {
+        let mine: Vec<usize> = (j..grpo.len()).step_by(k).collect();
+        let my_pairs: Vec<&(&[u32], &[u32], &[u32])> = pairs.iter().skip(j).step_by(k).collect();
+        if mine.is_empty() && my_pairs.is_empty() {
+            continue;
+        }
+        let mut acc = opt.accumulator();
+        if !mine.is_empty() {
+            let cat = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> {
+                mine.iter().flat_map(|&i| f(i)).collect()
+            };
+            let old_j = cat(&|i| old[i].clone());
+            let adv_j = cat(&|i| vec![grpo[i].2; grpo[i].1.len()]);
+            let mask_j = cat(&|i| seq_masks[i].clone());
+            let outliers = if cfg.kl_cov {
+                kl_cov_outliers(&old_j, &adv_j, cfg.kl_cov_ratio)
+            } else {
+                vec![false; old_j.len()]
+            };
+            let total_mask: f32 = mask_j.iter().sum();
+            let n_tokens = old_j.len();
+            let (mut l_sum, mut off) = (0f64, 0usize);
+            for c in mine.chunks(mb) {
+                let part: Vec<(&[u32], &[u32])> = c.iter().map(|&i| grpo_seqs[i]).collect();
+                let n: usize = part.iter().map(|(_, t)| t.len()).sum();
+                let lp = match first.take() {
+                    Some(lp) => lp,
+                    None => token_logprobs(model, &part, false)?,
+                };
+                let r = off..off + n;
+                let mut l = grpo_loss_part(
+                    &lp,
+                    &old_j[r.clone()],
+                    &adv_j[r.clone()],
+                    &mask_j[r.clone()],
+                    &outliers[r],
+                    &lcfg,
+                    total_mask,
+                )?;
+                if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
+                    // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the update.
+                    let ref_lp = token_logprobs(rm, &part, true)?.detach();
+                    let d = (ref_lp - &lp)?;
+                    let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
+                    kl_sum += k3.to_scalar::<f32>()? as f64;
+                    l = (l + (k3 * beta)?)?;
+                }
+                l_sum += backward_part(opt, &mut acc, &l, step)?;
+                off += n;
+            }
+            grpo_sum += l_sum;
+            grpo_n += 1;
+        }
+        if !my_pairs.is_empty() {
+            let mut l_sum = 0f64;
+            for part in my_pairs.chunks((mb / 2).max(1)) {
+                let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
+                for (p, c, r) in part.iter().copied() {
+                    seqs.push((p, c));
+                    seqs.push((p, r));
+                }
+                let lp = token_logprobs(model, &seqs, false)?;
+                let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
+                let ms = masks(index, &toks, cfg.mask_decay)?;
+                let mut off = 0;
+                let mut rewards = Vec::with_capacity(seqs.len());
+                for (t, m) in toks.iter().zip(&ms) {
+                    rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
+                    off += t.len();
+                }
+                let mut terms = Vec::with_capacity(part.len());
+                for q in 0..part.len() {
+                    terms.push(simpo_pair_loss(
+                        &rewards[2 * q],
+                        &rewards[2 * q + 1],
+                        cfg.simpo_beta,
+                        gamma,
+                    )?);
+                }
+                let l = (Tensor::stack(&terms, 0)?.sum_all()?
+                    * (cfg.simpo_weight / my_pairs.len() as f64))?;
+                l_sum += backward_part(opt, &mut acc, &l, step)?;
+            }
+            simpo_sum += l_sum;
+            simpo_n += 1;
+        }
+        norm_sum += opt.step(acc, cfg.lr, cfg.max_grad_norm)?;
+        updates += 1;
+    }
+    // Logged per update, averaged over the batch's updates.
+    let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
+    let grpo_l = mean(grpo_sum, grpo_n);
+    let simpo_l = mean(simpo_sum, simpo_n);
+    let kl_l = if cfg.kl_ref_beta.is_some() && reference.is_some() {
+        mean(kl_sum, grpo_n)
+    } else {
+        None
+    };
+    let grad_norm = mean(norm_sum, updates).unwrap_or(0.0);
     let n = batch.len().max(1) as f64;
     Ok(StepLog {
         step,
@@ -386,6 +415,18 @@ fn one_step(
         rollout_s,
         update_s: t1.elapsed().as_secs_f64(),
     })
+}
+
+/// `flat` cut into consecutive pieces as long as each of `seqs`.
+fn split_by_lengths(flat: &[f32], seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+    let mut off = 0;
+    seqs.iter()
+        .map(|t| {
+            let v = flat[off..off + t.len()].to_vec();
+            off += t.len();
+            v
+        })
+        .collect()
 }
 
 /// Back-propagates one part of the step's loss into `acc`; returns its value. A non-finite part stops the step
@@ -447,10 +488,15 @@ pub fn train(
     }
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let mut opt = AdamW::new(vars, AdamWConfig::default())?;
-    let mut st = RlState { step: 0 };
+    let mut st = RlState {
+        step: 0,
+        optimizer_steps: None,
+    };
     let mut last_good = String::from("(none yet)");
     if resume {
-        if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &RlState| s.step)? {
+        if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &RlState| {
+            s.optimizer_steps.unwrap_or(s.step)
+        })? {
             last_good = dir.display().to_string();
             st = s;
         }
@@ -474,7 +520,11 @@ pub fn train(
     pb.set_position(st.step as u64);
     let mut logs = Vec::new();
     let save = |opt: &AdamW, st: &RlState| -> Result<PathBuf> {
-        checkpoint::save_training(run, st.step, st, opt)
+        let st = RlState {
+            optimizer_steps: Some(opt.t),
+            ..st.clone()
+        };
+        checkpoint::save_training(run, st.step, &st, opt)
     };
     let validate = |model: &Decoder, step: usize, log: &mut std::fs::File| -> Result<()> {
         if cfg.eval_every > 0 && !valid.is_empty() {

@@ -70,7 +70,8 @@ fn reward_rises_with_riser_and_with_plain_grpo() {
         prompts_per_step: 4,
         rollouts: 8,
         keep: 6,
-        lr: 1e-2,
+        // Two optimiser steps per batch (the default), so half the step size of a one-update schedule.
+        lr: 5e-3,
         checkpoint_every: 0,
         kl_cov_ratio: 0.05,
         ..Default::default()
@@ -237,4 +238,35 @@ fn micro_batched_updates_equal_the_whole_batch_update() {
         let grpo = log_values(&tmp.path().join(format!("{name}-whole")), "grpo_loss");
         println!("{name}: grpo {grpo:?} simpo {simpo:?}");
     }
+}
+
+#[test]
+fn kl_cov_acts_only_from_the_second_update_of_a_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = RlConfig {
+        max_steps: 3,
+        prompts_per_step: 4,
+        rollouts: 8,
+        keep: 6,
+        lr: 5e-2,
+        checkpoint_every: 0,
+        eval_every: 0,
+        kl_cov_ratio: 0.2,
+        simpo: false,
+        ..Default::default()
+    };
+    let go = |k: usize, kl_cov: bool, name: &str| {
+        let cfg = RlConfig {
+            updates_per_batch: k,
+            kl_cov,
+            ..base.clone()
+        };
+        run(&cfg, &tmp.path().join(name), false).unwrap().0
+    };
+    // One update per batch: the ratio is 1 where the penalty |log r| is taken, so it has no gradient.
+    let d1 = max_diff(&go(1, true, "k1-on"), &go(1, false, "k1-off"));
+    assert!(d1 < 1e-7, "one update: KL-Cov changed the weights by {d1}");
+    // Two updates: the second sees a moved policy, and the penalty pulls the outliers back.
+    let d2 = max_diff(&go(2, true, "k2-on"), &go(2, false, "k2-off"));
+    assert!(d2 > 1e-4, "two updates: KL-Cov changed nothing ({d2})");
 }

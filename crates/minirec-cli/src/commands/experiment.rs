@@ -156,6 +156,8 @@ pub struct RlSection {
     pub kl_cov_ratio: f64,
     /// Sequences per forward/backward pass of an update (memory, not the update, depends on it).
     pub micro_batch: usize,
+    /// Optimiser steps per rollout batch (PPO-style; clipping and KL-Cov act from the second on).
+    pub updates_per_batch: usize,
 }
 
 impl Default for RlSection {
@@ -172,6 +174,7 @@ impl Default for RlSection {
             eval_every: 0,
             kl_cov_ratio: 5e-3,
             micro_batch: 32,
+            updates_per_batch: 2,
         }
     }
 }
@@ -306,8 +309,8 @@ impl Experiment {
         if self.rl.epochs.is_nan() || self.rl.epochs <= 0.0 {
             bail!("[rl] epochs must be positive");
         }
-        if self.rl.micro_batch == 0 {
-            bail!("[rl] micro_batch must be at least 1");
+        if self.rl.micro_batch == 0 || self.rl.updates_per_batch == 0 {
+            bail!("[rl] micro_batch and updates_per_batch must be at least 1");
         }
         for b in &self.baselines.models {
             b.parse::<minirec_baselines::Kind>()?;

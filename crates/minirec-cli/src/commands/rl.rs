@@ -50,6 +50,10 @@ pub struct RlArgs {
     /// Sequences per forward/backward pass of an update: lower it if memory runs out (the update is the same).
     #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     micro_batch: usize,
+    /// Optimiser steps per rollout batch, each on a share of it, all against the rollout-time log-probabilities
+    /// (PPO/verl style: clipping and KL-Cov's penalty act from the second update of a batch on).
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    updates_per_batch: usize,
     #[arg(long, default_value_t = 1e-6)]
     lr: f64,
     /// Certainty-mask decay d (Eq. 6).
@@ -101,6 +105,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         keep: a.keep,
         temperature: a.temperature,
         micro_batch: a.micro_batch,
+        updates_per_batch: a.updates_per_batch,
         lr: a.lr,
         dedup: !a.no_dedup,
         mask_decay: (!a.no_mask).then_some(a.mask_decay),

@@ -461,6 +461,7 @@ fn rl_stage(
         lr: r.lr,
         kl_cov_ratio: r.kl_cov_ratio,
         micro_batch: r.micro_batch,
+        updates_per_batch: r.updates_per_batch,
         eval_every: r.eval_every,
         checkpoint_every: 50,
         seed: e.seed,
