@@ -275,25 +275,20 @@ fn one_step(
     let grpo_seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
     let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
     let seq_masks = masks(index, &toks, cfg.mask_decay)?;
-    // Log-probabilities at rollout time, per sequence (kept from the update's own forward when one pass does).
-    let one_pass = k == 1 && grpo_seqs.len() <= mb;
-    let mut first: Option<Tensor> = None;
-    let old: Vec<Vec<f32>> = if grpo_seqs.is_empty() {
-        Vec::new()
-    } else if one_pass {
-        let lp = token_logprobs(model, &grpo_seqs, false)?;
-        let flat: Vec<f32> = lp.to_vec1()?;
-        first = Some(lp);
-        split_by_lengths(&flat, &toks)
-    } else {
-        let mut v = Vec::with_capacity(grpo_seqs.len());
-        for c in grpo_seqs.chunks(mb) {
-            let flat: Vec<f32> = token_logprobs(model, c, false)?.to_vec1()?;
-            let lens: Vec<&[u32]> = c.iter().map(|(_, t)| *t).collect();
-            v.extend(split_by_lengths(&flat, &lens));
+    // Log-probabilities at rollout time, per sequence, taken before the first update. The first update's own
+    // forward provides its sequences' values when it fits one micro-batch; the rest take one extra pass.
+    let first_fits = grpo_seqs.len().div_ceil(k) <= mb;
+    let needs_pass = |i: usize| i % k != 0 || !first_fits;
+    let mut old: Vec<Vec<f32>> = vec![Vec::new(); grpo_seqs.len()];
+    let ahead: Vec<usize> = (0..grpo_seqs.len()).filter(|&i| needs_pass(i)).collect();
+    for c in ahead.chunks(mb) {
+        let part: Vec<(&[u32], &[u32])> = c.iter().map(|&i| grpo_seqs[i]).collect();
+        let flat: Vec<f32> = token_logprobs(model, &part, false)?.to_vec1()?;
+        let lens: Vec<&[u32]> = part.iter().map(|(_, t)| *t).collect();
+        for (&i, v) in c.iter().zip(split_by_lengths(&flat, &lens)) {
+            old[i] = v;
         }
-        v
-    };
+    }
     let lcfg = GrpoLossConfig {
         clip_eps: cfg.clip_eps,
         beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
@@ -308,6 +303,18 @@ fn one_step(
             continue;
         }
         let mut acc = opt.accumulator();
+        // The first update, in one micro-batch: its forward gives the rollout-time values too.
+        let mut first: Option<Tensor> = None;
+        if j == 0 && first_fits && !mine.is_empty() {
+            let part: Vec<(&[u32], &[u32])> = mine.iter().map(|&i| grpo_seqs[i]).collect();
+            let lp = token_logprobs(model, &part, false)?;
+            let flat: Vec<f32> = lp.to_vec1()?;
+            let lens: Vec<&[u32]> = part.iter().map(|(_, t)| *t).collect();
+            for (&i, v) in mine.iter().zip(split_by_lengths(&flat, &lens)) {
+                old[i] = v;
+            }
+            first = Some(lp);
+        }
         if !mine.is_empty() {
             let cat = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> {
                 mine.iter().flat_map(|&i| f(i)).collect()
