@@ -141,22 +141,7 @@ fn rl_resume_reaches_the_same_weights() {
         Err(TrainError::Interrupted { step: 5 })
     ));
     let (resumed, _) = run(&cfg, &tmp.path().join("split"), true).unwrap();
-    let d = whole
-        .named_tensors()
-        .unwrap()
-        .iter()
-        .zip(resumed.named_tensors().unwrap())
-        .map(|((_, a), (_, b))| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .fold(0f32, f32::max);
+    let d = max_diff(&whole, &resumed);
     assert!(d < 1e-6, "{d}");
 }
 
