@@ -188,7 +188,7 @@ fn micro_batched_updates_equal_the_whole_batch_update() {
         checkpoint_every: 0,
         eval_every: 0,
         kl_cov_ratio: 0.1,
-        micro_batch: 1000,
+        micro_batch: Some(1000),
         ..Default::default()
     };
     let plain = RlConfig {
@@ -198,7 +198,7 @@ fn micro_batched_updates_equal_the_whole_batch_update() {
     for (name, cfg) in [("riser", base), ("grpo-kl", plain)] {
         let (whole, _) = run(&cfg, &tmp.path().join(format!("{name}-whole")), false).unwrap();
         let small = RlConfig {
-            micro_batch: 3,
+            micro_batch: Some(3),
             ..cfg.clone()
         };
         let (parts, _) = run(&small, &tmp.path().join(format!("{name}-parts")), false).unwrap();

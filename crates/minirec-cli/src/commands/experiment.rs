@@ -154,8 +154,9 @@ pub struct RlSection {
     pub variants: Vec<String>,
     pub eval_every: usize,
     pub kl_cov_ratio: f64,
-    /// Sequences per forward/backward pass of an update (memory, not the update, depends on it).
-    pub micro_batch: usize,
+    /// Sequences per forward/backward pass of an update (memory, not the update, depends on it); default 8
+    /// on the CPU, 32 on a GPU.
+    pub micro_batch: Option<usize>,
     /// Optimiser steps per rollout batch (PPO-style; clipping and KL-Cov act from the second on).
     pub updates_per_batch: usize,
 }
@@ -173,7 +174,7 @@ impl Default for RlSection {
             variants: vec!["riser".into()],
             eval_every: 0,
             kl_cov_ratio: 5e-3,
-            micro_batch: 32,
+            micro_batch: None,
             updates_per_batch: 2,
         }
     }
@@ -309,7 +310,7 @@ impl Experiment {
         if self.rl.epochs.is_nan() || self.rl.epochs <= 0.0 {
             bail!("[rl] epochs must be positive");
         }
-        if self.rl.micro_batch == 0 || self.rl.updates_per_batch == 0 {
+        if self.rl.micro_batch == Some(0) || self.rl.updates_per_batch == 0 {
             bail!("[rl] micro_batch and updates_per_batch must be at least 1");
         }
         for b in &self.baselines.models {
