@@ -115,27 +115,27 @@ fn gather_logprobs(logits: &Tensor, picks: &[u32], rows_of: &[u32]) -> Result<Ve
 
 /// The decoding batch of a search: the prompts' cache, the generated cache, and which prompts are still in.
 /// Each step lays the rows to continue out prompt-major with W' slots per prompt (the most rows any kept
-/// prompt has); prompts with no row left drop out, so finished prompts and idle slots cost nothing.
+/// prompt has); prompts with no row left drop out for good, so finished prompts and idle slots cost nothing.
 struct Batch<'a> {
     model: &'a Decoder,
-    all: PromptCache,
-    /// The prompts in the current cache and that cache, once some have dropped out.
-    subset: Option<(Vec<usize>, PromptCache)>,
+    /// The cache of the prompts still in, and their indices among the search's prompts.
+    cache: PromptCache,
+    in_cache: Vec<usize>,
     gen: GenCache,
 }
 
 impl<'a> Batch<'a> {
     /// Prefills `prompts`; returns the batch and the logits of each prompt's last position (row i: prompt i).
     fn start(model: &'a Decoder, prompts: &[Vec<u32>]) -> Result<(Self, Tensor)> {
-        let (all, last) = {
+        let (cache, last) = {
             let _p = phase("decode.prefill", model.device());
             model.prefill(prompts)?
         };
         let logits = model.logits(&last)?;
         let batch = Batch {
             model,
-            all,
-            subset: None,
+            cache,
+            in_cache: (0..prompts.len()).collect(),
             gen: GenCache::default(),
         };
         Ok((batch, logits))
@@ -167,22 +167,29 @@ impl<'a> Batch<'a> {
             placed[i] = (0..rows[i].len()).map(|q| (p * slots + q) as u32).collect();
         }
         let dev = self.model.device();
-        let current = self.subset.as_ref().map(|s| s.0.as_slice());
-        if current.unwrap_or(&[]) != keep.as_slice()
-            && (current.is_some() || keep.len() < rows.len())
-        {
+        if keep != self.in_cache {
+            // A prompt without rows never gets any again, so `keep` is a subsequence of `in_cache`.
             let _p = phase("decode.shrink_batch", dev);
-            self.subset = Some((keep.clone(), self.all.select(&keep)?));
+            let at: Vec<usize> = keep
+                .iter()
+                .map(|i| {
+                    self.in_cache
+                        .binary_search(i)
+                        .expect("kept prompts are in the cache")
+                })
+                .collect();
+            self.cache = self.cache.select(&at)?;
+            self.in_cache = keep;
         }
         if self.gen.len > 0 {
             let _p = phase("decode.reorder_cache", dev);
             self.gen
                 .reorder(&Tensor::from_slice(&parents, parents.len(), dev)?)?;
         }
-        let pc = self.subset.as_ref().map_or(&self.all, |s| &s.1);
         let h = {
             let _p = phase("decode.step", dev);
-            self.model.decode_step(pc, &mut self.gen, &tokens)?
+            self.model
+                .decode_step(&self.cache, &mut self.gen, &tokens)?
         };
         stats.steps += 1;
         stats.rows += tokens.len();

@@ -557,7 +557,7 @@ impl Decoder {
                 softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?
             };
             // Generated segment: each row against its own keys.
-            let sg = {
+            let mut sg = {
                 let _p = phase("decode.attn_gen_scores", dev);
                 let qg = q.reshape((n, kvh, g, hd))?;
                 let sg = qg.matmul(&kg.t()?)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
@@ -566,7 +566,6 @@ impl Decoder {
                     .permute((0, 2, 1, 3, 4))?
                     .reshape((b, kvh, w * g, t_gen))?
             };
-            let mut sg = sg;
             if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
                 sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
                 if t_gen > win {

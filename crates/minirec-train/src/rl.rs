@@ -282,12 +282,7 @@ fn one_step(
     let mut old: Vec<Vec<f32>> = vec![Vec::new(); grpo_seqs.len()];
     let ahead: Vec<usize> = (0..grpo_seqs.len()).filter(|&i| needs_pass(i)).collect();
     for c in ahead.chunks(mb) {
-        let part: Vec<(&[u32], &[u32])> = c.iter().map(|&i| grpo_seqs[i]).collect();
-        let flat: Vec<f32> = token_logprobs(model, &part, false)?.to_vec1()?;
-        let lens: Vec<&[u32]> = part.iter().map(|(_, t)| *t).collect();
-        for (&i, v) in c.iter().zip(split_by_lengths(&flat, &lens)) {
-            old[i] = v;
-        }
+        current_logprobs(model, &grpo_seqs, c, &mut old)?;
     }
     let lcfg = GrpoLossConfig {
         clip_eps: cfg.clip_eps,
@@ -306,22 +301,15 @@ fn one_step(
         // The first update, in one micro-batch: its forward gives the rollout-time values too.
         let mut first: Option<Tensor> = None;
         if j == 0 && first_fits && !mine.is_empty() {
-            let part: Vec<(&[u32], &[u32])> = mine.iter().map(|&i| grpo_seqs[i]).collect();
-            let lp = token_logprobs(model, &part, false)?;
-            let flat: Vec<f32> = lp.to_vec1()?;
-            let lens: Vec<&[u32]> = part.iter().map(|(_, t)| *t).collect();
-            for (&i, v) in mine.iter().zip(split_by_lengths(&flat, &lens)) {
-                old[i] = v;
-            }
-            first = Some(lp);
+            first = Some(current_logprobs(model, &grpo_seqs, &mine, &mut old)?);
         }
         if !mine.is_empty() {
-            let cat = |f: &dyn Fn(usize) -> Vec<f32>| -> Vec<f32> {
-                mine.iter().flat_map(|&i| f(i)).collect()
-            };
-            let old_j = cat(&|i| old[i].clone());
-            let adv_j = cat(&|i| vec![grpo[i].2; grpo[i].1.len()]);
-            let mask_j = cat(&|i| seq_masks[i].clone());
+            let (mut old_j, mut adv_j, mut mask_j) = (Vec::new(), Vec::new(), Vec::new());
+            for &i in &mine {
+                old_j.extend_from_slice(&old[i]);
+                adv_j.extend(std::iter::repeat_n(grpo[i].2, grpo[i].1.len()));
+                mask_j.extend_from_slice(&seq_masks[i]);
+            }
             let outliers = if cfg.kl_cov {
                 kl_cov_outliers(&old_j, &adv_j, cfg.kl_cov_ratio)
             } else {
@@ -424,20 +412,28 @@ fn one_step(
     })
 }
 
-/// `flat` cut into consecutive pieces as long as each of `seqs`.
-fn split_by_lengths(flat: &[f32], seqs: &[&[u32]]) -> Vec<Vec<f32>> {
+/// Token log-probabilities of the sequences `which` of `seqs` under the current policy, in one forward pass:
+/// stored per sequence into `into` (as the rollout-time values), and returned as the differentiable tensor.
+fn current_logprobs(
+    model: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    which: &[usize],
+    into: &mut [Vec<f32>],
+) -> Result<Tensor> {
+    let part: Vec<(&[u32], &[u32])> = which.iter().map(|&i| seqs[i]).collect();
+    let lp = token_logprobs(model, &part, false)?;
+    let flat: Vec<f32> = lp.to_vec1()?;
     let mut off = 0;
-    seqs.iter()
-        .map(|t| {
-            let v = flat[off..off + t.len()].to_vec();
-            off += t.len();
-            v
-        })
-        .collect()
+    for &i in which {
+        let n = seqs[i].1.len();
+        into[i] = flat[off..off + n].to_vec();
+        off += n;
+    }
+    Ok(lp)
 }
 
-/// Back-propagates one part of the step's loss into `acc`; returns its value. A non-finite part stops the step
-/// before any parameter moves.
+/// Back-propagates one part of an update's loss into `acc`; returns its value. A non-finite part stops the step
+/// before this update moves any parameter (earlier updates of the batch have been applied).
 fn backward_part(opt: &AdamW, acc: &mut Accumulator, l: &Tensor, step: usize) -> Result<f64> {
     let v = l.to_scalar::<f32>()?;
     if !v.is_finite() {
