@@ -265,9 +265,19 @@ pub fn train(
         bad_epochs: 0,
         done: false,
     };
+    let mut resumed_from = None;
     if resume {
         if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &State| s.step)? {
-            tracing::info!("resuming from {} (epoch {})", dir.display(), s.epoch);
+            if s.done || s.epoch >= cfg.epochs {
+                println!(
+                    "baseline: {} already finished at epoch {}",
+                    run.display(),
+                    s.epoch
+                );
+            } else {
+                tracing::info!("resuming from {} (epoch {})", dir.display(), s.epoch);
+            }
+            resumed_from = Some(dir);
             st = s;
         } else {
             tracing::warn!(
@@ -277,14 +287,8 @@ pub fn train(
         }
     }
     let log_path = run.join("train_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| BaselineError::io(&log_path, e))?;
+    let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let n_rows = model.shape.num_rows as u32;
-    let t_all = Instant::now();
-    let mut trained = 0usize;
     let pb = crate::bar(progress, cfg.epochs as u64, "baseline epochs");
     pb.set_position(st.epoch as u64);
     while !st.done && st.epoch < cfg.epochs {
@@ -332,7 +336,6 @@ pub fn train(
             batches += 1;
             st.step += 1;
         }
-        trained += train_rows.len();
         let (report, _) = evaluate(model, ds, &valid_s, &[10])?;
         let ndcg = report.get("ndcg@10").unwrap_or(0.0);
         let secs = t.elapsed().as_secs_f64();
@@ -362,7 +365,7 @@ pub fn train(
         .map_err(|e| BaselineError::io(&log_path, e))?;
         pb.set_message(format!("loss {:.4} ndcg@10 {ndcg:.4}", entry.loss));
         pb.inc(1);
-        checkpoint::save_training(run, st.epoch, &st, &opt)?;
+        checkpoint::save_training(run, st.epoch, &st, &opt, &[&log_path])?;
         if cfg.interrupt_after == Some(st.epoch) {
             return Err(BaselineError::Invalid(format!(
                 "interrupted after epoch {}",
@@ -377,7 +380,13 @@ pub fn train(
     }
     checkpoint::save_vars(&opt.vars, &run.join("model.safetensors"))?;
     minirec_data::fsutil::write_json_atomic(&run.join("baseline.json"), &run_cfg)?;
-    let train_s_total = t_all.elapsed().as_secs_f64();
+    // The whole run's epochs from the log, so a resumed run reports what an uninterrupted one would.
+    let epochs_logged = checkpoint::read_log(&log_path)?;
+    let train_s_total: f64 = epochs_logged
+        .iter()
+        .filter_map(|v| v.get("seconds")?.as_f64())
+        .sum();
+    let trained = epochs_logged.len() * train_rows.len();
     Ok(TrainSummary {
         epochs_run: st.epoch,
         best_epoch: st.best_epoch,

@@ -82,7 +82,59 @@ fn is_gguf(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
+/// What a model path leads to, resolved the same way for every command that takes a model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    Gguf(PathBuf),
+    /// An HF directory: config.json, safetensors, tokenizer.json.
+    HfDir(PathBuf),
+    /// A PEFT LoRA adapter directory and the base it names (itself any model path).
+    Adapter {
+        dir: PathBuf,
+        base: PathBuf,
+    },
+}
+
+/// A resolved model path: the source, and the run directory it was found in, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedModel {
+    pub source: ModelSource,
+    pub run: Option<PathBuf>,
+}
+
+impl std::fmt::Display for ResolvedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            ModelSource::Gguf(p) => write!(f, "GGUF {}", p.display())?,
+            ModelSource::HfDir(p) => write!(f, "HF directory {}", p.display())?,
+            ModelSource::Adapter { dir, base } => {
+                write!(f, "LoRA adapter {} on {}", dir.display(), base.display())?
+            }
+        }
+        if let Some(r) = &self.run {
+            write!(f, " (from run {})", r.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// The model a training run exported (`model/`, `adapter/` or `model.gguf` inside `run`), if any.
+pub fn run_export(run: &Path) -> Option<PathBuf> {
+    ["model", "adapter", "model.gguf"]
+        .iter()
+        .map(|d| run.join(d))
+        .find(|p| {
+            p.join("config.json").is_file()
+                || p.join("adapter_config.json").is_file()
+                || (p.is_file() && is_gguf(p))
+        })
+}
+
+/// Resolves a model path: a GGUF file, an HF directory, a PEFT adapter directory (its base found through
+/// `base_model_name_or_path`, relative to the adapter), or a run directory of any training stage (SFT, RL,
+/// the selection proxy) holding one of those.
+pub fn resolve_model(path: &Path) -> Result<ResolvedModel> {
+    let plain = |source| ResolvedModel { source, run: None };
     if path.is_file() {
         if !is_gguf(path) {
             return Err(ModelError::file(
@@ -90,34 +142,13 @@ pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedMo
                 "not a GGUF file (give a .gguf file or an HF model directory)",
             ));
         }
-        let (cfg, w, content) = load_gguf(path, device)?;
-        let tokenizer = TextTokenizer::from_gguf(&content)?;
-        let model = Decoder::from_weights(cfg, &w, dtype, device)?;
-        return Ok(LoadedModel {
-            model,
-            tokenizer,
-            description: format!("GGUF {}", path.display()),
-        });
+        return Ok(plain(ModelSource::Gguf(path.to_path_buf())));
     }
     if !path.is_dir() {
         return Err(ModelError::file(path, "no such model file or directory"));
     }
     if path.join("config.json").exists() {
-        let (cfg, w) = load_hf_dir(path, device)?;
-        let tok_path = path.join("tokenizer.json");
-        if !tok_path.exists() {
-            return Err(ModelError::file(
-                path,
-                "the model directory has no tokenizer.json",
-            ));
-        }
-        let tokenizer = TextTokenizer::from_file(&tok_path)?;
-        let model = Decoder::from_weights(cfg, &w, dtype, device)?;
-        return Ok(LoadedModel {
-            model,
-            tokenizer,
-            description: format!("HF {}", path.display()),
-        });
+        return Ok(plain(ModelSource::HfDir(path.to_path_buf())));
     }
     if path.join("adapter_config.json").exists() {
         let cfg_path = path.join("adapter_config.json");
@@ -132,23 +163,71 @@ pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedMo
         } else {
             base
         };
-        let mut loaded = load_model(&base, device, dtype)?;
-        lora::load_adapter(&mut loaded.model, path)?;
-        loaded.description = format!("{} + LoRA {}", loaded.description, path.display());
-        return Ok(loaded);
+        return Ok(plain(ModelSource::Adapter {
+            dir: path.to_path_buf(),
+            base,
+        }));
     }
-    if path.join("model").is_dir() || path.join("model.gguf").is_file() {
-        let inner = if path.join("model").is_dir() {
-            path.join("model")
-        } else {
-            path.join("model.gguf")
-        };
-        return load_model(&inner, device, dtype);
+    if let Some(inner) = run_export(path) {
+        let mut r = resolve_model(&inner)?;
+        r.run = Some(path.to_path_buf());
+        return Ok(r);
+    }
+    if path.join("checkpoints").is_dir() {
+        return Err(ModelError::file(
+            path,
+            "a training run that has not exported a model yet (only checkpoints/): finish it with --resume",
+        ));
     }
     Err(ModelError::file(
         path,
-        "not a model: expected a .gguf file, an HF directory (config.json), a LoRA adapter (adapter_config.json) or a run directory with model/",
+        "not a model: expected a .gguf file, an HF directory (config.json), a LoRA adapter (adapter_config.json) or a run directory with model/ or adapter/",
     ))
+}
+
+/// Loads a model from any path `resolve_model` accepts. Adapters come merged into the weights (a chain of
+/// them, as LoRA SFT followed by LoRA RL leaves, in order), so the model is ready to run or to train afresh.
+pub fn load_model(path: &Path, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    let resolved = resolve_model(path)?;
+    let description = resolved.to_string();
+    let mut loaded = match resolved.source {
+        ModelSource::Gguf(p) => {
+            let (cfg, w, content) = load_gguf(&p, device)?;
+            let tokenizer = TextTokenizer::from_gguf(&content)?;
+            let model = Decoder::from_weights(cfg, &w, dtype, device)?;
+            LoadedModel {
+                model,
+                tokenizer,
+                description: String::new(),
+            }
+        }
+        ModelSource::HfDir(p) => {
+            let (cfg, w) = load_hf_dir(&p, device)?;
+            let tok_path = p.join("tokenizer.json");
+            if !tok_path.exists() {
+                return Err(ModelError::file(
+                    &p,
+                    "the model directory has no tokenizer.json",
+                ));
+            }
+            let tokenizer = TextTokenizer::from_file(&tok_path)?;
+            let model = Decoder::from_weights(cfg, &w, dtype, device)?;
+            LoadedModel {
+                model,
+                tokenizer,
+                description: String::new(),
+            }
+        }
+        ModelSource::Adapter { dir, base } => {
+            let mut loaded = load_model(&base, device, dtype)?;
+            lora::load_adapter(&mut loaded.model, &dir)?;
+            loaded.model.merge_adapters()?;
+            loaded.description = format!("{description}; base: {}", loaded.description);
+            return Ok(loaded);
+        }
+    };
+    loaded.description = description;
+    Ok(loaded)
 }
 
 /// Standard shapes for benchmarks and smoke tests, with a given vocabulary size.

@@ -1,6 +1,10 @@
 //! Checkpoints: `checkpoints/step-NNNNNNNN/` holding the trainable tensors, the optimiser moments and the loop
 //! state, written into a temporary directory and renamed into place, with `checkpoints/latest` (also replaced
 //! atomically) naming the newest complete one. An interrupted write leaves the previous checkpoint intact.
+//!
+//! A checkpoint also records how long each of the run's logs was when it was written (`logs.json`), and a
+//! resumed run cuts its logs back to those lengths before it appends: the lines written after the checkpoint
+//! are written again by the resumed run, so they must not stay twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -90,17 +94,94 @@ pub fn latest<S: DeserializeOwned>(run: &Path) -> Result<Option<(PathBuf, S)>> {
     Ok(Some((dir, state)))
 }
 
-/// Writes a training checkpoint: the optimiser's variables and moments, and the loop state.
+/// Writes a training checkpoint: the optimiser's variables and moments, the loop state, and the current length
+/// of each of `logs` (files inside `run`; every line they hold must belong to the state saved).
 pub fn save_training<S: Serialize>(
     run: &Path,
     step: usize,
     state: &S,
     opt: &crate::optim::AdamW,
+    logs: &[&Path],
 ) -> Result<PathBuf> {
+    let lengths = log_lengths(logs)?;
     save(run, step, state, |dir| {
         save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
-        opt.save(&dir.join("optimizer.safetensors"))
+        opt.save(&dir.join("optimizer.safetensors"))?;
+        let text = serde_json::to_string_pretty(&lengths).expect("lengths serialise");
+        std::fs::write(dir.join(LOGS_FILE), text)
+            .map_err(|e| TrainError::io(dir.join(LOGS_FILE), e))
     })
+}
+
+const LOGS_FILE: &str = "logs.json";
+
+/// Byte length of each log by file name (0 for one not written yet).
+fn log_lengths(logs: &[&Path]) -> Result<HashMap<String, u64>> {
+    logs.iter()
+        .map(|p| {
+            let len = match std::fs::metadata(p) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(TrainError::io(p, e)),
+            };
+            Ok((log_key(p), len))
+        })
+        .collect()
+}
+
+fn log_key(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The JSON lines of a training log.
+pub fn read_log(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| TrainError::File {
+                path: path.into(),
+                msg: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// Opens a run's log for appending. A run that starts afresh (`from` is `None`) empties it; a resumed one cuts
+/// it back to its length when checkpoint `from` was written, so its lines equal an uninterrupted run's.
+pub fn open_log(path: &Path, from: Option<&Path>) -> Result<std::fs::File> {
+    let keep = match from {
+        None => 0,
+        Some(dir) => {
+            let lp = dir.join(LOGS_FILE);
+            match std::fs::read_to_string(&lp) {
+                Ok(text) => {
+                    let lengths: HashMap<String, u64> =
+                        serde_json::from_str(&text).map_err(|e| TrainError::File {
+                            path: lp.clone(),
+                            msg: e.to_string(),
+                        })?;
+                    lengths.get(&log_key(path)).copied().unwrap_or(0)
+                }
+                // A checkpoint from before log lengths were recorded: keep the log as it is.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => u64::MAX,
+                Err(e) => return Err(TrainError::io(&lp, e)),
+            }
+        }
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TrainError::io(path, e))?;
+    let len = f.metadata().map_err(|e| TrainError::io(path, e))?.len();
+    if keep < len {
+        f.set_len(keep).map_err(|e| TrainError::io(path, e))?;
+    }
+    Ok(f)
 }
 
 /// Restores the newest training checkpoint into `opt` (variables and moments, at the optimiser step `step_of`

@@ -496,20 +496,29 @@ pub fn train(
         optimizer_steps: None,
     };
     let mut last_good = String::from("(none yet)");
+    let mut resumed_from = None;
     if resume {
-        if let Some((dir, s)) = checkpoint::restore_training(run, &mut opt, |s: &RlState| {
+        match checkpoint::restore_training(run, &mut opt, |s: &RlState| {
             s.optimizer_steps.unwrap_or(s.step)
         })? {
-            last_good = dir.display().to_string();
-            st = s;
+            Some((dir, s)) => {
+                if s.step >= cfg.max_steps {
+                    println!("rl: {} already finished at step {}", run.display(), s.step);
+                } else {
+                    tracing::info!("resuming from {} (step {})", dir.display(), s.step);
+                }
+                last_good = dir.display().to_string();
+                resumed_from = Some(dir);
+                st = s;
+            }
+            None => tracing::warn!(
+                "--resume: no checkpoint in {}; starting from the beginning",
+                run.display()
+            ),
         }
     }
     let log_path = run.join("rl_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| TrainError::io(&log_path, e))?;
+    let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let pb = if progress {
         ProgressBar::new(cfg.max_steps as u64)
     } else {
@@ -521,13 +530,12 @@ pub fn train(
             .progress_chars("=> "),
     );
     pb.set_position(st.step as u64);
-    let mut logs = Vec::new();
     let save = |opt: &AdamW, st: &RlState| -> Result<PathBuf> {
         let st = RlState {
             optimizer_steps: Some(opt.t),
             ..st.clone()
         };
-        checkpoint::save_training(run, st.step, &st, opt)
+        checkpoint::save_training(run, st.step, &st, opt, &[&log_path])
     };
     let validate = |model: &Decoder, step: usize, log: &mut std::fs::File| -> Result<()> {
         if cfg.eval_every > 0 && !valid.is_empty() {
@@ -574,14 +582,14 @@ pub fn train(
         )
         .map_err(|e| TrainError::io(&log_path, e))?;
         pb.set_message(format!("reward {:.3}", entry.mean_reward));
-        logs.push(entry);
         st.step += 1;
         pb.set_position(st.step as u64);
-        if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
-            last_good = save(&opt, &st)?.display().to_string();
-        }
+        // Validation first, so the checkpoint's log length covers every line of its step.
         if cfg.eval_every > 0 && (st.step % cfg.eval_every == 0 || st.step == cfg.max_steps) {
             validate(model, st.step, &mut log)?;
+        }
+        if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
+            last_good = save(&opt, &st)?.display().to_string();
         }
         if cfg.interrupt_after == Some(st.step) {
             pb.abandon();
@@ -597,6 +605,17 @@ pub fn train(
         &["mean_reward", "entropy", "valid_hr@1"],
     )?;
     let output = crate::sft::export(model, tok, cfg.lora.as_ref(), base, run)?;
+    // The whole run's steps, from the log: a resumed run's summary equals an uninterrupted one's.
+    let logs: Vec<StepLog> = checkpoint::read_log(&log_path)?
+        .into_iter()
+        .filter(|v| v.get("mean_reward").is_some())
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| TrainError::File {
+                path: log_path.clone(),
+                msg: e.to_string(),
+            })
+        })
+        .collect::<Result<_>>()?;
     let k = (logs.len() / 4).max(1);
     let avg = |s: &[StepLog]| s.iter().map(|l| l.mean_reward).sum::<f64>() / s.len().max(1) as f64;
     let summary = RlSummary {

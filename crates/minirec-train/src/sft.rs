@@ -279,12 +279,18 @@ pub fn train(
         done: false,
     };
     let mut last_good = String::from("(none yet)");
-    let mut valid_losses = Vec::new();
+    let mut resumed_from = None;
     if resume {
         match checkpoint::restore_training(run, &mut opt, |s: &LoopState| s.step)? {
             Some((dir, s)) => {
-                tracing::info!("resuming from {} (step {})", dir.display(), s.step);
+                let finished = s.done || s.epoch >= cfg.epochs || s.step >= total;
+                if finished {
+                    println!("sft: {} already finished at step {}", run.display(), s.step);
+                } else {
+                    tracing::info!("resuming from {} (step {})", dir.display(), s.step);
+                }
                 last_good = dir.display().to_string();
+                resumed_from = Some(dir);
                 st = s;
             }
             None => tracing::warn!(
@@ -294,11 +300,7 @@ pub fn train(
         }
     }
     let log_path = run.join("train_log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| TrainError::io(&log_path, e))?;
+    let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let pb = if progress {
         ProgressBar::new(total as u64)
     } else {
@@ -312,9 +314,8 @@ pub fn train(
     pb.set_position(st.step as u64);
     let t0 = Instant::now();
     let mut seen = 0usize;
-    let mut last_loss = f64::NAN;
     let save_ckpt = |opt: &AdamW, st: &LoopState| -> Result<PathBuf> {
-        checkpoint::save_training(run, st.step, st, opt)
+        checkpoint::save_training(run, st.step, st, opt, &[&log_path])
     };
     while !st.done && st.epoch < cfg.epochs && st.step < total {
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -356,7 +357,7 @@ pub fn train(
                     last_good,
                 });
             }
-            last_loss = loss_sum / micro as f64;
+            let last_loss = loss_sum / micro as f64;
             st.step += 1;
             st.step_in_epoch += 1;
             let line = serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": last_loss, "lr": lr,
@@ -380,7 +381,6 @@ pub fn train(
                     &valid[..valid.len().min(cfg.max_valid)],
                     cfg.batch_size,
                 )?;
-                valid_losses.push(v);
                 writeln!(
                     log,
                     "{}",
@@ -412,12 +412,15 @@ pub fn train(
     }
     let output = export(model, tok, cfg.lora.as_ref(), base, run)?;
     let secs = t0.elapsed().as_secs_f64();
+    // From the log, so a resumed run reports the whole run, not the part since it resumed.
+    let lines = checkpoint::read_log(&log_path)?;
+    let field = |k: &'static str| lines.iter().filter_map(move |v| v.get(k)?.as_f64());
     Ok(SftSummary {
         steps: st.step,
         epochs_run: st.epoch,
-        final_train_loss: last_loss,
+        final_train_loss: field("loss").last().unwrap_or(f64::NAN),
         best_valid_loss: st.best_valid,
-        valid_losses,
+        valid_losses: field("valid_loss").collect(),
         stopped_early: st.done,
         samples_per_s: seen as f64 / secs.max(1e-9),
         output,

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use clap::{Args, Subcommand};
 use minirec_data::{prepare_d3, D3Files, PrepareOptions, PreparedDataset};
 use minirec_model::decode::{beam_search, beam_search_stats, ItemIndex};
-use minirec_model::load::{default_dtype, load_model, pick_device, preset_config, random_model};
+use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
 use minirec_model::weights::load_hf_dir;
 use minirec_model::{Decoder, GenCache, TextTokenizer};
 
@@ -105,7 +105,7 @@ fn beam(a: BeamArgs) -> Result<()> {
     let dtype = default_dtype(&device);
     let (model, tok, what) = match &a.model {
         Some(p) => {
-            let l = load_model(p, &device, dtype)?;
+            let l = super::model_arg::load_llm(p, "model", &device, dtype)?;
             (l.model, l.tokenizer, l.description)
         }
         None => {

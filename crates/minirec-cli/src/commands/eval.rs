@@ -6,7 +6,7 @@ use clap::Args;
 use minirec_data::{PreparedDataset, Split};
 use minirec_eval::{parse_ks, score_predictions_file, MetricsReport, Prediction, RankingMetrics};
 use minirec_model::decode::{beam_search, ItemIndex};
-use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::load::{default_dtype, pick_device};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -100,7 +100,7 @@ fn evaluate_model(
         return Ok(report);
     }
     let device = pick_device(a.cpu)?;
-    let loaded = load_model(model, &device, default_dtype(&device))?;
+    let loaded = super::model_arg::load_llm(model, "model", &device, default_dtype(&device))?;
     tracing::info!(
         "evaluating {} on {} {} samples",
         loaded.description,

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod experiment;
+pub mod model_arg;
 pub mod prepare;
 pub mod recommend;
 pub mod rl;

@@ -5,7 +5,7 @@ use clap::Args;
 use minirec_data::dataset::load_catalog;
 use minirec_data::PromptTemplate;
 use minirec_model::decode::{beam_search, ItemIndex};
-use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::load::{default_dtype, pick_device};
 
 #[derive(Args)]
 pub struct RecommendArgs {
@@ -15,8 +15,8 @@ pub struct RecommendArgs {
     /// A prepared dataset: its catalog is what can be recommended, its prompt.json the wording.
     #[arg(long)]
     data: PathBuf,
-    /// The user's history, oldest first (repeat the flag).
-    #[arg(long = "history", required = true)]
+    /// The user's history, oldest first: `--history "A" "B" "C"` (or the flag repeated).
+    #[arg(long = "history", required = true, num_args = 1..)]
     history: Vec<String>,
     #[arg(long, default_value_t = 10)]
     top_k: usize,
@@ -51,8 +51,7 @@ pub fn run(a: RecommendArgs) -> Result<()> {
         );
     }
     let device = pick_device(a.cpu)?;
-    let loaded = load_model(&a.model, &device, default_dtype(&device))?;
-    tracing::info!("loaded {} on {:?}", loaded.description, device);
+    let loaded = super::model_arg::load_llm(&a.model, "model", &device, default_dtype(&device))?;
     let titles = catalog.titles().to_vec();
     let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
     let text = prompt.render(a.history.iter().map(String::as_str));

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
-use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::load::{default_dtype, pick_device};
 use minirec_model::lora::LoraConfig;
 use minirec_train::rl::{prompts_for, train, RlConfig};
 use minirec_train::sft::trainable;
@@ -182,14 +182,9 @@ pub fn train_rl(
 ) -> Result<minirec_train::rl::RlSummary> {
     let device = pick_device(cpu)?;
     let dtype = default_dtype(&device);
-    let mut loaded = load_model(init, &device, dtype)?;
-    loaded.model.merge_adapters()?;
+    let mut loaded = super::model_arg::load_llm(init, "initial policy", &device, dtype)?;
     let reference = match cfg.kl_ref_beta {
-        Some(_) => {
-            let mut r = load_model(init, &device, dtype)?;
-            r.model.merge_adapters()?;
-            Some(r.model)
-        }
+        Some(_) => Some(super::model_arg::load_llm(init, "reference model", &device, dtype)?.model),
         None => None,
     };
     let titles = ds.catalog.titles().to_vec();

@@ -13,7 +13,7 @@ use candle_core::DType;
 use clap::Args;
 use minirec_data::{PrepareOptions, PreparedDataset, Split};
 use minirec_eval::MetricsReport;
-use minirec_model::load::{default_dtype, load_model, pick_device, preset_config, random_model};
+use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
 use minirec_train::rl::RlConfig;
 use minirec_train::sft::{encode_samples, trainable, SftConfig};
 use serde::{Deserialize, Serialize};
@@ -210,11 +210,7 @@ fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
 
 /// The exported model of a finished training run, if there is one.
 fn exported(run: &Path) -> Option<PathBuf> {
-    ["model", "adapter"]
-        .iter()
-        .map(|d| run.join(d))
-        .find(|p| p.join("config.json").is_file() || p.join("adapter_config.json").is_file())
-        .filter(|_| run.join("manifest.json").is_file())
+    minirec_model::load::run_export(run).filter(|_| run.join("manifest.json").is_file())
 }
 
 fn sft_stage(
@@ -234,7 +230,7 @@ fn sft_stage(
     let device = pick_device(e.cpu)?;
     let (mut model, tok, base) = match (&e.model.path, &e.model.preset) {
         (Some(p), _) => {
-            let l = load_model(p, &device, default_dtype(&device))?;
+            let l = super::model_arg::load_llm(p, "model", &device, default_dtype(&device))?;
             (l.model, l.tokenizer, p.display().to_string())
         }
         (None, Some(preset)) => {
@@ -331,7 +327,7 @@ fn eval_stage(
     std::fs::create_dir_all(&dir)?;
     let samples = eval_samples(e, ds)?;
     let device = pick_device(e.cpu)?;
-    let loaded = load_model(model, &device, default_dtype(&device))?;
+    let loaded = super::model_arg::load_llm(model, "model", &device, default_dtype(&device))?;
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
     let w = std::io::BufWriter::new(std::fs::File::create(&pred)?);

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
-use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::load::{default_dtype, pick_device};
 use minirec_select::pipeline::{self, Models, ScoreCache, SelectOptions, Space};
 use minirec_select::proxy::{train_proxy, ProxyConfig};
 use minirec_select::{write_subset, Method};
@@ -162,12 +162,12 @@ pub fn select_into(
     let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data));
     let needs_model = pipeline::needs_llm_scores(a.method);
     let loaded = match (&a.model, needs_model) {
-        (Some(p), true) => {
-            let mut l = load_model(p, &device, dtype)
-                .with_context(|| format!("loading the scoring model {}", p.display()))?;
-            l.model.merge_adapters()?;
-            Some(l)
-        }
+        (Some(p), true) => Some(super::model_arg::load_llm(
+            p,
+            "scoring model",
+            &device,
+            dtype,
+        )?),
         (None, true) => anyhow::bail!("--method {} needs --model", a.method),
         _ => None,
     };
@@ -193,26 +193,19 @@ pub fn select_into(
         let idx = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
         let t = std::time::Instant::now();
         proxy = Some(match &a.proxy {
-            Some(p) => {
-                let mut l = load_model(p, &device, dtype)
-                    .with_context(|| format!("loading the proxy {}", p.display()))?;
-                l.model.merge_adapters()?;
-                l.model
-            }
+            Some(p) => super::model_arg::load_llm(p, "proxy", &device, dtype)?.model,
             None if cache.key_ok("proxy")
                 && cache_dir.join("proxy/rl/model/config.json").is_file() =>
             {
                 // A proxy trained by an earlier run that stopped before its rollouts were cached.
                 let p = cache_dir.join("proxy/rl/model");
                 tracing::info!("re-using the proxy in {}", p.display());
-                let mut l = load_model(&p, &device, dtype)?;
-                l.model.merge_adapters()?;
-                l.model
+                super::model_arg::load_llm(&p, "proxy", &device, dtype)?.model
             }
             None => {
                 let base = a.model.as_ref().expect("checked above");
-                let mut l = load_model(base, &device, dtype)?;
-                l.model.merge_adapters()?;
+                let mut l =
+                    super::model_arg::load_llm(base, "proxy's starting model", &device, dtype)?;
                 let dir = cache_dir.join("proxy");
                 tracing::info!(
                     "training the proxy on {} random samples into {}",

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use minirec_data::PreparedDataset;
-use minirec_model::load::{default_dtype, load_model, pick_device};
+use minirec_model::load::{default_dtype, pick_device};
 use minirec_model::lora::LoraConfig;
 use minirec_train::sft::{encode_samples, train, trainable, SftConfig};
 
@@ -53,8 +53,8 @@ pub struct SftArgs {
 pub fn run(a: SftArgs, progress: bool) -> Result<()> {
     let ds = PreparedDataset::load(&a.data)?;
     let device = pick_device(a.cpu)?;
-    let mut loaded = load_model(&a.model, &device, default_dtype(&device))?;
-    tracing::info!("loaded {} on {device:?}", loaded.description);
+    let mut loaded =
+        super::model_arg::load_llm(&a.model, "model", &device, default_dtype(&device))?;
     let cfg = SftConfig {
         epochs: a.epochs,
         max_steps: a.max_steps,

@@ -1,0 +1,22 @@
+//! The one way every command opens the model a user names (`--model`, `--init`, `--proxy`): any model path or
+//! any run directory a stage writes, with the same log line naming what was found.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use minirec_model::load::{load_model, LoadedModel};
+
+/// Loads the LLM at `path` for `role` (a short name for logs and errors: "model", "initial policy", ...).
+/// A `minirec baseline` run is refused with a message saying which command takes it.
+pub fn load_llm(path: &Path, role: &str, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    if super::baseline::is_run(path) {
+        bail!(
+            "{}: a `minirec baseline` run (a classic sequential recommender, not an LLM); only `minirec eval --model` takes it, the {role} must be an LLM",
+            path.display()
+        );
+    }
+    let loaded = load_model(path, device, dtype).with_context(|| format!("loading the {role}"))?;
+    tracing::info!("{role}: {} on {device:?}", loaded.description);
+    Ok(loaded)
+}
