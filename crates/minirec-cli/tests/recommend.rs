@@ -2,7 +2,6 @@
 //! over the demo catalog's vocabulary.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 
 mod common;

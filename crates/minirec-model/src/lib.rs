@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod kernels;
 pub mod layers;
 pub mod load;
 pub mod lora;

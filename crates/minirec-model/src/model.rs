@@ -6,10 +6,13 @@
 //! - `decode_step`: one new token for each of B·W rows (beams or samples, W per prompt) attending to the
 //!   prompt's cache, shared by the prompt's W rows rather than copied, and to the rows' own generated cache.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, Var, D};
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
+use crate::kernels::attention::{self, AttentionSpec};
 use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::profile::phase;
 use crate::weights::Weights;
@@ -364,6 +367,7 @@ impl Decoder {
         sin: &Tensor,
         causal: &Tensor,
         pad: &Tensor,
+        spec: &Arc<AttentionSpec>,
         fused: bool,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = &self.cfg;
@@ -371,19 +375,22 @@ impl Decoder {
         let (q, k, v) = blk.attn.project(x, cfg)?;
         let q = Rope::apply(&q, cos, sin, fused)?;
         let k = Rope::apply(&k, cos, sin, fused)?;
-        let kr = repeat_kv(&k, cfg.kv_groups())?;
-        let vr = repeat_kv(&v, cfg.kv_groups())?;
-        let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
-            .to_dtype(DType::F32)?;
-        let scores = softcap(&scores, cfg.attn_logit_softcapping)?
-            .broadcast_add(causal)?
-            .broadcast_add(pad)?;
-        let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
-        let out = probs.matmul(&vr.contiguous()?)?.transpose(1, 2)?.reshape((
-            b,
-            t,
-            cfg.num_heads * cfg.head_dim,
-        ))?;
+        let out = if attention::supported(&q) {
+            attention::causal_attention(&q, &k, &v, spec.clone())?
+        } else {
+            let kr = repeat_kv(&k, cfg.kv_groups())?;
+            let vr = repeat_kv(&v, cfg.kv_groups())?;
+            let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
+                .to_dtype(DType::F32)?;
+            let scores = softcap(&scores, cfg.attn_logit_softcapping)?
+                .broadcast_add(causal)?
+                .broadcast_add(pad)?;
+            let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
+            probs.matmul(&vr.contiguous()?)?
+        };
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, t, cfg.num_heads * cfg.head_dim))?;
         Ok((blk.attn.o.forward(&out)?, k, v))
     }
 
@@ -423,13 +430,22 @@ impl Decoder {
         let (cos, sin) = self.rope.lookup(&pos, (b, t), self.dtype)?;
         let mut x = self.embed_ids(&ids_t)?;
         let mut kvs = Vec::new();
+        let spec = |window| {
+            Arc::new(AttentionSpec {
+                key_real: mask.iter().flatten().map(|&m| u8::from(m != 0)).collect(),
+                window,
+                softcap: self.cfg.attn_logit_softcapping.map(|c| c as f32),
+                scale: self.cfg.attn_scale() as f32,
+            })
+        };
+        let (full_spec, window_spec) = (spec(None), spec(window));
         for blk in &self.blocks {
-            let causal = match (&sliding, blk.sliding) {
-                (Some(s), true) => s,
-                _ => &causal,
+            let (causal, spec) = match (&sliding, blk.sliding) {
+                (Some(s), true) => (s, &window_spec),
+                _ => (&causal, &full_spec),
             };
             let normed = blk.input_norm.forward(&x, fused)?;
-            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, causal, &pad, fused)?;
+            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, causal, &pad, spec, fused)?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }
