@@ -79,6 +79,14 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+        if crate::kernels::rms_norm::supported(x) && self.weight.dtype() == DType::F32 {
+            return Ok(crate::kernels::rms_norm::rms_norm(
+                x,
+                &self.weight,
+                self.eps as f32,
+                self.plus_one,
+            )?);
+        }
         if fused {
             let w = if self.plus_one {
                 (&self.weight + 1.0)?
@@ -165,6 +173,9 @@ impl Rope {
 
     /// Applies to x: [B, H, T, D].
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+        if crate::kernels::rope::supported(x) && cos.dtype() == DType::F32 {
+            return Ok(crate::kernels::rope::rope(x, cos, sin)?);
+        }
         if fused {
             return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
         }

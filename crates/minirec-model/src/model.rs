@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use crate::config::{Family, ModelConfig};
+use crate::config::{Activation, Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kernels::attention::{self, AttentionSpec};
+use crate::kernels::silu_mul;
 use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::profile::phase;
 use crate::weights::Weights;
@@ -285,8 +286,14 @@ impl Decoder {
     }
 
     fn mlp(&self, m: &Mlp, x: &Tensor) -> Result<Tensor> {
-        let g = activation(&m.gate.forward(x)?, self.cfg.activation)?;
-        m.down.forward(&(g * m.up.forward(x)?)?)
+        let g = m.gate.forward(x)?;
+        let u = m.up.forward(x)?;
+        let h = if self.cfg.activation == Activation::Silu && silu_mul::supported(&g) {
+            silu_mul::silu_mul(&g, &u)?
+        } else {
+            (activation(&g, self.cfg.activation)? * u)?
+        };
+        m.down.forward(&h)
     }
 
     /// Residual update of one block around `attn_out = f(normed input)`.
@@ -445,7 +452,8 @@ impl Decoder {
                 _ => (&causal, &full_spec),
             };
             let normed = blk.input_norm.forward(&x, fused)?;
-            let (a, k, v) = self.attend_full(blk, &normed, &cos, &sin, causal, &pad, spec, fused)?;
+            let (a, k, v) =
+                self.attend_full(blk, &normed, &cos, &sin, causal, &pad, spec, fused)?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }

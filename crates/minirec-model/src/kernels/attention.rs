@@ -1,0 +1,398 @@
+//! Causal self-attention over whole sequences as one candle op with a CPU forward and backward, so training
+//! never keeps the [B, H, T, T] scores, their softmax or the bias additions alive: only the output is kept,
+//! and the backward pass recomputes each block of probabilities (as flash attention does).
+//!
+//! Work is split into (row, key/value head) tasks run in parallel; each task walks its query blocks and only
+//! the keys they can see (causal, and the sliding window where one applies), so the masked half of the score
+//! matrix is never computed. Grouped-query heads read their shared key/value head directly (no repeat).
+//!
+//! Semantics are those of the composed path it replaces (`model.rs`): score = softcap(q·k·scale), keys at a
+//! later index or outside the window are excluded, padding keys get `PAD_BIAS` added (finite, so a padding
+//! query whose visible keys are all padding stays finite), then softmax and the weighted sum of values.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, Mat};
+
+/// Query rows per block: big enough for efficient products, small enough that a block's scores stay in cache.
+const QB: usize = 64;
+const PAD_BIAS: f32 = -1e30;
+
+/// What the attention needs besides q, k and v.
+#[derive(Debug, Clone)]
+pub struct AttentionSpec {
+    /// [B × T]: 1 where the key is a real token, 0 for padding.
+    pub key_real: Vec<u8>,
+    /// Keys more than this many positions back are excluded (Gemma-2's sliding layers).
+    pub window: Option<usize>,
+    pub softcap: Option<f32>,
+    pub scale: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    h: usize,
+    kvh: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn groups(&self) -> usize {
+        self.h / self.kvh
+    }
+}
+
+struct CausalAttention {
+    spec: Arc<AttentionSpec>,
+}
+
+/// softmax(softcap(q kᵀ · scale) + masks) v for q [B, H, T, D] and k, v [B, KVH, T, D] (f32, CPU); the result
+/// is [B, H, T, D] and differentiable in q, k and v.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: Arc<AttentionSpec>,
+) -> candle_core::Result<Tensor> {
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, CausalAttention { spec })
+}
+
+fn dims(q: &Layout, k: &Layout, v: &Layout, spec: &AttentionSpec) -> candle_core::Result<Dims> {
+    let (b, h, t, d) = q.shape().dims4()?;
+    let (kb, kvh, kt, kd) = k.shape().dims4()?;
+    if (kb, kt, kd) != (b, t, d) || v.shape() != k.shape() || kvh == 0 || h % kvh != 0 {
+        candle_core::bail!(
+            "attention: q {:?} and k/v {:?} {:?} do not fit",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        );
+    }
+    if spec.key_real.len() != b * t {
+        candle_core::bail!("attention: key mask of {} for {b}×{t}", spec.key_real.len());
+    }
+    Ok(Dims { b, h, kvh, t, d })
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("attention: f32 only on the CPU, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((from, to)) => Ok(&data[from..to]),
+        None => candle_core::bail!("attention: inputs must be contiguous"),
+    }
+}
+
+/// The keys query block [i0, i1) can see: [j0, i1).
+fn key_range(i0: usize, window: Option<usize>) -> usize {
+    window.map(|w| (i0 + 1).saturating_sub(w)).unwrap_or(0)
+}
+
+/// Fills `p` ([mq × nk], row-major) with the attention probabilities of queries [i0, i0 + mq) over keys
+/// [j0, j0 + nk); `tanh_out`, when soft-capping, receives tanh(raw / cap) for the backward pass.
+#[allow(clippy::too_many_arguments)]
+fn probabilities(
+    q: &[f32],
+    k: &[f32],
+    (i0, mq, j0, nk, d): (usize, usize, usize, usize, usize),
+    real: &[u8],
+    spec: &AttentionSpec,
+    p: &mut [f32],
+    mut tanh_out: Option<&mut [f32]>,
+) {
+    matmul(
+        mq,
+        nk,
+        d,
+        p,
+        nk,
+        Mat::n(&q[i0 * d..], d),
+        Mat::t(&k[j0 * d..], d),
+        spec.scale,
+        false,
+    );
+    for r in 0..mq {
+        let i = i0 + r;
+        let row = &mut p[r * nk..(r + 1) * nk];
+        let mut max = f32::NEG_INFINITY;
+        for (c, x) in row.iter_mut().enumerate() {
+            let j = j0 + c;
+            let visible = j <= i && spec.window.is_none_or(|w| i - j < w);
+            if !visible {
+                *x = f32::NEG_INFINITY;
+                continue;
+            }
+            if let Some(cap) = spec.softcap {
+                let th = (*x / cap).tanh();
+                if let Some(t) = tanh_out.as_deref_mut() {
+                    t[r * nk + c] = th;
+                }
+                *x = th * cap;
+            }
+            if real[j] == 0 {
+                *x += PAD_BIAS;
+            }
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// One (row, head) of the forward pass: `out` [T × D].
+fn forward_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    real: &[u8],
+    spec: &AttentionSpec,
+    t: usize,
+    d: usize,
+    out: &mut [f32],
+) {
+    let mut p = Vec::new();
+    for i0 in (0..t).step_by(QB) {
+        let mq = QB.min(t - i0);
+        let j0 = key_range(i0, spec.window);
+        let nk = i0 + mq - j0;
+        p.resize(mq * nk, 0.0);
+        probabilities(q, k, (i0, mq, j0, nk, d), real, spec, &mut p, None);
+        matmul(
+            mq,
+            d,
+            nk,
+            &mut out[i0 * d..],
+            d,
+            Mat::n(&p, nk),
+            Mat::n(&v[j0 * d..], d),
+            1.0,
+            false,
+        );
+    }
+}
+
+/// Per-(row, head) slices of a [B, heads, T, D] buffer.
+fn head(x: &[f32], bh: usize, td: usize) -> &[f32] {
+    &x[bh * td..(bh + 1) * td]
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "minirec-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dm = dims(l1, l2, l3, &self.spec)?;
+        let (q, k, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let td = dm.t * dm.d;
+        let mut out = vec![0f32; dm.b * dm.h * td];
+        let spec = &*self.spec;
+        out.par_chunks_mut(td).enumerate().for_each(|(bh, o)| {
+            let (b, h) = (bh / dm.h, bh % dm.h);
+            let kv = b * dm.kvh + h / dm.groups();
+            let real = &spec.key_real[b * dm.t..(b + 1) * dm.t];
+            forward_head(
+                head(q, bh, td),
+                head(k, kv, td),
+                head(v, kv, td),
+                real,
+                spec,
+                dm.t,
+                dm.d,
+                o,
+            );
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dm = dims(q.layout(), k.layout(), v.layout(), &self.spec)?;
+        let host = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
+            x.contiguous()?.flatten_all()?.to_vec1::<f32>()
+        };
+        let (qh, kh, vh, oh, gh) = (host(q)?, host(k)?, host(v)?, host(res)?, host(grad_res)?);
+        let (dq, dk, dv) = backward(&qh, &kh, &vh, &oh, &gh, dm, &self.spec);
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// Gradients in q, k and v; one task per (row, key/value head), which owns that head's dk and dv and the dq
+/// of every query head sharing it.
+fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    g: &[f32],
+    dm: Dims,
+    spec: &AttentionSpec,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let td = dm.t * dm.d;
+    let groups = dm.groups();
+    let mut dq = vec![0f32; q.len()];
+    let mut dk = vec![0f32; k.len()];
+    let mut dv = vec![0f32; v.len()];
+    dq.par_chunks_mut(groups * td)
+        .zip(dk.par_chunks_mut(td))
+        .zip(dv.par_chunks_mut(td))
+        .enumerate()
+        .for_each(|(kv, ((dq, dk), dv))| {
+            let b = kv / dm.kvh;
+            let real = &spec.key_real[b * dm.t..(b + 1) * dm.t];
+            let (kh, vh) = (head(k, kv, td), head(v, kv, td));
+            for gi in 0..groups {
+                let bh = b * dm.h + (kv % dm.kvh) * groups + gi;
+                let heads = HeadGrad {
+                    q: head(q, bh, td),
+                    o: head(o, bh, td),
+                    g: head(g, bh, td),
+                    k: kh,
+                    v: vh,
+                };
+                heads.accumulate(real, spec, dm, &mut dq[gi * td..(gi + 1) * td], dk, dv);
+            }
+        });
+    (dq, dk, dv)
+}
+
+/// One query head's share of the backward pass.
+struct HeadGrad<'a> {
+    q: &'a [f32],
+    o: &'a [f32],
+    g: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+impl HeadGrad<'_> {
+    /// Writes this head's dq and adds its contributions to dk and dv.
+    fn accumulate(
+        &self,
+        real: &[u8],
+        spec: &AttentionSpec,
+        dm: Dims,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        let d = dm.d;
+        let (mut p, mut dp, mut th) = (Vec::new(), Vec::new(), Vec::new());
+        for i0 in (0..dm.t).step_by(QB) {
+            let mq = QB.min(dm.t - i0);
+            let j0 = key_range(i0, spec.window);
+            let nk = i0 + mq - j0;
+            p.resize(mq * nk, 0.0);
+            dp.resize(mq * nk, 0.0);
+            if spec.softcap.is_some() {
+                th.resize(mq * nk, 0.0);
+            }
+            let tanh = spec.softcap.map(|_| th.as_mut_slice());
+            probabilities(
+                self.q,
+                self.k,
+                (i0, mq, j0, nk, d),
+                real,
+                spec,
+                &mut p,
+                tanh,
+            );
+            let g_blk = Mat::n(&self.g[i0 * d..], d);
+            // dv += pᵀ g, dp = g vᵀ.
+            matmul(
+                nk,
+                d,
+                mq,
+                &mut dv[j0 * d..],
+                d,
+                Mat::t(&p, nk),
+                g_blk,
+                1.0,
+                true,
+            );
+            matmul(
+                mq,
+                nk,
+                d,
+                &mut dp,
+                nk,
+                g_blk,
+                Mat::t(&self.v[j0 * d..], d),
+                1.0,
+                false,
+            );
+            // ds = p ∘ (dp − rowsum(g ∘ o)), through the soft-cap's tanh when there is one.
+            for r in 0..mq {
+                let i = i0 + r;
+                let delta: f32 = (0..d).map(|c| self.g[i * d + c] * self.o[i * d + c]).sum();
+                for c in 0..nk {
+                    let x = r * nk + c;
+                    let mut ds = p[x] * (dp[x] - delta);
+                    if spec.softcap.is_some() {
+                        ds *= 1.0 - th[x] * th[x];
+                    }
+                    dp[x] = ds;
+                }
+            }
+            matmul(
+                mq,
+                d,
+                nk,
+                &mut dq[i0 * d..],
+                d,
+                Mat::n(&dp, nk),
+                Mat::n(&self.k[j0 * d..], d),
+                spec.scale,
+                false,
+            );
+            matmul(
+                nk,
+                d,
+                mq,
+                &mut dk[j0 * d..],
+                d,
+                Mat::t(&dp, nk),
+                Mat::n(&self.q[i0 * d..], d),
+                spec.scale,
+                true,
+            );
+        }
+    }
+}
+
+/// Whether the kernel serves this tensor (f32 on the CPU); elsewhere the composed ops run.
+pub fn supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}

@@ -1,0 +1,97 @@
+//! The gated MLP's silu(g) · u as one candle op with a CPU forward and backward, element-parallel. The composed
+//! form keeps silu(g)'s own intermediates and runs on one core.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+const CHUNK: usize = 4096;
+
+struct SiluMul;
+
+/// silu(g) · u for g, u of one shape (f32, CPU); differentiable in both.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
+    g.contiguous()?.apply_op2(&u.contiguous()?, SiluMul)
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(d) = s else {
+        candle_core::bail!("silu_mul: f32 only on the CPU, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&d[a..b]),
+        None => candle_core::bail!("silu_mul: inputs must be contiguous"),
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "minirec-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("silu_mul: {:?} vs {:?}", l1.shape(), l2.shape());
+        }
+        let (g, u) = (slice(s1, l1)?, slice(s2, l2)?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+            .for_each(|(o, (g, u))| {
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g * sigmoid(g) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let host = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
+            t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+        };
+        let (gs, us, dy) = (host(g)?, host(u)?, host(grad)?);
+        let mut dg = vec![0f32; gs.len()];
+        let mut du = vec![0f32; gs.len()];
+        dg.par_chunks_mut(CHUNK)
+            .zip(du.par_chunks_mut(CHUNK))
+            .zip(
+                gs.par_chunks(CHUNK)
+                    .zip(us.par_chunks(CHUNK))
+                    .zip(dy.par_chunks(CHUNK)),
+            )
+            .for_each(|((dg, du), ((g, u), dy))| {
+                for i in 0..g.len() {
+                    let s = sigmoid(g[i]);
+                    du[i] = dy[i] * g[i] * s;
+                    // d silu / dg = σ(g) · (1 + g · (1 − σ(g))).
+                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                }
+            });
+        let dev = g.device();
+        Ok((
+            Some(Tensor::from_vec(dg, g.shape(), dev)?),
+            Some(Tensor::from_vec(du, u.shape(), dev)?),
+        ))
+    }
+}
+
+/// Whether the kernel serves this input (f32 on the CPU).
+pub fn supported(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}

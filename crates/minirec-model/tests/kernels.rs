@@ -1,0 +1,306 @@
+//! The custom CPU kernels against the composed candle ops they replace: values and gradients on random inputs
+//! with odd sizes, padding on either side, grouped-query heads, a sliding window and soft-capping.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use minirec_model::kernels::attention::{causal_attention, AttentionSpec};
+use rand::{Rng, SeedableRng};
+
+fn rand_tensor(rng: &mut impl Rng, shape: &[usize], scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// The composed path of `model.rs`: repeat the key/value heads, scores, soft-cap, causal/window and padding
+/// biases, softmax, values.
+fn reference(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Tensor {
+    let (b, h, t, d) = q.dims4().unwrap();
+    let kvh = k.dim(1).unwrap();
+    let rep = |x: &Tensor| {
+        x.unsqueeze(2)
+            .unwrap()
+            .expand((b, kvh, h / kvh, t, d))
+            .unwrap()
+            .reshape((b, h, t, d))
+            .unwrap()
+    };
+    let (kr, vr) = (rep(k), rep(v));
+    let mut s = (q.matmul(&kr.t().unwrap()).unwrap() * spec.scale as f64).unwrap();
+    if let Some(c) = spec.softcap {
+        s = ((s / c as f64).unwrap().tanh().unwrap() * c as f64).unwrap();
+    }
+    let causal: Vec<f32> = (0..t * t)
+        .map(|x| {
+            let (i, j) = (x / t, x % t);
+            let ok = j <= i && spec.window.is_none_or(|w| i - j < w);
+            if ok {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let pad: Vec<f32> = spec
+        .key_real
+        .iter()
+        .map(|&r| if r == 0 { -1e30 } else { 0.0 })
+        .collect();
+    let causal = Tensor::from_vec(causal, (1, 1, t, t), &Device::Cpu).unwrap();
+    let pad = Tensor::from_vec(pad, (b, 1, 1, t), &Device::Cpu).unwrap();
+    let s = s
+        .broadcast_add(&causal)
+        .unwrap()
+        .broadcast_add(&pad)
+        .unwrap();
+    let p = candle_nn::ops::softmax(&s, D::Minus1).unwrap();
+    p.matmul(&vr).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Runs one case; returns the largest value and gradient differences.
+fn compare(b: usize, h: usize, kvh: usize, t: usize, d: usize, spec: AttentionSpec, seed: u64) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let q = Var::from_tensor(&rand_tensor(&mut rng, &[b, h, t, d], 1.0)).unwrap();
+    let k = Var::from_tensor(&rand_tensor(&mut rng, &[b, kvh, t, d], 1.0)).unwrap();
+    let v = Var::from_tensor(&rand_tensor(&mut rng, &[b, kvh, t, d], 1.0)).unwrap();
+    let w = rand_tensor(&mut rng, &[b, h, t, d], 1.0);
+    let spec = Arc::new(spec);
+    let got = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), spec.clone()).unwrap();
+    let want = reference(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spec);
+    let dv = max_diff(&got, &want);
+    assert!(dv < 1e-5, "values differ by {dv} ({b}×{h}/{kvh}×{t}×{d})");
+    let g1 = (&got * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        let (a, r) = (g1.get(x).unwrap(), g2.get(x).unwrap());
+        let scale = r
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_diff(a, r);
+        assert!(
+            diff < 1e-4 * scale.max(1.0),
+            "d{name} differs by {diff} (scale {scale}) ({b}×{h}/{kvh}×{t}×{d})"
+        );
+    }
+}
+
+fn right_padded(b: usize, t: usize, lens: &[usize]) -> Vec<u8> {
+    (0..b * t).map(|x| u8::from(x % t < lens[x / t])).collect()
+}
+
+#[test]
+fn attention_matches_the_composed_ops_in_values_and_gradients() {
+    // Several query blocks (T > 64, not a multiple), three heads per key/value head, right padding.
+    compare(
+        2,
+        6,
+        2,
+        131,
+        16,
+        AttentionSpec {
+            key_real: right_padded(2, 131, &[131, 77]),
+            window: None,
+            softcap: None,
+            scale: 0.25,
+        },
+        1,
+    );
+    // Left padding (as prefill pads prompts), where early padding queries see only padding keys.
+    let t = 23;
+    let key_real: Vec<u8> = (0..3 * t)
+        .map(|x| u8::from(x % t >= [0, 5, 11][x / t]))
+        .collect();
+    compare(
+        3,
+        4,
+        4,
+        t,
+        8,
+        AttentionSpec {
+            key_real,
+            window: None,
+            softcap: None,
+            scale: 8f32.powf(-0.5),
+        },
+        2,
+    );
+}
+
+#[test]
+fn attention_matches_with_a_sliding_window_and_soft_capping() {
+    compare(
+        2,
+        4,
+        2,
+        97,
+        8,
+        AttentionSpec {
+            key_real: right_padded(2, 97, &[97, 50]),
+            window: Some(9),
+            softcap: Some(5.0),
+            scale: 0.5,
+        },
+        3,
+    );
+    // A window wider than the block, so blocks start mid-sequence.
+    compare(
+        1,
+        2,
+        1,
+        150,
+        4,
+        AttentionSpec {
+            key_real: vec![1; 150],
+            window: Some(70),
+            softcap: None,
+            scale: 1.0,
+        },
+        4,
+    );
+}
+
+#[test]
+fn attention_rejects_mismatched_inputs() {
+    let dev = Device::Cpu;
+    let q = Tensor::zeros((1, 3, 4, 2), DType::F32, &dev).unwrap();
+    let k = Tensor::zeros((1, 2, 4, 2), DType::F32, &dev).unwrap();
+    let spec = Arc::new(AttentionSpec {
+        key_real: vec![1; 4],
+        window: None,
+        softcap: None,
+        scale: 1.0,
+    });
+    let e = causal_attention(&q, &k, &k, spec).unwrap_err().to_string();
+    assert!(e.contains("do not fit"), "{e}");
+}
+
+/// The composed RMSNorm of `layers.rs` (its differentiable path).
+fn rms_reference(x: &Tensor, w: &Tensor, eps: f64, plus_one: bool) -> Tensor {
+    let var = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let normed = x
+        .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+        .unwrap();
+    let w = if plus_one {
+        (w + 1.0).unwrap()
+    } else {
+        w.clone()
+    };
+    normed.broadcast_mul(&w).unwrap()
+}
+
+#[test]
+fn rms_norm_matches_the_composed_ops_in_values_and_gradients() {
+    use minirec_model::kernels::rms_norm::rms_norm;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (shape, plus_one) in [
+        (vec![3, 37, 19], false),
+        (vec![130, 8], true),
+        (vec![1, 1, 5], false),
+    ] {
+        let h = *shape.last().unwrap();
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &shape, 2.0)).unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[h], 1.0)).unwrap();
+        let probe = rand_tensor(&mut rng, &shape, 1.0);
+        let got = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6, plus_one).unwrap();
+        let want = rms_reference(x.as_tensor(), w.as_tensor(), 1e-6, plus_one);
+        assert!(max_diff(&got, &want) < 1e-5, "{shape:?}");
+        let g1 = (&got * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&want * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("x", &x), ("w", &w)] {
+            let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-4, "d{name} differs by {d} for {shape:?}");
+        }
+    }
+}
+
+#[test]
+fn rope_and_silu_mul_match_the_composed_ops_in_values_and_gradients() {
+    use minirec_model::kernels::{rope::rope, silu_mul::silu_mul};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let (b, h, t, d) = (2, 3, 7, 10);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[b, h, t, d], 1.0)).unwrap();
+    let cos = rand_tensor(&mut rng, &[b, t, d / 2], 1.0);
+    let sin = rand_tensor(&mut rng, &[b, t, d / 2], 1.0);
+    let probe = rand_tensor(&mut rng, &[b, h, t, d], 1.0);
+    let got = rope(x.as_tensor(), &cos, &sin).unwrap();
+    // rope_slow's composition, as layers.rs writes it.
+    let c = Tensor::cat(&[&cos, &cos], D::Minus1)
+        .unwrap()
+        .unsqueeze(1)
+        .unwrap();
+    let s = Tensor::cat(&[&sin, &sin], D::Minus1)
+        .unwrap()
+        .unsqueeze(1)
+        .unwrap();
+    let x1 = x.narrow(D::Minus1, 0, d / 2).unwrap();
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2).unwrap();
+    let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+    let want = (x.broadcast_mul(&c).unwrap() + rot.broadcast_mul(&s).unwrap()).unwrap();
+    assert!(max_diff(&got, &want) < 1e-5);
+    let g1 = (&got * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&want * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+
+    let g = Var::from_tensor(&rand_tensor(&mut rng, &[5, 4099], 6.0)).unwrap();
+    let u = Var::from_tensor(&rand_tensor(&mut rng, &[5, 4099], 2.0)).unwrap();
+    let probe = rand_tensor(&mut rng, &[5, 4099], 1.0);
+    let got = silu_mul(g.as_tensor(), u.as_tensor()).unwrap();
+    let want = (candle_nn::ops::silu(g.as_tensor()).unwrap() * u.as_tensor()).unwrap();
+    assert!(max_diff(&got, &want) < 1e-5);
+    let g1 = (&got * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&want * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&g, &u] {
+        let diff = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+        assert!(diff < 1e-5, "{diff}");
+    }
+}
