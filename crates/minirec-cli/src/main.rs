@@ -20,6 +20,10 @@ struct Cli {
     /// Only warnings and errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// CPU threads for matrix products and the model's kernels (default: every core; the same as setting
+    /// RAYON_NUM_THREADS).
+    #[arg(long, global = true, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +86,11 @@ fn keep_freed_memory() {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle's matrix products and rayon's pool (our kernels) both size themselves from this variable when
+        // first used; nothing has run on another thread yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     init_logging(cli.verbose, cli.quiet);
     let progress = !cli.quiet;
     let result = match cli.command {
