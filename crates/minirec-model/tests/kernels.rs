@@ -304,3 +304,54 @@ fn rope_and_silu_mul_match_the_composed_ops_in_values_and_gradients() {
         assert!(diff < 1e-5, "{diff}");
     }
 }
+
+/// Over many rows a LoRA layer folds its adapter into the weight; values and adapter gradients stay those of
+/// the low-rank path.
+#[test]
+fn lora_fold_equals_the_low_rank_path() {
+    use minirec_model::layers::{Linear, Lora};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (rows, din, dout, r) = (300, 12, 9, 3);
+    let a = Var::from_tensor(&rand_tensor(&mut rng, &[r, din], 1.0)).unwrap();
+    let b = Var::from_tensor(&rand_tensor(&mut rng, &[dout, r], 1.0)).unwrap();
+    let w = rand_tensor(&mut rng, &[dout, din], 1.0);
+    let bias = rand_tensor(&mut rng, &[dout], 1.0);
+    let x = rand_tensor(&mut rng, &[rows, din], 1.0);
+    let probe = rand_tensor(&mut rng, &[rows, dout], 1.0);
+    let mut lin = Linear::new(w.clone(), Some(bias.clone()));
+    lin.lora = Some(Lora {
+        a: a.clone(),
+        b: b.clone(),
+        scale: 0.5,
+    });
+    let got = lin.forward(&x).unwrap();
+    let low = x
+        .matmul(&a.as_tensor().t().unwrap())
+        .unwrap()
+        .matmul(&b.as_tensor().t().unwrap())
+        .unwrap();
+    let want = (x
+        .matmul(&w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&bias)
+        .unwrap()
+        + (low * 0.5).unwrap())
+    .unwrap();
+    assert!(max_diff(&got, &want) < 1e-4);
+    let g1 = (&got * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g2 = (&want * &probe)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for v in [&a, &b] {
+        let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+        assert!(d < 1e-3, "{d}");
+    }
+}

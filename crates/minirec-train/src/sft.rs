@@ -198,6 +198,9 @@ pub struct SftSummary {
     pub valid_losses: Vec<f64>,
     pub stopped_early: bool,
     pub samples_per_s: f64,
+    /// Real (unpadded) prompt and response tokens per second of training.
+    #[serde(default)]
+    pub tokens_per_s: f64,
     pub output: PathBuf,
 }
 
@@ -313,7 +316,7 @@ pub fn train(
     );
     pb.set_position(st.step as u64);
     let t0 = Instant::now();
-    let mut seen = 0usize;
+    let (mut seen, mut seen_tokens) = (0usize, 0usize);
     let save_ckpt = |opt: &AdamW, st: &LoopState| -> Result<PathBuf> {
         checkpoint::save_training(run, st.step, st, opt, &[&log_path])
     };
@@ -325,6 +328,7 @@ pub fn train(
         while st.step_in_epoch < steps_per_epoch && st.step < total {
             let mut acc = opt.accumulator();
             let mut loss_sum = 0f64;
+            let mut step_tokens = 0usize;
             for a in 0..cfg.grad_accum {
                 let from = (st.step_in_epoch * cfg.grad_accum + a) * cfg.batch_size;
                 if from >= order.len() {
@@ -344,6 +348,10 @@ pub fn train(
                 }
                 loss_sum += l as f64;
                 seen += batch.len();
+                step_tokens += batch
+                    .iter()
+                    .map(|e| e.prompt.len() + e.response.len())
+                    .sum::<usize>();
                 opt.accumulate(&mut acc, &loss.backward()?)?;
             }
             let micro = acc.micro_batches.max(1);
@@ -361,7 +369,8 @@ pub fn train(
             st.step += 1;
             st.step_in_epoch += 1;
             let line = serde_json::json!({"step": st.step, "epoch": st.epoch, "loss": last_loss, "lr": lr,
-                "grad_norm": norm, "seconds": t0.elapsed().as_secs_f64()});
+                "grad_norm": norm, "tokens": step_tokens, "seconds": t0.elapsed().as_secs_f64()});
+            seen_tokens += step_tokens;
             writeln!(log, "{line}").map_err(|e| TrainError::io(&log_path, e))?;
             pb.set_position(st.step as u64);
             pb.set_message(format!("loss {last_loss:.4}"));
@@ -423,6 +432,7 @@ pub fn train(
         valid_losses: field("valid_loss").collect(),
         stopped_early: st.done,
         samples_per_s: seen as f64 / secs.max(1e-9),
+        tokens_per_s: seen_tokens as f64 / secs.max(1e-9),
         output,
     })
 }

@@ -100,7 +100,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
         serde_json::to_value(&summary)?,
     )?;
     println!(
-        "sft: {} steps, {} epochs, train loss {:.4}, best valid loss {}, {:.1} samples/s -> {}",
+        "sft: {} steps, {} epochs, train loss {:.4}, best valid loss {}, {:.2} samples/s, {:.0} tokens/s -> {}",
         summary.steps,
         summary.epochs_run,
         summary.final_train_loss,
@@ -109,6 +109,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "-".into()),
         summary.samples_per_s,
+        summary.tokens_per_s,
         summary.output.display()
     );
     Ok(())
