@@ -92,7 +92,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
-        if crate::kernels::rms_norm::supported(x) && self.weight.dtype() == DType::F32 {
+        if crate::kernels::supported(x) && self.weight.dtype() == DType::F32 {
             return Ok(crate::kernels::rms_norm::rms_norm(
                 x,
                 &self.weight,
@@ -186,7 +186,7 @@ impl Rope {
 
     /// Applies to x: [B, H, T, D].
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
-        if crate::kernels::rope::supported(x) && cos.dtype() == DType::F32 {
+        if crate::kernels::supported(x) && cos.dtype() == DType::F32 {
             return Ok(crate::kernels::rope::rope(x, cos, sin)?);
         }
         if fused {

@@ -288,7 +288,7 @@ impl Decoder {
     fn mlp(&self, m: &Mlp, x: &Tensor) -> Result<Tensor> {
         let g = m.gate.forward(x)?;
         let u = m.up.forward(x)?;
-        let h = if self.cfg.activation == Activation::Silu && silu_mul::supported(&g) {
+        let h = if self.cfg.activation == Activation::Silu && crate::kernels::supported(&g) {
             silu_mul::silu_mul(&g, &u)?
         } else {
             (activation(&g, self.cfg.activation)? * u)?
@@ -382,7 +382,7 @@ impl Decoder {
         let (q, k, v) = blk.attn.project(x, cfg)?;
         let q = Rope::apply(&q, cos, sin, fused)?;
         let k = Rope::apply(&k, cos, sin, fused)?;
-        let out = if attention::supported(&q) {
+        let out = if crate::kernels::supported(&q) {
             attention::causal_attention(&q, &k, &v, spec.clone())?
         } else {
             let kr = repeat_kv(&k, cfg.kv_groups())?;

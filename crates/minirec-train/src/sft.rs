@@ -427,7 +427,7 @@ pub fn train(
     Ok(SftSummary {
         steps: st.step,
         epochs_run: st.epoch,
-        final_train_loss: field("loss").last().unwrap_or(f64::NAN),
+        final_train_loss: field("loss").next_back().unwrap_or(f64::NAN),
         best_valid_loss: st.best_valid,
         valid_losses: field("valid_loss").collect(),
         stopped_early: st.done,

@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
+use super::{cpu_f32, host};
 
 /// Query rows per block: big enough for efficient products, small enough that a block's scores stay in cache.
 const QB: usize = 64;
@@ -79,16 +79,6 @@ fn dims(q: &Layout, k: &Layout, v: &Layout, spec: &AttentionSpec) -> candle_core
         candle_core::bail!("attention: key mask of {} for {b}×{t}", spec.key_real.len());
     }
     Ok(Dims { b, h, kvh, t, d })
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("attention: f32 only on the CPU, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((from, to)) => Ok(&data[from..to]),
-        None => candle_core::bail!("attention: inputs must be contiguous"),
-    }
 }
 
 /// The keys query block [i0, i1) can see: [j0, i1).
@@ -154,13 +144,10 @@ fn probabilities(
 
 /// One (row, head) of the forward pass: `out` [T × D].
 fn forward_head(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
     real: &[u8],
     spec: &AttentionSpec,
-    t: usize,
-    d: usize,
+    (t, d): (usize, usize),
     out: &mut [f32],
 ) {
     let mut p = Vec::new();
@@ -204,7 +191,11 @@ impl CustomOp3 for CausalAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dm = dims(l1, l2, l3, &self.spec)?;
-        let (q, k, v) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (q, k, v) = (
+            cpu_f32("attention", s1, l1)?,
+            cpu_f32("attention", s2, l2)?,
+            cpu_f32("attention", s3, l3)?,
+        );
         let td = dm.t * dm.d;
         let mut out = vec![0f32; dm.b * dm.h * td];
         let spec = &*self.spec;
@@ -212,16 +203,8 @@ impl CustomOp3 for CausalAttention {
             let (b, h) = (bh / dm.h, bh % dm.h);
             let kv = b * dm.kvh + h / dm.groups();
             let real = &spec.key_real[b * dm.t..(b + 1) * dm.t];
-            forward_head(
-                head(q, bh, td),
-                head(k, kv, td),
-                head(v, kv, td),
-                real,
-                spec,
-                dm.t,
-                dm.d,
-                o,
-            );
+            let qkv = (head(q, bh, td), head(k, kv, td), head(v, kv, td));
+            forward_head(qkv, real, spec, (dm.t, dm.d), o);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -235,9 +218,6 @@ impl CustomOp3 for CausalAttention {
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = dims(q.layout(), k.layout(), v.layout(), &self.spec)?;
-        let host = |x: &Tensor| -> candle_core::Result<Vec<f32>> {
-            x.contiguous()?.flatten_all()?.to_vec1::<f32>()
-        };
         let (qh, kh, vh, oh, gh) = (host(q)?, host(k)?, host(v)?, host(res)?, host(grad_res)?);
         let (dq, dk, dv) = backward(&qh, &kh, &vh, &oh, &gh, dm, &self.spec);
         let dev = q.device();
@@ -390,9 +370,4 @@ impl HeadGrad<'_> {
             );
         }
     }
-}
-
-/// Whether the kernel serves this tensor (f32 on the CPU); elsewhere the composed ops run.
-pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }

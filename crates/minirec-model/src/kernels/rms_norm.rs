@@ -2,9 +2,10 @@
 //! backward over rows in parallel. The composed form runs six single-threaded ops and keeps four
 //! intermediates per norm for backward; this keeps none beyond its inputs.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_f32, host};
 
 /// Rows per parallel task.
 const ROWS: usize = 64;
@@ -18,16 +19,6 @@ struct RmsNormOp {
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, plus_one: bool) -> candle_core::Result<Tensor> {
     x.contiguous()?
         .apply_op2(&w.contiguous()?, RmsNormOp { eps, plus_one })
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(d) = s else {
-        candle_core::bail!("rms_norm: f32 only on the CPU, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&d[a..b]),
-        None => candle_core::bail!("rms_norm: inputs must be contiguous"),
-    }
 }
 
 impl RmsNormOp {
@@ -58,7 +49,7 @@ impl CustomOp2 for RmsNormOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (x, w) = (cpu_f32("rms_norm", s1, l1)?, cpu_f32("rms_norm", s2, l2)?);
         let h = w.len();
         if h == 0 || l1.shape().dims().last() != Some(&h) {
             candle_core::bail!(
@@ -88,9 +79,6 @@ impl CustomOp2 for RmsNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let host = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            t.contiguous()?.flatten_all()?.to_vec1::<f32>()
-        };
         let (xs, ws, gs) = (host(x)?, host(w)?, host(grad)?);
         let h = ws.len();
         let mut dx = vec![0f32; xs.len()];
@@ -129,9 +117,4 @@ impl CustomOp2 for RmsNormOp {
             Some(Tensor::from_vec(dw, w.shape(), dev)?.to_dtype(w.dtype())?),
         ))
     }
-}
-
-/// Whether the kernel serves this input (f32 on the CPU).
-pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }

@@ -2,9 +2,10 @@
 //! y₂ = x₂c + x₁s over the two halves of each head. The composed form keeps six head-sized intermediates per
 //! call for backward, and runs single-threaded.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_f32, host};
 
 struct RopeOp;
 
@@ -12,16 +13,6 @@ struct RopeOp;
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?
         .apply_op3(&cos.contiguous()?, &sin.contiguous()?, RopeOp)
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(d) = s else {
-        candle_core::bail!("rope: f32 only on the CPU, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&d[a..b]),
-        None => candle_core::bail!("rope: inputs must be contiguous"),
-    }
 }
 
 /// Rotates every head of x by the angles whose cos/sin are given; `sign` −1 applies the inverse rotation
@@ -77,7 +68,13 @@ impl CustomOp3 for RopeOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dm = dims(l1.shape(), l2.shape(), l3.shape())?;
-        let out = rotate(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, dm, 1.0);
+        let out = rotate(
+            cpu_f32("rope", s1, l1)?,
+            cpu_f32("rope", s2, l2)?,
+            cpu_f32("rope", s3, l3)?,
+            dm,
+            1.0,
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -90,9 +87,6 @@ impl CustomOp3 for RopeOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = dims(x.shape(), cos.shape(), sin.shape())?;
-        let host = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            t.contiguous()?.flatten_all()?.to_vec1::<f32>()
-        };
         // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
         let dx = rotate(&host(grad)?, &host(cos)?, &host(sin)?, dm, -1.0);
         Ok((
@@ -101,9 +95,4 @@ impl CustomOp3 for RopeOp {
             None,
         ))
     }
-}
-
-/// Whether the kernel serves this input (f32 on the CPU).
-pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }

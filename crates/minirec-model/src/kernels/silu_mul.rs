@@ -1,9 +1,10 @@
 //! The gated MLP's silu(g) · u as one candle op with a CPU forward and backward, element-parallel. The composed
 //! form keeps silu(g)'s own intermediates and runs on one core.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_f32, host};
 
 const CHUNK: usize = 4096;
 
@@ -12,16 +13,6 @@ struct SiluMul;
 /// silu(g) · u for g, u of one shape (f32, CPU); differentiable in both.
 pub fn silu_mul(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
     g.contiguous()?.apply_op2(&u.contiguous()?, SiluMul)
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(d) = s else {
-        candle_core::bail!("silu_mul: f32 only on the CPU, got {:?}", s.dtype());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&d[a..b]),
-        None => candle_core::bail!("silu_mul: inputs must be contiguous"),
-    }
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -43,7 +34,7 @@ impl CustomOp2 for SiluMul {
         if l1.shape() != l2.shape() {
             candle_core::bail!("silu_mul: {:?} vs {:?}", l1.shape(), l2.shape());
         }
-        let (g, u) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (g, u) = (cpu_f32("silu_mul", s1, l1)?, cpu_f32("silu_mul", s2, l2)?);
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
@@ -62,9 +53,6 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let host = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
-            t.contiguous()?.flatten_all()?.to_vec1::<f32>()
-        };
         let (gs, us, dy) = (host(g)?, host(u)?, host(grad)?);
         let mut dg = vec![0f32; gs.len()];
         let mut du = vec![0f32; gs.len()];
@@ -89,9 +77,4 @@ impl CustomOp2 for SiluMul {
             Some(Tensor::from_vec(du, u.shape(), dev)?),
         ))
     }
-}
-
-/// Whether the kernel serves this input (f32 on the CPU).
-pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }
