@@ -181,6 +181,15 @@ pub struct StepLog {
     pub grad_norm: f64,
     pub rollout_s: f64,
     pub update_s: f64,
+    /// Tokens (prompt and response) run through the model by the step's updates, every pass counted: each
+    /// sequence re-runs its prompt today, which is what one prompt pass per group would save.
+    #[serde(default)]
+    pub tokens: usize,
+}
+
+/// Prompt and response tokens of a set of sequences.
+fn seq_tokens(seqs: &[(&[u32], &[u32])]) -> usize {
+    seqs.iter().map(|(p, r)| p.len() + r.len()).sum()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,8 +290,13 @@ fn one_step(
     let needs_pass = |i: usize| i % k != 0 || !first_fits;
     let mut old: Vec<Vec<f32>> = vec![Vec::new(); grpo_seqs.len()];
     let ahead: Vec<usize> = (0..grpo_seqs.len()).filter(|&i| needs_pass(i)).collect();
+    let mut tokens = 0usize;
     for c in ahead.chunks(mb) {
         current_logprobs(model, &grpo_seqs, c, &mut old)?;
+        tokens += c
+            .iter()
+            .map(|&i| seq_tokens(&grpo_seqs[i..=i]))
+            .sum::<usize>();
     }
     let lcfg = GrpoLossConfig {
         clip_eps: cfg.clip_eps,
@@ -302,6 +316,10 @@ fn one_step(
         let mut first: Option<Tensor> = None;
         if j == 0 && first_fits && !mine.is_empty() {
             first = Some(current_logprobs(model, &grpo_seqs, &mine, &mut old)?);
+            tokens += mine
+                .iter()
+                .map(|&i| seq_tokens(&grpo_seqs[i..=i]))
+                .sum::<usize>();
         }
         if !mine.is_empty() {
             let (mut old_j, mut adv_j, mut mask_j) = (Vec::new(), Vec::new(), Vec::new());
@@ -323,7 +341,10 @@ fn one_step(
                 let n: usize = part.iter().map(|(_, t)| t.len()).sum();
                 let lp = match first.take() {
                     Some(lp) => lp,
-                    None => token_logprobs(model, &part, false)?,
+                    None => {
+                        tokens += seq_tokens(&part);
+                        token_logprobs(model, &part, false)?
+                    }
                 };
                 let r = off..off + n;
                 let mut l = grpo_loss_part(
@@ -338,6 +359,7 @@ fn one_step(
                 if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
                     // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the update.
                     let ref_lp = token_logprobs(rm, &part, true)?.detach();
+                    tokens += seq_tokens(&part);
                     let d = (ref_lp - &lp)?;
                     let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
                     kl_sum += k3.to_scalar::<f32>()? as f64;
@@ -358,6 +380,7 @@ fn one_step(
                     seqs.push((p, r));
                 }
                 let lp = token_logprobs(model, &seqs, false)?;
+                tokens += seq_tokens(&seqs);
                 let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
                 let ms = masks(index, &toks, cfg.mask_decay)?;
                 let mut off = 0;
@@ -409,6 +432,7 @@ fn one_step(
         grad_norm,
         rollout_s,
         update_s: t1.elapsed().as_secs_f64(),
+        tokens,
     })
 }
 

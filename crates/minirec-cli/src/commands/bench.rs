@@ -21,6 +21,18 @@ pub enum BenchCommand {
     Parity(ParityArgs),
     /// Time each selection phase (rollouts, HVP scoring, greedy, k-means) on a generated shop.
     Select(super::bench_select::SelectBenchArgs),
+    /// The machine's matrix-product rate through candle (the limit the model's phases are measured against).
+    Gemm(GemmArgs),
+}
+
+#[derive(Args)]
+pub struct GemmArgs {
+    /// Square matrix size n (n³ multiply-adds per product).
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Timed products (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
 }
 
 #[derive(Args)]
@@ -68,7 +80,29 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Beam(a) => beam(a),
         BenchCommand::Parity(a) => parity(a),
         BenchCommand::Select(a) => super::bench_select::run(a),
+        BenchCommand::Gemm(a) => gemm(a),
     }
+}
+
+/// f32 GEMM rate on the CPU through candle's matmul, best of `reps`.
+fn gemm(a: GemmArgs) -> Result<()> {
+    let n = a.size;
+    let x = candle_core::Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let y = candle_core::Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    x.matmul(&y)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..a.reps.max(1) {
+        let t = Instant::now();
+        x.matmul(&y)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let gflops = 2.0 * (n as f64).powi(3) / best / 1e9;
+    println!(
+        "gemm f32 {n}x{n}x{n}: best {:.1} ms, {gflops:.1} GFLOP/s ({} threads)",
+        best * 1e3,
+        candle_core::utils::get_num_threads()
+    );
+    Ok(())
 }
 
 fn load_prompts(info: &Path, split: &Path, n: usize) -> Result<(Vec<String>, Vec<String>)> {
