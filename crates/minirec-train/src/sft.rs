@@ -40,6 +40,9 @@ pub struct SftConfig {
     pub seed: u64,
     /// LoRA instead of full fine-tuning.
     pub lora: Option<LoraConfig>,
+    /// Batch samples of similar length (within windows of 32 shuffled batches), so batches pad little.
+    #[serde(default = "yes")]
+    pub length_buckets: bool,
     /// Stop abruptly after this step, without a checkpoint or export (simulates a crash; for resume tests).
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
@@ -62,9 +65,51 @@ impl Default for SftConfig {
             checkpoint_every: 200,
             seed: 42,
             lora: None,
+            length_buckets: true,
             interrupt_after: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Batches per length-sorting window: wide enough to find similar lengths, narrow enough to keep the order random.
+const BUCKET_WINDOW: usize = 32;
+
+/// The epoch's sample order, cut into consecutive batches of `batch`: shuffled (the same for the same seed and
+/// epoch, so a resumed run continues it), then, with `buckets`, sorted by length inside windows of
+/// `BUCKET_WINDOW` batches with each window's full batches in shuffled order (a short last batch stays last).
+fn epoch_order(
+    train: &[Example],
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+    buckets: bool,
+) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rng);
+    if !buckets || batch <= 1 {
+        return order;
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for window in order.chunks(batch * BUCKET_WINDOW) {
+        let mut w = window.to_vec();
+        w.sort_by_key(|&i| train[i].prompt.len() + train[i].response.len());
+        let mut batches: Vec<&[usize]> = w.chunks(batch).collect();
+        let short = match batches.last() {
+            Some(b) if b.len() < batch => batches.pop(),
+            _ => None,
+        };
+        batches.shuffle(&mut rng);
+        batches
+            .into_iter()
+            .chain(short)
+            .for_each(|b| out.extend_from_slice(b));
+    }
+    out
 }
 
 /// A tokenised training example.
@@ -321,10 +366,13 @@ pub fn train(
         checkpoint::save_training(run, st.step, st, opt, &[&log_path])
     };
     while !st.done && st.epoch < cfg.epochs && st.step < total {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            cfg.seed.wrapping_add(st.epoch as u64),
-        ));
+        let order = epoch_order(
+            train,
+            cfg.batch_size,
+            cfg.seed,
+            st.epoch,
+            cfg.length_buckets,
+        );
         while st.step_in_epoch < steps_per_epoch && st.step < total {
             let mut acc = opt.accumulator();
             let mut loss_sum = 0f64;
