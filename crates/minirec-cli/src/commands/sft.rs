@@ -43,9 +43,9 @@ pub struct SftArgs {
     max_train: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Batch samples in shuffled order only (by default each batch holds samples of similar length).
+    /// Batch samples of similar length (faster: less padding; it lowered the demo model's quality, BENCHMARKS.md).
     #[arg(long)]
-    no_length_buckets: bool,
+    length_buckets: bool,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -73,7 +73,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
             dropout: 0.0,
             ..Default::default()
         }),
-        length_buckets: !a.no_length_buckets,
+        length_buckets: a.length_buckets,
         ..Default::default()
     };
     let n = a.max_train.unwrap_or(ds.train.len()).min(ds.train.len());
