@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat};
-use super::{cpu_f32, host};
+use super::{cpu_f32, with_host};
 
 /// Query rows per block: big enough for efficient products, small enough that a block's scores stay in cache.
 const QB: usize = 64;
@@ -218,8 +218,9 @@ impl CustomOp3 for CausalAttention {
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = dims(q.layout(), k.layout(), v.layout(), &self.spec)?;
-        let (qh, kh, vh, oh, gh) = (host(q)?, host(k)?, host(v)?, host(res)?, host(grad_res)?);
-        let (dq, dk, dv) = backward(&qh, &kh, &vh, &oh, &gh, dm, &self.spec);
+        let (dq, dk, dv) = with_host("attention", &[q, k, v, res, grad_res], |h| {
+            backward(h[0], h[1], h[2], h[3], h[4], dm, &self.spec)
+        })?;
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),

@@ -26,7 +26,24 @@ fn cpu_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&
     }
 }
 
-/// A tensor's elements in row-major order, for a backward pass.
-fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+/// Runs `f` on the f32 elements of each tensor in row-major order, read in place (a tensor that is not
+/// contiguous is copied once), for a backward pass.
+fn with_host<R>(
+    op: &str,
+    ts: &[&Tensor],
+    f: impl FnOnce(&[&[f32]]) -> R,
+) -> candle_core::Result<R> {
+    let owned = ts
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards: Vec<_> = owned.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(s, l)| match &**s {
+            candle_core::Storage::Cpu(c) => cpu_f32(op, c, l),
+            _ => candle_core::bail!("{op}: CPU tensors only"),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(f(&slices))
 }

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, host};
+use super::{cpu_f32, with_host};
 
 /// Rows per parallel task.
 const ROWS: usize = 64;
@@ -79,38 +79,41 @@ impl CustomOp2 for RmsNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (xs, ws, gs) = (host(x)?, host(w)?, host(grad)?);
-        let h = ws.len();
-        let mut dx = vec![0f32; xs.len()];
-        // dx = r · (g·w' − n · mean(g·w'·n)), dw = Σ g · n (· 1 for Gemma's 1 + w, the same).
-        let dw = dx
-            .par_chunks_mut(ROWS * h)
-            .zip(xs.par_chunks(ROWS * h).zip(gs.par_chunks(ROWS * h)))
-            .map(|(dx, (x, g))| {
-                let mut dw = vec![0f32; h];
-                for ((dxr, xr), gr) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
-                    let r = self.inv_rms(xr);
-                    let mut dot = 0f32;
-                    for c in 0..h {
-                        let n = xr[c] * r;
-                        dw[c] += gr[c] * n;
-                        dot += gr[c] * self.scale(ws[c]) * n;
+        let (dx, dw) = with_host("rms_norm", &[x, w, grad], |h| {
+            let (xs, ws, gs) = (h[0], h[1], h[2]);
+            let h = ws.len();
+            let mut dx = vec![0f32; xs.len()];
+            // dx = r · (g·w' − n · mean(g·w'·n)), dw = Σ g · n (· 1 for Gemma's 1 + w, the same).
+            let dw = dx
+                .par_chunks_mut(ROWS * h)
+                .zip(xs.par_chunks(ROWS * h).zip(gs.par_chunks(ROWS * h)))
+                .map(|(dx, (x, g))| {
+                    let mut dw = vec![0f32; h];
+                    for ((dxr, xr), gr) in dx.chunks_mut(h).zip(x.chunks(h)).zip(g.chunks(h)) {
+                        let r = self.inv_rms(xr);
+                        let mut dot = 0f32;
+                        for c in 0..h {
+                            let n = xr[c] * r;
+                            dw[c] += gr[c] * n;
+                            dot += gr[c] * self.scale(ws[c]) * n;
+                        }
+                        let mean = dot / h as f32;
+                        for c in 0..h {
+                            let n = xr[c] * r;
+                            dxr[c] = r * (gr[c] * self.scale(ws[c]) - n * mean);
+                        }
                     }
-                    let mean = dot / h as f32;
-                    for c in 0..h {
-                        let n = xr[c] * r;
-                        dxr[c] = r * (gr[c] * self.scale(ws[c]) - n * mean);
-                    }
-                }
-                dw
-            })
-            .collect::<Vec<_>>()
-            // Added up in a fixed order, so the same inputs give the same bits whatever the scheduling.
-            .into_iter()
-            .fold(vec![0f32; h], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            });
+                    dw
+                })
+                .collect::<Vec<_>>()
+                // Added up in a fixed order, so the same inputs give the same bits whatever the scheduling.
+                .into_iter()
+                .fold(vec![0f32; h], |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                });
+            (dx, dw)
+        })?;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, host};
+use super::{cpu_f32, with_host};
 
 struct RopeOp;
 
@@ -88,7 +88,9 @@ impl CustomOp3 for RopeOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dm = dims(x.shape(), cos.shape(), sin.shape())?;
         // The rotation is orthogonal: its transpose is the rotation by the opposite angle.
-        let dx = rotate(&host(grad)?, &host(cos)?, &host(sin)?, dm, -1.0);
+        let dx = with_host("rope", &[grad, cos, sin], |h| {
+            rotate(h[0], h[1], h[2], dm, -1.0)
+        })?;
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             None,

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_f32, host};
+use super::{cpu_f32, with_host};
 
 const CHUNK: usize = 4096;
 
@@ -53,24 +53,27 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gs, us, dy) = (host(g)?, host(u)?, host(grad)?);
-        let mut dg = vec![0f32; gs.len()];
-        let mut du = vec![0f32; gs.len()];
-        dg.par_chunks_mut(CHUNK)
-            .zip(du.par_chunks_mut(CHUNK))
-            .zip(
-                gs.par_chunks(CHUNK)
-                    .zip(us.par_chunks(CHUNK))
-                    .zip(dy.par_chunks(CHUNK)),
-            )
-            .for_each(|((dg, du), ((g, u), dy))| {
-                for i in 0..g.len() {
-                    let s = sigmoid(g[i]);
-                    du[i] = dy[i] * g[i] * s;
-                    // d silu / dg = σ(g) · (1 + g · (1 − σ(g))).
-                    dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                }
-            });
+        let (dg, du) = with_host("silu_mul", &[g, u, grad], |h| {
+            let (gs, us, dy) = (h[0], h[1], h[2]);
+            let mut dg = vec![0f32; gs.len()];
+            let mut du = vec![0f32; gs.len()];
+            dg.par_chunks_mut(CHUNK)
+                .zip(du.par_chunks_mut(CHUNK))
+                .zip(
+                    gs.par_chunks(CHUNK)
+                        .zip(us.par_chunks(CHUNK))
+                        .zip(dy.par_chunks(CHUNK)),
+                )
+                .for_each(|((dg, du), ((g, u), dy))| {
+                    for i in 0..g.len() {
+                        let s = sigmoid(g[i]);
+                        du[i] = dy[i] * g[i] * s;
+                        // d silu / dg = σ(g) · (1 + g · (1 − σ(g))).
+                        dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                    }
+                });
+            (dg, du)
+        })?;
         let dev = g.device();
         Ok((
             Some(Tensor::from_vec(dg, g.shape(), dev)?),
