@@ -60,10 +60,13 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let (Some(l), false) = (&self.lora, fold) {
+            // Adapters are f32 whatever the base dtype (bf16 on CUDA): the low-rank path runs in theirs.
             let low = x2
+                .to_dtype(l.a.dtype())?
                 .matmul(&l.a.as_tensor().t()?)?
                 .matmul(&l.b.as_tensor().t()?)?;
-            y = (y + (low * l.scale)?)?;
+            let low = (low * l.scale)?.to_dtype(y.dtype())?;
+            y = (y + low)?;
         }
         let mut out = dims;
         *out.last_mut().expect("rank ≥ 1") = self.out_dim();

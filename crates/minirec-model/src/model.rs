@@ -103,6 +103,84 @@ impl PromptCache {
     }
 }
 
+/// What `full_bias` derives from a batch's mask.
+struct Biases {
+    pos: Vec<u32>,
+    causal: Tensor,
+    sliding: Option<Tensor>,
+    pad: Tensor,
+    /// [B × Tk], 1 for real keys.
+    key_real: Vec<u8>,
+}
+
+/// Distinct prompts run once, whose keys and values a batch of continuation rows attends to.
+struct Prefix {
+    /// Per layer: keys and values [P, KVH, Tp, D] (prompts left-padded to Tp), in the autograd graph.
+    kv: Vec<(Tensor, Tensor)>,
+    /// Prompt of each continuation row, as a list and as an index tensor [N].
+    row_of: Vec<usize>,
+    rows: Tensor,
+    lens: Vec<usize>,
+    padded: usize,
+}
+
+impl Prefix {
+    /// Runs the prompts; returns them as a prefix for rows `row_of` and their last hidden states [P, H].
+    fn run(
+        model: &Decoder,
+        prompts: &[&[u32]],
+        row_of: &[usize],
+        fused: bool,
+    ) -> Result<(Prefix, Tensor)> {
+        let tp = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        if tp == 0 || prompts.iter().any(|p| p.is_empty()) {
+            return Err(ModelError::Invalid("a prompt is empty".into()));
+        }
+        if let Some(&bad) = row_of.iter().find(|&&i| i >= prompts.len()) {
+            return Err(ModelError::Invalid(format!(
+                "a row continues prompt {bad} of {}",
+                prompts.len()
+            )));
+        }
+        let ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                std::iter::repeat_n(0, tp - p.len())
+                    .chain(p.iter().copied())
+                    .collect()
+            })
+            .collect();
+        let mask: Vec<Vec<u8>> = prompts
+            .iter()
+            .map(|p| {
+                std::iter::repeat_n(0u8, tp - p.len())
+                    .chain(std::iter::repeat_n(1u8, p.len()))
+                    .collect()
+            })
+            .collect();
+        let (hidden, kv) = model.forward_inner(&ids, &mask, fused, true, None)?;
+        let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
+        let idx: Vec<u32> = row_of.iter().map(|&i| i as u32).collect();
+        let prefix = Prefix {
+            kv,
+            rows: Tensor::from_vec(idx, row_of.len(), model.device())?,
+            row_of: row_of.to_vec(),
+            lens: prompts.iter().map(|p| p.len()).collect(),
+            padded: tp,
+        };
+        Ok((prefix, last))
+    }
+
+    /// Layer `li`'s keys and values for the rows: each row's prompt entry, then the row's own `k`/`v`.
+    fn keys_before(&self, li: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (pk, pv) = &self.kv[li];
+        Ok((
+            Tensor::cat(&[&pk.index_select(&self.rows, 0)?, k], 2)?,
+            Tensor::cat(&[&pv.index_select(&self.rows, 0)?, v], 2)?,
+        ))
+    }
+}
+
 /// The generated part of the cache: one entry per row (B·W rows, prompt-major). Beams are reordered every
 /// step, so each step copies the cache once whatever the layout; appending by concatenation costs the same
 /// one pass and keeps every tensor contiguous for the attention matmuls.
@@ -314,55 +392,59 @@ impl Decoder {
         }
     }
 
-    /// Positions (index among a row's real tokens), a causal bias [1, 1, T, T] (with the sliding window for
-    /// sliding layers, if it matters at this length) and a padding bias [B, 1, 1, T]. Padding keys get a large
-    /// finite negative rather than -inf, so a padding query whose keys are all padding stays finite (its
-    /// output is never used). Real tokens must be contiguous in each row, so index differences between real
-    /// tokens are position differences.
+    /// Positions (index among a row's real tokens, after its prefix's), a causal bias [1, 1, T, Tk] (with the
+    /// sliding window for sliding layers, if it matters at this length) and a padding bias [B, 1, 1, Tk], where
+    /// the Tk = Tp + T keys are the row's prefix (if any, left-padded to Tp) and then the row itself. Padding
+    /// keys get a large finite negative rather than -inf, so a padding query whose keys are all padding stays
+    /// finite (its output is never used). Real tokens must be contiguous in each row, so index differences
+    /// between real tokens are position differences.
     fn full_bias(
         &self,
         mask: &[Vec<u8>],
         window: Option<usize>,
-    ) -> Result<(Vec<u32>, Tensor, Option<Tensor>, Tensor)> {
+        prefix: Option<&Prefix>,
+    ) -> Result<Biases> {
         let b = mask.len();
         let t = mask[0].len();
+        let tp = prefix.map_or(0, |p| p.padded);
+        let tk = tp + t;
         let mut pos = vec![0u32; b * t];
-        let mut pad = vec![0f32; b * t];
+        let mut key_real = vec![0u8; b * tk];
         for (r, m) in mask.iter().enumerate() {
-            let mut p = 0u32;
+            let lp = prefix.map_or(0, |p| p.lens[p.row_of[r]]);
+            key_real[r * tk + tp - lp..r * tk + tp].fill(1);
+            let mut p = lp as u32;
             for j in 0..t {
                 pos[r * t + j] = p;
                 if m[j] != 0 {
                     p += 1;
-                } else {
-                    pad[r * t + j] = PAD_BIAS;
+                    key_real[r * tk + tp + j] = 1;
                 }
             }
         }
-        let causal: Vec<f32> = (0..t * t)
-            .map(|k| if k % t <= k / t { 0.0 } else { NEG_INF })
+        let visible = |k: usize, w: Option<usize>| {
+            let (i, j) = (tp + k / tk, k % tk);
+            j <= i && w.is_none_or(|w| i - j < w)
+        };
+        let bias = |w: Option<usize>| -> Vec<f32> {
+            (0..t * tk)
+                .map(|k| if visible(k, w) { 0.0 } else { NEG_INF })
+                .collect()
+        };
+        let pad: Vec<f32> = key_real
+            .iter()
+            .map(|&m| if m == 0 { PAD_BIAS } else { 0.0 })
             .collect();
-        let sliding = window.map(|w| {
-            (0..t * t)
-                .map(|k| {
-                    let (i, j) = (k / t, k % t);
-                    if j <= i && i - j < w {
-                        0.0
-                    } else {
-                        NEG_INF
-                    }
-                })
-                .collect::<Vec<f32>>()
-        });
         let dev = &self.device;
-        Ok((
+        Ok(Biases {
             pos,
-            Tensor::from_vec(causal, (1, 1, t, t), dev)?,
-            sliding
-                .map(|s| Tensor::from_vec(s, (1, 1, t, t), dev))
+            causal: Tensor::from_vec(bias(None), (1, 1, t, tk), dev)?,
+            sliding: window
+                .map(|w| Tensor::from_vec(bias(Some(w)), (1, 1, t, tk), dev))
                 .transpose()?,
-            Tensor::from_vec(pad, (b, 1, 1, t), dev)?,
-        ))
+            pad: Tensor::from_vec(pad, (b, 1, 1, tk), dev)?,
+            key_real,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -376,17 +458,22 @@ impl Decoder {
         pad: &Tensor,
         spec: &Arc<AttentionSpec>,
         fused: bool,
+        prefix: Option<(&Prefix, usize)>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (q, k, v) = blk.attn.project(x, cfg)?;
         let q = Rope::apply(&q, cos, sin, fused)?;
         let k = Rope::apply(&k, cos, sin, fused)?;
+        let (ka, va) = match prefix {
+            None => (k.clone(), v.clone()),
+            Some((p, li)) => p.keys_before(li, &k, &v)?,
+        };
         let out = if crate::kernels::supported(&q) {
-            attention::causal_attention(&q, &k, &v, spec.clone())?
+            attention::causal_attention(&q, &ka, &va, spec.clone())?
         } else {
-            let kr = repeat_kv(&k, cfg.kv_groups())?;
-            let vr = repeat_kv(&v, cfg.kv_groups())?;
+            let kr = repeat_kv(&ka, cfg.kv_groups())?;
+            let vr = repeat_kv(&va, cfg.kv_groups())?;
             let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
                 .to_dtype(DType::F32)?;
             let scores = softcap(&scores, cfg.attn_logit_softcapping)?
@@ -410,6 +497,36 @@ impl Decoder {
         fused: bool,
         keep_kv: bool,
     ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        self.forward_inner(ids, mask, fused, keep_kv, None)
+    }
+
+    /// Continuations of shared prompts in two passes: each distinct prompt once ([P] rows, left-padded), then
+    /// the N continuation rows (`ids`/`mask` as in `forward`, padding on the right) attending to their
+    /// prompt's keys and values and to their own. `row_prompt[n]` is row n's prompt. Differentiable unless
+    /// `fused`: the gradients of all of a prompt's rows flow back into its one pass. Returns the prompts'
+    /// last-position hidden states [P, H] and the rows' hidden states [N, T, H] (final norm applied), equal
+    /// to running each prompt + continuation as one sequence.
+    pub fn forward_shared(
+        &self,
+        prompts: &[&[u32]],
+        row_prompt: &[usize],
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        fused: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let (prefix, last) = Prefix::run(self, prompts, row_prompt, fused)?;
+        if ids.len() != row_prompt.len() {
+            return Err(ModelError::Invalid(format!(
+                "{} continuation rows but {} prompt indices",
+                ids.len(),
+                row_prompt.len()
+            )));
+        }
+        let (h, _) = self.forward_inner(ids, mask, fused, false, Some(&prefix))?;
+        Ok((last, h))
+    }
+
+    fn check_batch(&self, ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Result<(usize, usize)> {
         if ids.is_empty() || ids[0].is_empty() {
             return Err(ModelError::Invalid("empty batch".into()));
         }
@@ -430,30 +547,52 @@ impl Decoder {
                 self.cfg.vocab_size
             )));
         }
+        Ok((b, t))
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        fused: bool,
+        keep_kv: bool,
+        prefix: Option<&Prefix>,
+    ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
+        let (b, t) = self.check_batch(ids, mask)?;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let ids_t = Tensor::from_vec(flat, (b, t), &self.device)?;
-        let window = self.cfg.sliding_window.filter(|&w| w < t);
-        let (pos, causal, sliding, pad) = self.full_bias(mask, window)?;
-        let (cos, sin) = self.rope.lookup(&pos, (b, t), self.dtype)?;
+        let tk = t + prefix.map_or(0, |p| p.padded);
+        let window = self.cfg.sliding_window.filter(|&w| w < tk);
+        let bias = self.full_bias(mask, window, prefix)?;
+        let (cos, sin) = self.rope.lookup(&bias.pos, (b, t), self.dtype)?;
         let mut x = self.embed_ids(&ids_t)?;
         let mut kvs = Vec::new();
         let spec = |window| {
             Arc::new(AttentionSpec {
-                key_real: mask.iter().flatten().map(|&m| u8::from(m != 0)).collect(),
+                key_real: bias.key_real.clone(),
                 window,
                 softcap: self.cfg.attn_logit_softcapping.map(|c| c as f32),
                 scale: self.cfg.attn_scale() as f32,
             })
         };
         let (full_spec, window_spec) = (spec(None), spec(window));
-        for blk in &self.blocks {
-            let (causal, spec) = match (&sliding, blk.sliding) {
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let (causal, spec) = match (&bias.sliding, blk.sliding) {
                 (Some(s), true) => (s, &window_spec),
-                _ => (&causal, &full_spec),
+                _ => (&bias.causal, &full_spec),
             };
             let normed = blk.input_norm.forward(&x, fused)?;
-            let (a, k, v) =
-                self.attend_full(blk, &normed, &cos, &sin, causal, &pad, spec, fused)?;
+            let (a, k, v) = self.attend_full(
+                blk,
+                &normed,
+                &cos,
+                &sin,
+                causal,
+                &bias.pad,
+                spec,
+                fused,
+                prefix.map(|p| (p, li)),
+            )?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod logprobs;
 pub mod optim;
 pub mod plot;
 pub mod riser;

@@ -22,12 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
+use crate::logprobs::{token_logprobs, token_logprobs_per_sequence, tokens_processed};
 use crate::optim::{Accumulator, AdamW, AdamWConfig};
 use crate::riser::{
     certainty_mask, group_advantages, grpo_loss_part, kl_cov_outliers, masked_reward,
     oversample_dedup, simpo_pair_loss, GrpoLossConfig,
 };
-use crate::sft::token_logprobs;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RlConfig {
@@ -70,12 +70,20 @@ pub struct RlConfig {
     /// log-probabilities. With 1 the ratio stays 1, so clipping and KL-Cov's penalty have no gradient.
     #[serde(default = "default_updates")]
     pub updates_per_batch: usize,
+    /// Run a group's prompt once for all its rollouts (and a repeated sequence once); off: every sequence
+    /// whole, as TRL does. The losses and gradients are the same either way.
+    #[serde(default = "yes")]
+    pub share_prompts: bool,
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
 }
 
 fn default_updates() -> usize {
     2
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for RlConfig {
@@ -105,6 +113,7 @@ impl Default for RlConfig {
             lora: None,
             micro_batch: None,
             updates_per_batch: default_updates(),
+            share_prompts: true,
             interrupt_after: None,
         }
     }
@@ -187,9 +196,19 @@ pub struct StepLog {
     pub tokens: usize,
 }
 
-/// Prompt and response tokens of a set of sequences.
-fn seq_tokens(seqs: &[(&[u32], &[u32])]) -> usize {
-    seqs.iter().map(|(p, r)| p.len() + r.len()).sum()
+/// Log-probabilities of the sequences' response tokens and the tokens run to get them, shared or not.
+fn logprobs(
+    model: &Decoder,
+    seqs: &[(&[u32], &[u32])],
+    fused: bool,
+    share: bool,
+) -> Result<(Tensor, usize)> {
+    if share {
+        Ok((token_logprobs(model, seqs, fused)?, tokens_processed(seqs)))
+    } else {
+        let n = seqs.iter().map(|(p, r)| p.len() + r.len()).sum();
+        Ok((token_logprobs_per_sequence(model, seqs, fused)?, n))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,12 +310,9 @@ fn one_step(
     let mut old: Vec<Vec<f32>> = vec![Vec::new(); grpo_seqs.len()];
     let ahead: Vec<usize> = (0..grpo_seqs.len()).filter(|&i| needs_pass(i)).collect();
     let mut tokens = 0usize;
+    let share = cfg.share_prompts;
     for c in ahead.chunks(mb) {
-        current_logprobs(model, &grpo_seqs, c, &mut old)?;
-        tokens += c
-            .iter()
-            .map(|&i| seq_tokens(&grpo_seqs[i..=i]))
-            .sum::<usize>();
+        tokens += current_logprobs(model, &grpo_seqs, c, &mut old, share)?.1;
     }
     let lcfg = GrpoLossConfig {
         clip_eps: cfg.clip_eps,
@@ -315,11 +331,9 @@ fn one_step(
         // The first update, in one micro-batch: its forward gives the rollout-time values too.
         let mut first: Option<Tensor> = None;
         if j == 0 && first_fits && !mine.is_empty() {
-            first = Some(current_logprobs(model, &grpo_seqs, &mine, &mut old)?);
-            tokens += mine
-                .iter()
-                .map(|&i| seq_tokens(&grpo_seqs[i..=i]))
-                .sum::<usize>();
+            let (lp, n) = current_logprobs(model, &grpo_seqs, &mine, &mut old, share)?;
+            first = Some(lp);
+            tokens += n;
         }
         if !mine.is_empty() {
             let (mut old_j, mut adv_j, mut mask_j) = (Vec::new(), Vec::new(), Vec::new());
@@ -342,8 +356,9 @@ fn one_step(
                 let lp = match first.take() {
                     Some(lp) => lp,
                     None => {
-                        tokens += seq_tokens(&part);
-                        token_logprobs(model, &part, false)?
+                        let (lp, n) = logprobs(model, &part, false, share)?;
+                        tokens += n;
+                        lp
                     }
                 };
                 let r = off..off + n;
@@ -358,8 +373,9 @@ fn one_step(
                 )?;
                 if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
                     // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the update.
-                    let ref_lp = token_logprobs(rm, &part, true)?.detach();
-                    tokens += seq_tokens(&part);
+                    let (ref_lp, n) = logprobs(rm, &part, true, share)?;
+                    let ref_lp = ref_lp.detach();
+                    tokens += n;
                     let d = (ref_lp - &lp)?;
                     let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
                     kl_sum += k3.to_scalar::<f32>()? as f64;
@@ -379,8 +395,8 @@ fn one_step(
                     seqs.push((p, c));
                     seqs.push((p, r));
                 }
-                let lp = token_logprobs(model, &seqs, false)?;
-                tokens += seq_tokens(&seqs);
+                let (lp, n) = logprobs(model, &seqs, false, share)?;
+                tokens += n;
                 let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
                 let ms = masks(index, &toks, cfg.mask_decay)?;
                 let mut off = 0;
@@ -437,15 +453,17 @@ fn one_step(
 }
 
 /// Token log-probabilities of the sequences `which` of `seqs` under the current policy, in one forward pass:
-/// stored per sequence into `into` (as the rollout-time values), and returned as the differentiable tensor.
+/// stored per sequence into `into` (as the rollout-time values), and returned as the differentiable tensor
+/// with the number of tokens run.
 fn current_logprobs(
     model: &Decoder,
     seqs: &[(&[u32], &[u32])],
     which: &[usize],
     into: &mut [Vec<f32>],
-) -> Result<Tensor> {
+    share: bool,
+) -> Result<(Tensor, usize)> {
     let part: Vec<(&[u32], &[u32])> = which.iter().map(|&i| seqs[i]).collect();
-    let lp = token_logprobs(model, &part, false)?;
+    let (lp, tokens) = logprobs(model, &part, false, share)?;
     let flat: Vec<f32> = lp.to_vec1()?;
     let mut off = 0;
     for &i in which {
@@ -453,7 +471,7 @@ fn current_logprobs(
         into[i] = flat[off..off + n].to_vec();
         off += n;
     }
-    Ok(lp)
+    Ok((lp, tokens))
 }
 
 /// Back-propagates one part of an update's loss into `acc`; returns its value. A non-finite part stops the step

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Tensor, Var, D};
+use candle_core::{Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
 use minirec_data::{PreparedDataset, Sample};
 use minirec_model::lora::{add_lora, save_adapter, save_hf_dir, LoraConfig};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
+pub use crate::logprobs::token_logprobs;
 use crate::optim::{lr_at, AdamW, AdamWConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,53 +150,6 @@ pub fn encode_samples(
         .zip(r)
         .map(|(prompt, response)| Example { prompt, response })
         .collect())
-}
-
-/// Log-probability of every response token of a batch under the model, concatenated example by example
-/// ([Σ |response|], differentiable unless `fused`). Logits are computed only where a response token is
-/// predicted, not over the whole sequence.
-pub fn token_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) -> Result<Tensor> {
-    let len = batch
-        .iter()
-        .map(|(p, r)| p.len() + r.len())
-        .max()
-        .unwrap_or(0);
-    if batch.is_empty() || batch.iter().any(|(p, r)| p.is_empty() || r.is_empty()) {
-        return Err(TrainError::Invalid(
-            "an example has an empty prompt or response".into(),
-        ));
-    }
-    let mut ids = Vec::with_capacity(batch.len());
-    let mut mask = Vec::with_capacity(batch.len());
-    let mut at = Vec::new();
-    let mut targets = Vec::new();
-    for (r, (prompt, response)) in batch.iter().enumerate() {
-        let seq: Vec<u32> = prompt.iter().chain(response.iter()).copied().collect();
-        for (k, &t) in response.iter().enumerate() {
-            at.push((r * len + prompt.len() + k - 1) as u32);
-            targets.push(t);
-        }
-        mask.push(
-            std::iter::repeat_n(1u8, seq.len())
-                .chain(std::iter::repeat_n(0, len - seq.len()))
-                .collect(),
-        );
-        ids.push(
-            seq.iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, len - seq.len()))
-                .collect(),
-        );
-    }
-    let (h, _) = model.forward(&ids, &mask, fused, false)?;
-    let dev = model.device();
-    let h = h.reshape(((), model.cfg.hidden_size))?;
-    let sel = h.index_select(&Tensor::from_vec(at, targets.len(), dev)?, 0)?;
-    let logits = model.logits(&sel)?;
-    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let n = targets.len();
-    let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
-    Ok(lsm.gather(&tgt, 1)?.squeeze(1)?)
 }
 
 /// Mean NLL of the response tokens of a batch (differentiable unless `fused`).

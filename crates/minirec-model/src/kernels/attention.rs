@@ -6,6 +6,9 @@
 //! the keys they can see (causal, and the sliding window where one applies), so the masked half of the score
 //! matrix is never computed. Grouped-query heads read their shared key/value head directly (no repeat).
 //!
+//! Queries may be fewer than keys: then they are the last Tq of the Tk key positions (responses attending to a
+//! shared prompt's keys placed before their own), and each sees the keys at or before its own position.
+//!
 //! Semantics are those of the composed path it replaces (`model.rs`): score = softcap(q·k·scale), keys at a
 //! later index or outside the window are excluded, padding keys get `PAD_BIAS` added (finite, so a padding
 //! query whose visible keys are all padding stays finite), then softmax and the weighted sum of values.
@@ -25,7 +28,7 @@ const PAD_BIAS: f32 = -1e30;
 /// What the attention needs besides q, k and v.
 #[derive(Debug, Clone)]
 pub struct AttentionSpec {
-    /// [B × T]: 1 where the key is a real token, 0 for padding.
+    /// [B × Tk]: 1 where the key is a real token, 0 for padding.
     pub key_real: Vec<u8>,
     /// Keys more than this many positions back are excluded (Gemma-2's sliding layers).
     pub window: Option<usize>,
@@ -38,7 +41,9 @@ struct Dims {
     b: usize,
     h: usize,
     kvh: usize,
-    t: usize,
+    /// Queries per row: the last `tq` of the `tk` key positions.
+    tq: usize,
+    tk: usize,
     d: usize,
 }
 
@@ -46,14 +51,19 @@ impl Dims {
     fn groups(&self) -> usize {
         self.h / self.kvh
     }
+
+    /// Key position of query row 0.
+    fn offset(&self) -> usize {
+        self.tk - self.tq
+    }
 }
 
 struct CausalAttention {
     spec: Arc<AttentionSpec>,
 }
 
-/// softmax(softcap(q kᵀ · scale) + masks) v for q [B, H, T, D] and k, v [B, KVH, T, D] (f32, CPU); the result
-/// is [B, H, T, D] and differentiable in q, k and v.
+/// softmax(softcap(q kᵀ · scale) + masks) v for q [B, H, Tq, D] and k, v [B, KVH, Tk, D] with Tq ≤ Tk (f32,
+/// CPU); query r sits at key position Tk − Tq + r. The result is [B, H, Tq, D] and differentiable in q, k, v.
 pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
@@ -65,9 +75,9 @@ pub fn causal_attention(
 }
 
 fn dims(q: &Layout, k: &Layout, v: &Layout, spec: &AttentionSpec) -> candle_core::Result<Dims> {
-    let (b, h, t, d) = q.shape().dims4()?;
-    let (kb, kvh, kt, kd) = k.shape().dims4()?;
-    if (kb, kt, kd) != (b, t, d) || v.shape() != k.shape() || kvh == 0 || h % kvh != 0 {
+    let (b, h, tq, d) = q.shape().dims4()?;
+    let (kb, kvh, tk, kd) = k.shape().dims4()?;
+    if (kb, kd) != (b, d) || tk < tq || v.shape() != k.shape() || kvh == 0 || h % kvh != 0 {
         candle_core::bail!(
             "attention: q {:?} and k/v {:?} {:?} do not fit",
             q.shape(),
@@ -75,10 +85,20 @@ fn dims(q: &Layout, k: &Layout, v: &Layout, spec: &AttentionSpec) -> candle_core
             v.shape()
         );
     }
-    if spec.key_real.len() != b * t {
-        candle_core::bail!("attention: key mask of {} for {b}×{t}", spec.key_real.len());
+    if spec.key_real.len() != b * tk {
+        candle_core::bail!(
+            "attention: key mask of {} for {b}×{tk}",
+            spec.key_real.len()
+        );
     }
-    Ok(Dims { b, h, kvh, t, d })
+    Ok(Dims {
+        b,
+        h,
+        kvh,
+        tq,
+        tk,
+        d,
+    })
 }
 
 /// The keys query block [i0, i1) can see: [j0, i1).
@@ -86,25 +106,52 @@ fn key_range(i0: usize, window: Option<usize>) -> usize {
     window.map(|w| (i0 + 1).saturating_sub(w)).unwrap_or(0)
 }
 
-/// Fills `p` ([mq × nk], row-major) with the attention probabilities of queries [i0, i0 + mq) over keys
-/// [j0, j0 + nk); `tanh_out`, when soft-capping, receives tanh(raw / cap) for the backward pass.
-#[allow(clippy::too_many_arguments)]
+/// A block of query rows [r0, r0 + mq) at key positions [i0, i0 + mq), and the keys [j0, j0 + nk) they see.
+#[derive(Clone, Copy)]
+struct Block {
+    r0: usize,
+    i0: usize,
+    mq: usize,
+    j0: usize,
+    nk: usize,
+}
+
+/// Query blocks of one head, each with its visible key range.
+fn blocks(dm: Dims, window: Option<usize>) -> impl Iterator<Item = Block> {
+    (0..dm.tq).step_by(QB).map(move |r0| {
+        let mq = QB.min(dm.tq - r0);
+        let i0 = dm.offset() + r0;
+        let j0 = key_range(i0, window);
+        Block {
+            r0,
+            i0,
+            mq,
+            j0,
+            nk: i0 + mq - j0,
+        }
+    })
+}
+
+/// Fills `p` ([mq × nk], row-major) with the attention probabilities of block `bl`'s queries over its keys;
+/// `tanh_out`, when soft-capping, receives tanh(raw / cap) for the backward pass.
 fn probabilities(
     q: &[f32],
     k: &[f32],
-    (i0, mq, j0, nk, d): (usize, usize, usize, usize, usize),
+    bl: Block,
+    d: usize,
     real: &[u8],
     spec: &AttentionSpec,
     p: &mut [f32],
     mut tanh_out: Option<&mut [f32]>,
 ) {
+    let Block { r0, i0, mq, j0, nk } = bl;
     matmul(
         mq,
         nk,
         d,
         p,
         nk,
-        Mat::n(&q[i0 * d..], d),
+        Mat::n(&q[r0 * d..], d),
         Mat::t(&k[j0 * d..], d),
         spec.scale,
         false,
@@ -142,36 +189,34 @@ fn probabilities(
     }
 }
 
-/// One (row, head) of the forward pass: `out` [T × D].
+/// One (row, head) of the forward pass: `out` [Tq × D].
 fn forward_head(
     (q, k, v): (&[f32], &[f32], &[f32]),
     real: &[u8],
     spec: &AttentionSpec,
-    (t, d): (usize, usize),
+    dm: Dims,
     out: &mut [f32],
 ) {
+    let d = dm.d;
     let mut p = Vec::new();
-    for i0 in (0..t).step_by(QB) {
-        let mq = QB.min(t - i0);
-        let j0 = key_range(i0, spec.window);
-        let nk = i0 + mq - j0;
-        p.resize(mq * nk, 0.0);
-        probabilities(q, k, (i0, mq, j0, nk, d), real, spec, &mut p, None);
+    for bl in blocks(dm, spec.window) {
+        p.resize(bl.mq * bl.nk, 0.0);
+        probabilities(q, k, bl, d, real, spec, &mut p, None);
         matmul(
-            mq,
+            bl.mq,
             d,
-            nk,
-            &mut out[i0 * d..],
+            bl.nk,
+            &mut out[bl.r0 * d..],
             d,
-            Mat::n(&p, nk),
-            Mat::n(&v[j0 * d..], d),
+            Mat::n(&p, bl.nk),
+            Mat::n(&v[bl.j0 * d..], d),
             1.0,
             false,
         );
     }
 }
 
-/// Per-(row, head) slices of a [B, heads, T, D] buffer.
+/// Per-(row, head) slices of a [B, heads, T, D] buffer (`td` = T·D).
 fn head(x: &[f32], bh: usize, td: usize) -> &[f32] {
     &x[bh * td..(bh + 1) * td]
 }
@@ -196,15 +241,15 @@ impl CustomOp3 for CausalAttention {
             cpu_f32("attention", s2, l2)?,
             cpu_f32("attention", s3, l3)?,
         );
-        let td = dm.t * dm.d;
-        let mut out = vec![0f32; dm.b * dm.h * td];
+        let (qd, kd) = (dm.tq * dm.d, dm.tk * dm.d);
+        let mut out = vec![0f32; dm.b * dm.h * qd];
         let spec = &*self.spec;
-        out.par_chunks_mut(td).enumerate().for_each(|(bh, o)| {
+        out.par_chunks_mut(qd).enumerate().for_each(|(bh, o)| {
             let (b, h) = (bh / dm.h, bh % dm.h);
             let kv = b * dm.kvh + h / dm.groups();
-            let real = &spec.key_real[b * dm.t..(b + 1) * dm.t];
-            let qkv = (head(q, bh, td), head(k, kv, td), head(v, kv, td));
-            forward_head(qkv, real, spec, (dm.t, dm.d), o);
+            let real = &spec.key_real[b * dm.tk..(b + 1) * dm.tk];
+            let qkv = (head(q, bh, qd), head(k, kv, kd), head(v, kv, kd));
+            forward_head(qkv, real, spec, dm, o);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -241,29 +286,29 @@ fn backward(
     dm: Dims,
     spec: &AttentionSpec,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let td = dm.t * dm.d;
+    let (qd, kd) = (dm.tq * dm.d, dm.tk * dm.d);
     let groups = dm.groups();
     let mut dq = vec![0f32; q.len()];
     let mut dk = vec![0f32; k.len()];
     let mut dv = vec![0f32; v.len()];
-    dq.par_chunks_mut(groups * td)
-        .zip(dk.par_chunks_mut(td))
-        .zip(dv.par_chunks_mut(td))
+    dq.par_chunks_mut(groups * qd)
+        .zip(dk.par_chunks_mut(kd))
+        .zip(dv.par_chunks_mut(kd))
         .enumerate()
         .for_each(|(kv, ((dq, dk), dv))| {
             let b = kv / dm.kvh;
-            let real = &spec.key_real[b * dm.t..(b + 1) * dm.t];
-            let (kh, vh) = (head(k, kv, td), head(v, kv, td));
+            let real = &spec.key_real[b * dm.tk..(b + 1) * dm.tk];
+            let (kh, vh) = (head(k, kv, kd), head(v, kv, kd));
             for gi in 0..groups {
                 let bh = b * dm.h + (kv % dm.kvh) * groups + gi;
                 let heads = HeadGrad {
-                    q: head(q, bh, td),
-                    o: head(o, bh, td),
-                    g: head(g, bh, td),
+                    q: head(q, bh, qd),
+                    o: head(o, bh, qd),
+                    g: head(g, bh, qd),
                     k: kh,
                     v: vh,
                 };
-                heads.accumulate(real, spec, dm, &mut dq[gi * td..(gi + 1) * td], dk, dv);
+                heads.accumulate(real, spec, dm, &mut dq[gi * qd..(gi + 1) * qd], dk, dv);
             }
         });
     (dq, dk, dv)
@@ -291,26 +336,16 @@ impl HeadGrad<'_> {
     ) {
         let d = dm.d;
         let (mut p, mut dp, mut th) = (Vec::new(), Vec::new(), Vec::new());
-        for i0 in (0..dm.t).step_by(QB) {
-            let mq = QB.min(dm.t - i0);
-            let j0 = key_range(i0, spec.window);
-            let nk = i0 + mq - j0;
+        for bl in blocks(dm, spec.window) {
+            let Block { r0, mq, j0, nk, .. } = bl;
             p.resize(mq * nk, 0.0);
             dp.resize(mq * nk, 0.0);
             if spec.softcap.is_some() {
                 th.resize(mq * nk, 0.0);
             }
             let tanh = spec.softcap.map(|_| th.as_mut_slice());
-            probabilities(
-                self.q,
-                self.k,
-                (i0, mq, j0, nk, d),
-                real,
-                spec,
-                &mut p,
-                tanh,
-            );
-            let g_blk = Mat::n(&self.g[i0 * d..], d);
+            probabilities(self.q, self.k, bl, d, real, spec, &mut p, tanh);
+            let g_blk = Mat::n(&self.g[r0 * d..], d);
             // dv += pᵀ g, dp = g vᵀ.
             matmul(
                 nk,
@@ -336,7 +371,7 @@ impl HeadGrad<'_> {
             );
             // ds = p ∘ (dp − rowsum(g ∘ o)), through the soft-cap's tanh when there is one.
             for r in 0..mq {
-                let i = i0 + r;
+                let i = r0 + r;
                 let delta: f32 = (0..d).map(|c| self.g[i * d + c] * self.o[i * d + c]).sum();
                 for c in 0..nk {
                     let x = r * nk + c;
@@ -351,7 +386,7 @@ impl HeadGrad<'_> {
                 mq,
                 d,
                 nk,
-                &mut dq[i0 * d..],
+                &mut dq[r0 * d..],
                 d,
                 Mat::n(&dp, nk),
                 Mat::n(&self.k[j0 * d..], d),
@@ -365,7 +400,7 @@ impl HeadGrad<'_> {
                 &mut dk[j0 * d..],
                 d,
                 Mat::t(&dp, nk),
-                Mat::n(&self.q[i0 * d..], d),
+                Mat::n(&self.q[r0 * d..], d),
                 spec.scale,
                 true,
             );
