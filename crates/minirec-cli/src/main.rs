@@ -84,7 +84,10 @@ fn keep_freed_memory() {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    if std::env::var_os("MINIREC_GLIBC_MALLOC").is_none() {
+        keep_freed_memory();
+    }
+    memtrace::start();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // candle's matrix products and rayon's pool (our kernels) both size themselves from this variable when
@@ -114,3 +117,46 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Live heap bytes, printed every 2 s when MINIREC_MEMTRACE is set (a temporary probe).
+mod memtrace {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    pub static LIVE: AtomicUsize = AtomicUsize::new(0);
+    pub static PEAK: AtomicUsize = AtomicUsize::new(0);
+    pub struct Counting;
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let n = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(n, Ordering::Relaxed);
+            System.alloc(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+            System.dealloc(p, l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            if new > l.size() {
+                let n = LIVE.fetch_add(new - l.size(), Ordering::Relaxed) + new - l.size();
+                PEAK.fetch_max(n, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(l.size() - new, Ordering::Relaxed);
+            }
+            System.realloc(p, l, new)
+        }
+    }
+    pub fn start() {
+        if std::env::var_os("MINIREC_MEMTRACE").is_some() {
+            std::thread::spawn(|| loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                eprintln!(
+                    "memtrace live {:.2} GB peak {:.2} GB",
+                    LIVE.load(Ordering::Relaxed) as f64 / 1e9,
+                    PEAK.swap(0, Ordering::Relaxed) as f64 / 1e9
+                );
+            });
+        }
+    }
+}
+#[global_allocator]
+static ALLOC: memtrace::Counting = memtrace::Counting;

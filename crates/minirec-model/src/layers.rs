@@ -13,9 +13,6 @@ pub struct Lora {
     pub scale: f64,
 }
 
-/// Rows from which a LoRA layer's forward pass folds the adapter into its weight (see `Linear::forward`).
-const LORA_FOLD_ROWS: usize = 256;
-
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor,
@@ -45,17 +42,17 @@ impl Linear {
         let in_dim = *dims.last().expect("rank ≥ 1");
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?;
-        // Over many rows (training, prefill) the adapter is folded into the weight for the pass: candle keeps
-        // every op's output alive for backward, and the low-rank path adds two row-sized outputs per layer (a
-        // LoRA SFT step of SmolLM2 at batch 8 took 12.2 GB that way, 6.0 GB for full fine-tuning). The fold
-        // costs out·in·r, and its backward the weight-sized gradient that full fine-tuning computes anyway.
-        let fold = self.lora.is_some() && rows >= LORA_FOLD_ROWS;
+        // Over many rows (SFT batches) the adapter is folded into the weight for the pass: candle keeps every
+        // op's output alive for backward, and the low-rank path keeps three row-sized outputs (rows × out)
+        // per layer, the fold three weight-sized ones (out × in) — so fold past `in` rows. The low-rank path
+        // is cheaper in FLOPs at any size: the fold's backward adds the weight-sized gradient gᵀx.
+        let fold = self.lora.is_some() && rows > in_dim;
         let w = if fold {
             self.merged_weight()?
         } else {
             self.weight.clone()
         };
-        let mut y = x2.matmul(&w.t()?)?;
+        let mut y = crate::kernels::frozen::linear(&x2, &w)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -79,7 +76,8 @@ impl Linear {
             None => Ok(self.weight.clone()),
             Some(l) => {
                 let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
-                Ok((&self.weight + delta.to_dtype(self.weight.dtype())?)?)
+                let delta = delta.to_dtype(self.weight.dtype())?;
+                Ok(crate::kernels::frozen::add_to_frozen(&self.weight, &delta)?)
             }
         }
     }

@@ -622,7 +622,7 @@ impl Decoder {
                 let h = hidden.reshape(((), self.cfg.hidden_size))?;
                 let mut out = dims;
                 *out.last_mut().expect("rank ≥ 1") = self.cfg.vocab_size;
-                h.matmul(&self.embed.t()?)?.reshape(out)?
+                crate::kernels::frozen::linear(&h, &self.embed)?.reshape(out)?
             }
         };
         softcap(&l.to_dtype(DType::F32)?, self.cfg.final_logit_softcapping)
@@ -654,7 +654,10 @@ impl Decoder {
             .collect();
         let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
         // Detached for the reason `GenCache::append` gives.
-        let kv = kv.into_iter().map(|(k, v)| (k.detach(), v.detach())).collect();
+        let kv = kv
+            .into_iter()
+            .map(|(k, v)| (k.detach(), v.detach()))
+            .collect();
         let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?.detach();
         let pad_bias: Vec<f32> = mask
             .iter()

@@ -355,3 +355,85 @@ fn lora_fold_equals_the_low_rank_path() {
         assert!(d < 1e-3, "{d}");
     }
 }
+
+#[test]
+fn attention_of_the_last_queries_equals_the_full_attention_rows() {
+    // Responses attending to a shared prompt: queries are the last tq of tk positions. The kernel on those
+    // queries alone must give the full attention's last rows, and the same gradients in k and v.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (b, h, kvh, tk, tq, d) = (2, 4, 2, 70, 9, 8);
+    let mut real = right_padded(b, tk, &[70, 66]);
+    real[..3].fill(0); // a left-padded prompt in row 0
+    for window in [None, Some(20)] {
+        let spec = AttentionSpec {
+            key_real: real.clone(),
+            window,
+            softcap: Some(30.0),
+            scale: 0.35,
+        };
+        let q = rand_tensor(&mut rng, &[b, h, tk, d], 1.0);
+        let k = Var::from_tensor(&rand_tensor(&mut rng, &[b, kvh, tk, d], 1.0)).unwrap();
+        let v = Var::from_tensor(&rand_tensor(&mut rng, &[b, kvh, tk, d], 1.0)).unwrap();
+        let g = rand_tensor(&mut rng, &[b, h, tq, d], 1.0);
+        let q_last = Var::from_tensor(&q.narrow(2, tk - tq, tq).unwrap()).unwrap();
+        let got = causal_attention(
+            q_last.as_tensor(),
+            k.as_tensor(),
+            v.as_tensor(),
+            Arc::new(spec.clone()),
+        )
+        .unwrap();
+        let q_full = Var::from_tensor(&q).unwrap();
+        let want = reference(q_full.as_tensor(), k.as_tensor(), v.as_tensor(), &spec)
+            .narrow(2, tk - tq, tq)
+            .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "{window:?}: values");
+        let ga = (&got * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("k", &k), ("v", &v)] {
+            let d = max_diff(
+                ga.get(x.as_tensor()).unwrap(),
+                gb.get(x.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-4, "{window:?}: d{name} differs by {d}");
+        }
+        let dq_full = gb
+            .get(q_full.as_tensor())
+            .unwrap()
+            .narrow(2, tk - tq, tq)
+            .unwrap();
+        let d = max_diff(ga.get(q_last.as_tensor()).unwrap(), &dq_full);
+        assert!(d < 1e-4, "{window:?}: dq differs by {d}");
+    }
+}
+
+#[test]
+fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
+    use minirec_model::kernels::frozen::{add_to_frozen, linear};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let w = rand_tensor(&mut rng, &[13, 7], 1.0);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[5, 7], 1.0)).unwrap();
+    let g = rand_tensor(&mut rng, &[5, 13], 1.0);
+    let y = linear(x.as_tensor(), &w).unwrap();
+    let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+    assert!(max_diff(&y, &want) < 1e-5);
+    let gs = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(
+        max_diff(
+            gs.get(x.as_tensor()).unwrap(),
+            gw.get(x.as_tensor()).unwrap()
+        ) < 1e-5
+    );
+    assert!(gs.get(&w).is_none());
+    let delta = Var::from_tensor(&rand_tensor(&mut rng, &[13, 7], 0.1)).unwrap();
+    let m = add_to_frozen(&w, delta.as_tensor()).unwrap();
+    assert!(max_diff(&m, &(&w + delta.as_tensor()).unwrap()) < 1e-6);
+    let r = rand_tensor(&mut rng, &[13, 7], 1.0);
+    let gm = (&m * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_diff(gm.get(delta.as_tensor()).unwrap(), &r) < 1e-6);
+    assert!(gm.get(&w).is_none());
+    // Outside a graph (inference) both are the plain products.
+    let plain = linear(&x.as_tensor().detach(), &w).unwrap();
+    assert!(max_diff(&plain, &want) < 1e-5);
+}

@@ -1,0 +1,105 @@
+//! Products with frozen weights (the LoRA base, the tied output embedding) whose backward passes return
+//! the gradient of the input only.
+//!
+//! candle's own backward computes both operands' gradients for every product and sum, and keeps the
+//! gradient of a tensor that takes none (a frozen weight) in its store until the pass ends: in a LoRA step
+//! that is one weight-sized gradient per linear layer — the whole model again, plus a third of the
+//! backward pass's FLOPs — for nothing.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+
+/// Whether `x · wᵀ` should take the frozen path: on the CPU, `x` in an autograd graph, `w` in none.
+fn frozen(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && x.track_op() && !w.track_op()
+}
+
+/// `x [rows, in] · wᵀ` for a weight `w [out, in]`; differentiable in `x` only when `w` takes no gradient.
+pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if !frozen(x, w) {
+        return x.matmul(&w.t()?);
+    }
+    x.contiguous()?
+        .apply_op1(FrozenLinear { w: w.contiguous()? })
+}
+
+/// `w + delta` where only `delta` takes a gradient (a LoRA update folded into its frozen base).
+pub fn add_to_frozen(w: &Tensor, delta: &Tensor) -> candle_core::Result<Tensor> {
+    if !frozen(delta, w) || w.dtype() != delta.dtype() {
+        return delta.broadcast_as(w.shape())?.add(w);
+    }
+    delta
+        .contiguous()?
+        .apply_op1(AddToFrozen { w: w.contiguous()? })
+}
+
+struct FrozenLinear {
+    w: Tensor,
+}
+
+/// The CPU storage of a frozen operand (kept inside the op, so it is read here rather than passed in).
+fn cpu_storage<R>(
+    op: &str,
+    t: &Tensor,
+    f: impl FnOnce(&CpuStorage, &Layout) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => f(c, l),
+        _ => candle_core::bail!("{op}: the frozen operand is not on the CPU"),
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "minirec-frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, k) = l.shape().dims2()?;
+        let (out, wk) = self.w.dims2()?;
+        if wk != k {
+            candle_core::bail!(
+                "frozen linear: input {:?} for weight {:?}",
+                l.shape(),
+                self.w.shape()
+            );
+        }
+        cpu_storage("frozen linear", &self.w, |w, wl| {
+            let wt = wl.transpose(0, 1)?;
+            Ok((
+                s.matmul(w, (1, rows, out, k), l, &wt)?,
+                Shape::from((rows, out)),
+            ))
+        })
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.matmul(&self.w)?))
+    }
+}
+
+struct AddToFrozen {
+    w: Tensor,
+}
+
+impl CustomOp1 for AddToFrozen {
+    fn name(&self) -> &'static str {
+        "minirec-add-to-frozen"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l.shape() != self.w.shape() {
+            candle_core::bail!("add to frozen: {:?} for {:?}", l.shape(), self.w.shape());
+        }
+        let out = cpu_storage("add to frozen", &self.w, |w, wl| {
+            let wl = wl.clone();
+            s.binary_impl::<candle_core::op::Add>(w, l, &wl)
+        })?;
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _d: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.clone()))
+    }
+}
