@@ -118,8 +118,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Live heap bytes, printed every 2 s when MINIREC_MEMTRACE is set (a temporary probe).
-mod memtrace {
+/// Live heap bytes, printed to stderr every 2 s when MINIREC_MEMTRACE is set: where the bytes go, phase by
+/// phase, as opposed to RSS, which keeps what the allocator has not returned. Two relaxed atomics per
+/// allocation; candle allocates per tensor, not per element.
+pub mod memtrace {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicUsize, Ordering};
     pub static LIVE: AtomicUsize = AtomicUsize::new(0);

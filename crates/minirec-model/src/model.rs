@@ -601,6 +601,11 @@ impl Decoder {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }
             x = self.block_tail(blk, &x, a, fused)?;
+            if fused {
+                // No backward pass will run: cut the graph so this layer's intermediates are freed now
+                // (with trainable weights, a prompt prefill otherwise held every layer's at once).
+                x = x.detach();
+            }
         }
         Ok((self.norm.forward(&x, fused)?, kvs))
     }
@@ -773,7 +778,7 @@ impl Decoder {
                 blk.attn.o.forward(&out)?
             };
             let _p = phase("decode.mlp_norms", dev);
-            x = self.block_tail(blk, &x, a, true)?;
+            x = self.block_tail(blk, &x, a, true)?.detach();
         }
         gen.len += 1;
         let h = self.norm.forward(&x, true)?;

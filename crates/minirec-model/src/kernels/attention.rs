@@ -134,6 +134,7 @@ fn blocks(dm: Dims, window: Option<usize>) -> impl Iterator<Item = Block> {
 
 /// Fills `p` ([mq × nk], row-major) with the attention probabilities of block `bl`'s queries over its keys;
 /// `tanh_out`, when soft-capping, receives tanh(raw / cap) for the backward pass.
+#[allow(clippy::too_many_arguments)]
 fn probabilities(
     q: &[f32],
     k: &[f32],
