@@ -1,5 +1,7 @@
-//! Building blocks. Two paths: `fused` (candle's fused kernels, inference only: they have no backward pass)
-//! and the differentiable one used whenever gradients are needed.
+//! Building blocks. On the CPU in f32 our kernels serve training and inference alike. Elsewhere (CUDA, bf16)
+//! a tensor that is part of an autograd graph takes candle's composed, differentiable ops and any other takes
+//! its fused kernels, which have no backward pass: the choice follows the data, so no caller can put a
+//! no-backward op on a training path.
 
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 
@@ -92,7 +94,7 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if crate::kernels::supported(x) && self.weight.dtype() == DType::F32 {
             return Ok(crate::kernels::rms_norm::rms_norm(
                 x,
@@ -101,7 +103,7 @@ impl RmsNorm {
                 self.plus_one,
             )?);
         }
-        if fused {
+        if inference_only(x) && !self.weight.track_op() {
             let w = if self.plus_one {
                 (&self.weight + 1.0)?
             } else {
@@ -186,11 +188,11 @@ impl Rope {
     }
 
     /// Applies to x: [B, H, T, D].
-    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         if crate::kernels::supported(x) && cos.dtype() == DType::F32 {
             return Ok(crate::kernels::rope::rope(x, cos, sin)?);
         }
-        if fused {
+        if inference_only(x) {
             return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
         }
         let d = x.dim(D::Minus1)?;
@@ -203,9 +205,14 @@ impl Rope {
     }
 }
 
-/// Softmax over the last dimension; differentiable unless `fused`.
-pub fn softmax_last(x: &Tensor, fused: bool) -> Result<Tensor> {
-    if fused {
+/// Whether `x` can take candle's fused kernels: it is in no autograd graph, in a dtype they serve.
+fn inference_only(x: &Tensor) -> bool {
+    !x.track_op() && matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16)
+}
+
+/// Softmax over the last dimension; candle's fused kernel when `x` needs no gradient.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if inference_only(x) {
         Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
     } else {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)

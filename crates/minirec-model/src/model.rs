@@ -1,8 +1,9 @@
 //! The decoder: Llama/SmolLM2, Qwen2 and Gemma-2 in one implementation, switched by `ModelConfig`.
 //!
 //! Two forward paths:
-//! - `forward`: whole sequences with a padding mask (training, scoring, prompt prefill), differentiable when
-//!   `fused` is false;
+//! - `forward`: whole sequences with a padding mask (training, scoring, prompt prefill), differentiable unless
+//!   `no_grad` (which frees each layer's intermediates as soon as the next layer has its input);
+//! - `forward_shared`: continuations of shared prompts, each prompt run once;
 //! - `decode_step`: one new token for each of B·W rows (beams or samples, W per prompt) attending to the
 //!   prompt's cache, shared by the prompt's W rows rather than copied, and to the rows' own generated cache.
 
@@ -130,7 +131,7 @@ impl Prefix {
         model: &Decoder,
         prompts: &[&[u32]],
         row_of: &[usize],
-        fused: bool,
+        no_grad: bool,
     ) -> Result<(Prefix, Tensor)> {
         let tp = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         if tp == 0 || prompts.iter().any(|p| p.is_empty()) {
@@ -158,7 +159,7 @@ impl Prefix {
                     .collect()
             })
             .collect();
-        let (hidden, kv) = model.forward_inner(&ids, &mask, fused, true, None)?;
+        let (hidden, kv) = model.forward_inner(&ids, &mask, no_grad, true, None)?;
         let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
         let idx: Vec<u32> = row_of.iter().map(|&i| i as u32).collect();
         let prefix = Prefix {
@@ -379,18 +380,18 @@ impl Decoder {
     }
 
     /// Residual update of one block around `attn_out = f(normed input)`.
-    fn block_tail(&self, blk: &Block, x: &Tensor, attn_out: Tensor, fused: bool) -> Result<Tensor> {
+    fn block_tail(&self, blk: &Block, x: &Tensor, attn_out: Tensor) -> Result<Tensor> {
         let h = match &blk.pre_ff_norm {
             None => (x + attn_out)?,
-            Some(_) => (x + blk.post_attn_norm.forward(&attn_out, fused)?)?,
+            Some(_) => (x + blk.post_attn_norm.forward(&attn_out)?)?,
         };
         match (&blk.pre_ff_norm, &blk.post_ff_norm) {
             (Some(pre), Some(post)) => {
-                let m = self.mlp(&blk.mlp, &pre.forward(&h, fused)?)?;
-                Ok((&h + post.forward(&m, fused)?)?)
+                let m = self.mlp(&blk.mlp, &pre.forward(&h)?)?;
+                Ok((&h + post.forward(&m)?)?)
             }
             _ => {
-                let m = self.mlp(&blk.mlp, &blk.post_attn_norm.forward(&h, fused)?)?;
+                let m = self.mlp(&blk.mlp, &blk.post_attn_norm.forward(&h)?)?;
                 Ok((&h + m)?)
             }
         }
@@ -461,14 +462,13 @@ impl Decoder {
         causal: &Tensor,
         pad: &Tensor,
         spec: &Arc<AttentionSpec>,
-        fused: bool,
         prefix: Option<(&Prefix, usize)>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let cfg = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (q, k, v) = blk.attn.project(x, cfg)?;
-        let q = Rope::apply(&q, cos, sin, fused)?;
-        let k = Rope::apply(&k, cos, sin, fused)?;
+        let q = Rope::apply(&q, cos, sin)?;
+        let k = Rope::apply(&k, cos, sin)?;
         let (ka, va) = match prefix {
             None => (k.clone(), v.clone()),
             Some((p, li)) => p.keys_before(li, &k, &v)?,
@@ -483,7 +483,7 @@ impl Decoder {
             let scores = softcap(&scores, cfg.attn_logit_softcapping)?
                 .broadcast_add(causal)?
                 .broadcast_add(pad)?;
-            let probs = softmax_last(&scores, fused)?.to_dtype(self.dtype)?;
+            let probs = softmax_last(&scores)?.to_dtype(self.dtype)?;
             probs.matmul(&vr.contiguous()?)?
         };
         let out = out
@@ -498,16 +498,16 @@ impl Decoder {
         &self,
         ids: &[Vec<u32>],
         mask: &[Vec<u8>],
-        fused: bool,
+        no_grad: bool,
         keep_kv: bool,
     ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
-        self.forward_inner(ids, mask, fused, keep_kv, None)
+        self.forward_inner(ids, mask, no_grad, keep_kv, None)
     }
 
     /// Continuations of shared prompts in two passes: each distinct prompt once ([P] rows, left-padded), then
     /// the N continuation rows (`ids`/`mask` as in `forward`, padding on the right) attending to their
     /// prompt's keys and values and to their own. `row_prompt[n]` is row n's prompt. Differentiable unless
-    /// `fused`: the gradients of all of a prompt's rows flow back into its one pass. Returns the prompts'
+    /// `no_grad`: the gradients of all of a prompt's rows flow back into its one pass. Returns the prompts'
     /// last-position hidden states [P, H] and the rows' hidden states [N, T, H] (final norm applied), equal
     /// to running each prompt + continuation as one sequence.
     pub fn forward_shared(
@@ -516,9 +516,9 @@ impl Decoder {
         row_prompt: &[usize],
         ids: &[Vec<u32>],
         mask: &[Vec<u8>],
-        fused: bool,
+        no_grad: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let (prefix, last) = Prefix::run(self, prompts, row_prompt, fused)?;
+        let (prefix, last) = Prefix::run(self, prompts, row_prompt, no_grad)?;
         if ids.len() != row_prompt.len() {
             return Err(ModelError::Invalid(format!(
                 "{} continuation rows but {} prompt indices",
@@ -526,7 +526,7 @@ impl Decoder {
                 row_prompt.len()
             )));
         }
-        let (h, _) = self.forward_inner(ids, mask, fused, false, Some(&prefix))?;
+        let (h, _) = self.forward_inner(ids, mask, no_grad, false, Some(&prefix))?;
         Ok((last, h))
     }
 
@@ -558,7 +558,7 @@ impl Decoder {
         &self,
         ids: &[Vec<u32>],
         mask: &[Vec<u8>],
-        fused: bool,
+        no_grad: bool,
         keep_kv: bool,
         prefix: Option<&Prefix>,
     ) -> Result<(Tensor, Vec<(Tensor, Tensor)>)> {
@@ -585,7 +585,7 @@ impl Decoder {
                 (Some(s), true) => (s, &window_spec),
                 _ => (&bias.causal, &full_spec),
             };
-            let normed = blk.input_norm.forward(&x, fused)?;
+            let normed = blk.input_norm.forward(&x)?;
             let (a, k, v) = self.attend_full(
                 blk,
                 &normed,
@@ -594,20 +594,19 @@ impl Decoder {
                 causal,
                 &bias.pad,
                 spec,
-                fused,
                 prefix.map(|p| (p, li)),
             )?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }
-            x = self.block_tail(blk, &x, a, fused)?;
-            if fused {
+            x = self.block_tail(blk, &x, a)?;
+            if no_grad {
                 // No backward pass will run: cut the graph so this layer's intermediates are freed now
                 // (with trainable weights, a prompt prefill otherwise held every layer's at once).
                 x = x.detach();
             }
         }
-        Ok((self.norm.forward(&x, fused)?, kvs))
+        Ok((self.norm.forward(&x)?, kvs))
     }
 
     /// The output projection [V, H] (the LM head with any adapter folded in, or the tied embeddings).
@@ -710,11 +709,11 @@ impl Decoder {
         for (li, blk) in self.blocks.iter().enumerate() {
             let (q, k, v) = {
                 let _p = phase("decode.qkv", dev);
-                let normed = blk.input_norm.forward(&x, true)?;
+                let normed = blk.input_norm.forward(&x)?;
                 let (q, k, v) = blk.attn.project(&normed, cfg)?;
                 // Scaling q here costs N·Hq·D multiplies instead of one pass over every score.
-                let q = (Rope::apply(&q, &cos, &sin, true)? * scale)?; // [N, Hq, 1, D]
-                let k = Rope::apply(&k, &cos, &sin, true)?; // [N, KVH, 1, D]
+                let q = (Rope::apply(&q, &cos, &sin)? * scale)?; // [N, Hq, 1, D]
+                let k = Rope::apply(&k, &cos, &sin)?; // [N, KVH, 1, D]
                 (q, k, v)
             };
             let (kg, vg) = {
@@ -755,8 +754,8 @@ impl Decoder {
             }
             let out = {
                 let _p = phase("decode.attn_softmax_values", dev);
-                let probs = softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?, true)?
-                    .to_dtype(self.dtype)?;
+                let probs =
+                    softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?)?.to_dtype(self.dtype)?;
                 let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
                 let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
                 let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
@@ -778,10 +777,10 @@ impl Decoder {
                 blk.attn.o.forward(&out)?
             };
             let _p = phase("decode.mlp_norms", dev);
-            x = self.block_tail(blk, &x, a, true)?.detach();
+            x = self.block_tail(blk, &x, a)?.detach();
         }
         gen.len += 1;
-        let h = self.norm.forward(&x, true)?;
+        let h = self.norm.forward(&x)?;
         Ok(h.squeeze(1)?.detach())
     }
 

@@ -32,10 +32,10 @@ fn rows<T: Copy>(v: &serde_json::Value, f: impl Fn(&serde_json::Value) -> T) -> 
 }
 
 /// Max |ours − HF| over every real position's logits.
-fn max_diff(model: &Decoder, reference: &serde_json::Value, fused: bool) -> f32 {
+fn max_diff(model: &Decoder, reference: &serde_json::Value, no_grad: bool) -> f32 {
     let ids = rows(&reference["input_ids"], |x| x.as_u64().unwrap() as u32);
     let mask = rows(&reference["attention_mask"], |x| x.as_u64().unwrap() as u8);
-    let (hidden, _) = model.forward(&ids, &mask, fused, false).unwrap();
+    let (hidden, _) = model.forward(&ids, &mask, no_grad, false).unwrap();
     let logits: Vec<Vec<Vec<f32>>> = model.logits(&hidden).unwrap().to_vec3().unwrap();
     let want = reference["logits"].as_array().unwrap();
     let mut worst = 0f32;
@@ -56,12 +56,12 @@ fn max_diff(model: &Decoder, reference: &serde_json::Value, fused: bool) -> f32 
 fn logits_match_hf_transformers() {
     for name in ["llama", "qwen2", "gemma2"] {
         let (model, reference) = load(name);
-        for fused in [false, true] {
-            let d = max_diff(&model, &reference, fused);
-            println!("{name} fused={fused}: max |Δlogit| = {d:.2e}");
+        for no_grad in [false, true] {
+            let d = max_diff(&model, &reference, no_grad);
+            println!("{name} no_grad={no_grad}: max |Δlogit| = {d:.2e}");
             assert!(
                 d < 1e-4,
-                "{name} (fused={fused}) differs from transformers by {d}"
+                "{name} (no_grad={no_grad}) differs from transformers by {d}"
             );
         }
     }

@@ -15,15 +15,19 @@ use minirec_model::Decoder;
 use crate::error::{Result, TrainError};
 
 /// Log-probability of every response token of a batch under the model, concatenated example by example
-/// ([Σ |response|], differentiable unless `fused`). Repeated prompts are run once (see the module doc); the
+/// ([Σ |response|], differentiable unless `no_grad`). Repeated prompts are run once (see the module doc); the
 /// values equal `token_logprobs_per_sequence`'s up to float rounding.
-pub fn token_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) -> Result<Tensor> {
+pub fn token_logprobs(
+    model: &Decoder,
+    batch: &[(&[u32], &[u32])],
+    no_grad: bool,
+) -> Result<Tensor> {
     check(batch)?;
     let (unique, of) = first_appearance(batch.iter().copied());
     if unique.len() == batch.len() {
-        return distinct_logprobs(model, batch, fused);
+        return distinct_logprobs(model, batch, no_grad);
     }
-    let lp = distinct_logprobs(model, &unique, fused)?;
+    let lp = distinct_logprobs(model, &unique, no_grad)?;
     let mut start = Vec::with_capacity(unique.len());
     let mut at = 0u32;
     for (_, r) in &unique {
@@ -40,15 +44,15 @@ pub fn token_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) 
 }
 
 /// `token_logprobs` for a batch without repeated sequences.
-fn distinct_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) -> Result<Tensor> {
+fn distinct_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], no_grad: bool) -> Result<Tensor> {
     let (prompts, row_prompt) = first_appearance(batch.iter().map(|(p, _)| *p));
     if prompts.len() == batch.len() {
-        return token_logprobs_per_sequence(model, batch, fused);
+        return token_logprobs_per_sequence(model, batch, no_grad);
     }
     let tr = batch.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
     let ids: Vec<Vec<u32>> = batch.iter().map(|(_, r)| right_pad(r, tr)).collect();
     let mask: Vec<Vec<u8>> = batch.iter().map(|(_, r)| real_mask(r.len(), tr)).collect();
-    let (last, h) = model.forward_shared(&prompts, &row_prompt, &ids, &mask, fused)?;
+    let (last, h) = model.forward_shared(&prompts, &row_prompt, &ids, &mask, no_grad)?;
     // Rows of [prompt last states; continuation states]: response token 0 is predicted from its prompt's
     // last state, token k ≥ 1 from the continuation's state k − 1.
     let hid = model.cfg.hidden_size;
@@ -73,7 +77,7 @@ fn distinct_logprobs(model: &Decoder, batch: &[(&[u32], &[u32])], fused: bool) -
 pub fn token_logprobs_per_sequence(
     model: &Decoder,
     batch: &[(&[u32], &[u32])],
-    fused: bool,
+    no_grad: bool,
 ) -> Result<Tensor> {
     check(batch)?;
     let len = batch
@@ -94,7 +98,7 @@ pub fn token_logprobs_per_sequence(
         mask.push(real_mask(seq.len(), len));
         ids.push(right_pad(&seq, len));
     }
-    let (h, _) = model.forward(&ids, &mask, fused, false)?;
+    let (h, _) = model.forward(&ids, &mask, no_grad, false)?;
     let h = h.reshape(((), model.cfg.hidden_size))?;
     gather_logprobs(model, &h, at, targets)
 }

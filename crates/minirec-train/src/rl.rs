@@ -200,14 +200,17 @@ pub struct StepLog {
 fn logprobs(
     model: &Decoder,
     seqs: &[(&[u32], &[u32])],
-    fused: bool,
+    no_grad: bool,
     share: bool,
 ) -> Result<(Tensor, usize)> {
     if share {
-        Ok((token_logprobs(model, seqs, fused)?, tokens_processed(seqs)))
+        Ok((
+            token_logprobs(model, seqs, no_grad)?,
+            tokens_processed(seqs),
+        ))
     } else {
         let n = seqs.iter().map(|(p, r)| p.len() + r.len()).sum();
-        Ok((token_logprobs_per_sequence(model, seqs, fused)?, n))
+        Ok((token_logprobs_per_sequence(model, seqs, no_grad)?, n))
     }
 }
 

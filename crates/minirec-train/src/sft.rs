@@ -152,13 +152,13 @@ pub fn encode_samples(
         .collect())
 }
 
-/// Mean NLL of the response tokens of a batch (differentiable unless `fused`).
-pub fn batch_nll(model: &Decoder, batch: &[&Example], fused: bool) -> Result<Tensor> {
+/// Mean NLL of the response tokens of a batch (differentiable unless `no_grad`).
+pub fn batch_nll(model: &Decoder, batch: &[&Example], no_grad: bool) -> Result<Tensor> {
     let pairs: Vec<(&[u32], &[u32])> = batch
         .iter()
         .map(|e| (e.prompt.as_slice(), e.response.as_slice()))
         .collect();
-    Ok((token_logprobs(model, &pairs, fused)?.mean_all()? * -1.0)?)
+    Ok((token_logprobs(model, &pairs, no_grad)?.mean_all()? * -1.0)?)
 }
 
 /// Mean response NLL over examples, in batches, without gradients.
