@@ -133,32 +133,13 @@ impl Prefix {
         row_of: &[usize],
         no_grad: bool,
     ) -> Result<(Prefix, Tensor)> {
-        let tp = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        if tp == 0 || prompts.iter().any(|p| p.is_empty()) {
-            return Err(ModelError::Invalid("a prompt is empty".into()));
-        }
+        let (ids, mask, tp) = left_padded(prompts)?;
         if let Some(&bad) = row_of.iter().find(|&&i| i >= prompts.len()) {
             return Err(ModelError::Invalid(format!(
                 "a row continues prompt {bad} of {}",
                 prompts.len()
             )));
         }
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| {
-                std::iter::repeat_n(0, tp - p.len())
-                    .chain(p.iter().copied())
-                    .collect()
-            })
-            .collect();
-        let mask: Vec<Vec<u8>> = prompts
-            .iter()
-            .map(|p| {
-                std::iter::repeat_n(0u8, tp - p.len())
-                    .chain(std::iter::repeat_n(1u8, p.len()))
-                    .collect()
-            })
-            .collect();
         let (hidden, kv) = model.forward_inner(&ids, &mask, no_grad, true, None)?;
         let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
         let idx: Vec<u32> = row_of.iter().map(|&i| i as u32).collect();
@@ -216,6 +197,33 @@ impl GenCache {
         self.kv[li] = Some(kv.clone());
         Ok(kv)
     }
+}
+
+/// Prompts left-padded to their longest (token 0, masked out): ids, mask and the padded length.
+fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Vec<Vec<u32>>, Vec<Vec<u8>>, usize)> {
+    let tp = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
+    if tp == 0 || prompts.iter().any(|p| p.as_ref().is_empty()) {
+        return Err(ModelError::Invalid("a prompt is empty".into()));
+    }
+    let ids = prompts
+        .iter()
+        .map(|p| {
+            let p = p.as_ref();
+            std::iter::repeat_n(0, tp - p.len())
+                .chain(p.iter().copied())
+                .collect()
+        })
+        .collect();
+    let mask = prompts
+        .iter()
+        .map(|p| {
+            let n = p.as_ref().len();
+            std::iter::repeat_n(0u8, tp - n)
+                .chain(std::iter::repeat_n(1u8, n))
+                .collect()
+        })
+        .collect();
+    Ok((ids, mask, tp))
 }
 
 fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
@@ -635,27 +643,7 @@ impl Decoder {
     /// Runs left-padded prompts and keeps their cache. Returns the cache and the last position's hidden state
     /// for each prompt ([B, H]).
     pub fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(PromptCache, Tensor)> {
-        let tp = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if tp == 0 || prompts.iter().any(Vec::is_empty) {
-            return Err(ModelError::Invalid("a prompt is empty".into()));
-        }
-        let pad = 0u32;
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| {
-                std::iter::repeat_n(pad, tp - p.len())
-                    .chain(p.iter().copied())
-                    .collect()
-            })
-            .collect();
-        let mask: Vec<Vec<u8>> = prompts
-            .iter()
-            .map(|p| {
-                std::iter::repeat_n(0u8, tp - p.len())
-                    .chain(std::iter::repeat_n(1u8, p.len()))
-                    .collect()
-            })
-            .collect();
+        let (ids, mask, tp) = left_padded(prompts)?;
         let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
         // Detached for the reason `GenCache::append` gives.
         let kv = kv

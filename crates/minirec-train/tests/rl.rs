@@ -180,9 +180,9 @@ fn log_values(dir: &std::path::Path, key: &str) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn micro_batched_updates_equal_the_whole_batch_update() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Three RISER steps with a high learning rate (so differences would show), and the same as plain GRPO with the
+/// KL penalty to the reference.
+fn three_steps(micro_batch: Option<usize>) -> (RlConfig, RlConfig) {
     let base = RlConfig {
         max_steps: 3,
         prompts_per_step: 4,
@@ -192,13 +192,20 @@ fn micro_batched_updates_equal_the_whole_batch_update() {
         checkpoint_every: 0,
         eval_every: 0,
         kl_cov_ratio: 0.1,
-        micro_batch: Some(1000),
+        micro_batch,
         ..Default::default()
     };
     let plain = RlConfig {
         kl_ref_beta: Some(0.1),
         ..base.clone().plain_grpo()
     };
+    (base, plain)
+}
+
+#[test]
+fn micro_batched_updates_equal_the_whole_batch_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, plain) = three_steps(Some(1000));
     for (name, cfg) in [("riser", base), ("grpo-kl", plain)] {
         let (whole, _) = run(&cfg, &tmp.path().join(format!("{name}-whole")), false).unwrap();
         let small = RlConfig {
@@ -234,21 +241,7 @@ fn micro_batched_updates_equal_the_whole_batch_update() {
 #[test]
 fn one_prompt_pass_per_group_trains_as_the_per_sequence_path() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = RlConfig {
-        max_steps: 3,
-        prompts_per_step: 4,
-        rollouts: 6,
-        keep: 4,
-        lr: 5e-3,
-        checkpoint_every: 0,
-        eval_every: 0,
-        kl_cov_ratio: 0.1,
-        ..Default::default()
-    };
-    let plain = RlConfig {
-        kl_ref_beta: Some(0.1),
-        ..base.clone().plain_grpo()
-    };
+    let (base, plain) = three_steps(None);
     let lora = Some(minirec_model::lora::LoraConfig {
         r: 4,
         ..Default::default()
