@@ -133,7 +133,7 @@ impl Prefix {
         row_of: &[usize],
         no_grad: bool,
     ) -> Result<(Prefix, Tensor)> {
-        let (ids, mask, tp) = left_padded(prompts)?;
+        let ((ids, mask), tp) = left_padded(prompts)?;
         if let Some(&bad) = row_of.iter().find(|&&i| i >= prompts.len()) {
             return Err(ModelError::Invalid(format!(
                 "a row continues prompt {bad} of {}",
@@ -199,8 +199,11 @@ impl GenCache {
     }
 }
 
+/// Token rows and their masks (1: a real token), as `Decoder::forward` takes them.
+type Rows = (Vec<Vec<u32>>, Vec<Vec<u8>>);
+
 /// Prompts left-padded to their longest (token 0, masked out): ids, mask and the padded length.
-fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Vec<Vec<u32>>, Vec<Vec<u8>>, usize)> {
+fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Rows, usize)> {
     let tp = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
     if tp == 0 || prompts.iter().any(|p| p.as_ref().is_empty()) {
         return Err(ModelError::Invalid("a prompt is empty".into()));
@@ -223,7 +226,7 @@ fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Vec<Vec<u32>>, Vec<Vec
                 .collect()
         })
         .collect();
-    Ok((ids, mask, tp))
+    Ok(((ids, mask), tp))
 }
 
 fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
@@ -643,7 +646,7 @@ impl Decoder {
     /// Runs left-padded prompts and keeps their cache. Returns the cache and the last position's hidden state
     /// for each prompt ([B, H]).
     pub fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(PromptCache, Tensor)> {
-        let (ids, mask, tp) = left_padded(prompts)?;
+        let ((ids, mask), tp) = left_padded(prompts)?;
         let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
         // Detached for the reason `GenCache::append` gives.
         let kv = kv
