@@ -4,8 +4,9 @@
 # examples/industrial.toml; checkpoints every 25 optimiser steps, so a run cut off resumes (run it again).
 #   BIN=path/to/minirec GGUF=SmolLM2-135M-Instruct.Q4_1.gguf nohup benches/cpu/industrial_sft.sh EXP_DIR &
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 EXP=${1:?experiment dir (outside the work tree)}; mkdir -p "$EXP"; cd "$EXP"
-D=${DATA:-$(cd "$(dirname "$0")/../../../shared/data/industrial" && pwd)}
+D=${DATA:-$HERE/../../../shared/data/industrial}
 : "${BIN:?}" "${GGUF:?}"
 [ -d data ] || "$BIN" prepare --format d3 --info "$D/info.txt" --train "$D/valid.csv" --test "$D/test.csv" --domain industrial --out data --quiet
 resume=""; [ -d sft/checkpoints ] && resume="--resume"

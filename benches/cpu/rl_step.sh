@@ -6,8 +6,9 @@
 #   BIN=target/release/minirec GGUF=SmolLM2-135M-Instruct.Q4_1.gguf SFT_RUN=runs/sft-lora \
 #     benches/cpu/rl_step.sh OUT_DIR [PROMPTS]
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:?out dir}; P=${2:-8}; mkdir -p "$OUT"; cd "$OUT"
-D=${DATA:-$(dirname "$0")/../../../shared/data/industrial}
+D=${DATA:-$HERE/../../../shared/data/industrial}
 : "${BIN:?}" "${GGUF:?}" "${SFT_RUN:?}"
 [ -d data ] || "$BIN" prepare --format d3 --info "$D/info.txt" --train "$D/valid.csv" --test "$D/test.csv" --domain industrial --out data --quiet
 row() { # name args...
