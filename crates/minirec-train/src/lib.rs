@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod logprobs;
+pub mod memory;
 pub mod optim;
 pub mod plot;
 pub mod riser;

@@ -231,6 +231,25 @@ pub fn trainable(model: &mut Decoder, cfg: &SftConfig) -> Result<Vec<(String, Va
     })
 }
 
+/// Stops before training when the worst batch (every row padded to the longest example) would not fit.
+fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<()> {
+    let longest = train
+        .iter()
+        .map(|e| e.prompt.len() + e.response.len())
+        .max()
+        .unwrap_or(0);
+    let response = train.iter().map(|e| e.response.len()).max().unwrap_or(0);
+    let b = cfg.batch_size.min(train.len());
+    let need =
+        crate::memory::step_peak_bytes(&model.cfg, cfg.lora.is_some(), b * longest, b * response);
+    crate::memory::check_fits(
+        &format!("an SFT batch of {b} samples padded to {longest} tokens"),
+        need,
+        crate::memory::available_bytes(),
+        "lower --batch-size and raise --grad-accum to keep the effective batch",
+    )
+}
+
 /// Runs SFT into `run`. `base` names the base model in exported adapters. With `resume`, continues from the
 /// newest checkpoint in `run` (same data, config and seed give the same weights as an uninterrupted run).
 #[allow(clippy::too_many_arguments)]
@@ -254,6 +273,7 @@ pub fn train(
             "batch size, accumulation and epochs must be at least 1".into(),
         ));
     }
+    check_memory(model, train, cfg)?;
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let per_step = cfg.batch_size * cfg.grad_accum;
     let steps_per_epoch = train.len().div_ceil(per_step);
