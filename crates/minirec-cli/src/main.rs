@@ -84,9 +84,7 @@ fn keep_freed_memory() {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("MINIREC_GLIBC_MALLOC").is_none() {
-        keep_freed_memory();
-    }
+    keep_freed_memory();
     memtrace::start();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
@@ -121,11 +119,11 @@ fn main() -> ExitCode {
 /// Live heap bytes, printed to stderr every 2 s when MINIREC_MEMTRACE is set: where the bytes go, phase by
 /// phase, as opposed to RSS, which keeps what the allocator has not returned. Two relaxed atomics per
 /// allocation; candle allocates per tensor, not per element.
-pub mod memtrace {
+mod memtrace {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    pub static LIVE: AtomicUsize = AtomicUsize::new(0);
-    pub static PEAK: AtomicUsize = AtomicUsize::new(0);
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
     pub struct Counting;
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, l: Layout) -> *mut u8 {

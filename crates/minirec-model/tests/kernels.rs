@@ -58,6 +58,11 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Tensor
     p.matmul(&vr).unwrap()
 }
 
+/// The gradients of Σ y ∘ probe: every input's gradient along one random direction of the output.
+fn probe_grads(y: &Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
+    (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
@@ -83,8 +88,8 @@ fn compare(b: usize, h: usize, kvh: usize, t: usize, d: usize, spec: AttentionSp
     let want = reference(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spec);
     let dv = max_diff(&got, &want);
     assert!(dv < 1e-5, "values differ by {dv} ({b}×{h}/{kvh}×{t}×{d})");
-    let g1 = (&got * &w).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (&want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let g1 = probe_grads(&got, &w);
+    let g2 = probe_grads(&want, &w);
     for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
         let (a, r) = (g1.get(x).unwrap(), g2.get(x).unwrap());
         let scale = r
@@ -224,18 +229,8 @@ fn rms_norm_matches_the_composed_ops_in_values_and_gradients() {
         let got = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6, plus_one).unwrap();
         let want = rms_reference(x.as_tensor(), w.as_tensor(), 1e-6, plus_one);
         assert!(max_diff(&got, &want) < 1e-5, "{shape:?}");
-        let g1 = (&got * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&want * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g1 = probe_grads(&got, &probe);
+        let g2 = probe_grads(&want, &probe);
         for (name, v) in [("x", &x), ("w", &w)] {
             let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
             assert!(d < 1e-4, "d{name} differs by {d} for {shape:?}");
@@ -267,18 +262,8 @@ fn rope_and_silu_mul_match_the_composed_ops_in_values_and_gradients() {
     let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
     let want = (x.broadcast_mul(&c).unwrap() + rot.broadcast_mul(&s).unwrap()).unwrap();
     assert!(max_diff(&got, &want) < 1e-5);
-    let g1 = (&got * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&want * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g1 = probe_grads(&got, &probe);
+    let g2 = probe_grads(&want, &probe);
     assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
 
     let g = Var::from_tensor(&rand_tensor(&mut rng, &[5, 4099], 6.0)).unwrap();
@@ -287,18 +272,8 @@ fn rope_and_silu_mul_match_the_composed_ops_in_values_and_gradients() {
     let got = silu_mul(g.as_tensor(), u.as_tensor()).unwrap();
     let want = (candle_nn::ops::silu(g.as_tensor()).unwrap() * u.as_tensor()).unwrap();
     assert!(max_diff(&got, &want) < 1e-5);
-    let g1 = (&got * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&want * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g1 = probe_grads(&got, &probe);
+    let g2 = probe_grads(&want, &probe);
     for v in [&g, &u] {
         let diff = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
         assert!(diff < 1e-5, "{diff}");
@@ -338,18 +313,8 @@ fn lora_fold_equals_the_low_rank_path() {
         + (low * 0.5).unwrap())
     .unwrap();
     assert!(max_diff(&got, &want) < 1e-4);
-    let g1 = (&got * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let g2 = (&want * &probe)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
+    let g1 = probe_grads(&got, &probe);
+    let g2 = probe_grads(&want, &probe);
     for v in [&a, &b] {
         let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
         assert!(d < 1e-3, "{d}");
@@ -388,8 +353,8 @@ fn attention_of_the_last_queries_equals_the_full_attention_rows() {
             .narrow(2, tk - tq, tq)
             .unwrap();
         assert!(max_diff(&got, &want) < 1e-5, "{window:?}: values");
-        let ga = (&got * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let gb = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let ga = probe_grads(&got, &g);
+        let gb = probe_grads(&want, &g);
         for (name, x) in [("k", &k), ("v", &v)] {
             let d = max_diff(
                 ga.get(x.as_tensor()).unwrap(),
@@ -417,8 +382,8 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     let y = linear(x.as_tensor(), &w).unwrap();
     let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
     assert!(max_diff(&y, &want) < 1e-5);
-    let gs = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
-    let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = probe_grads(&y, &g);
+    let gw = probe_grads(&want, &g);
     assert!(
         max_diff(
             gs.get(x.as_tensor()).unwrap(),
@@ -430,7 +395,7 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     let m = add_to_frozen(&w, delta.as_tensor()).unwrap();
     assert!(max_diff(&m, &(&w + delta.as_tensor()).unwrap()) < 1e-6);
     let r = rand_tensor(&mut rng, &[13, 7], 1.0);
-    let gm = (&m * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let gm = probe_grads(&m, &r);
     assert!(max_diff(gm.get(delta.as_tensor()).unwrap(), &r) < 1e-6);
     assert!(gm.get(&w).is_none());
     // Outside a graph (inference) both are the plain products.

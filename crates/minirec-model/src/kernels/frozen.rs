@@ -26,7 +26,7 @@ pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 /// `w + delta` where only `delta` takes a gradient (a LoRA update folded into its frozen base).
 pub fn add_to_frozen(w: &Tensor, delta: &Tensor) -> candle_core::Result<Tensor> {
     if !frozen(delta, w) || w.dtype() != delta.dtype() {
-        return delta.broadcast_as(w.shape())?.add(w);
+        return w + delta;
     }
     delta
         .contiguous()?
