@@ -74,7 +74,31 @@ pub fn save<S: Serialize>(
     }
     std::fs::rename(&tmp, &fin).map_err(|e| TrainError::io(&fin, e))?;
     write_text_atomic(&dir.join("latest"), &name)?;
+    prune(&dir, KEEP)?;
     Ok(fin)
+}
+
+/// Checkpoints kept in a run: the newest and the one before it. A full SmolLM2-135M checkpoint (weights and two
+/// optimiser moments) is 1.6 GB, so keeping every one would fill the disk over a long run.
+pub const KEEP: usize = 2;
+
+/// Removes all but the `keep` newest `step-*` checkpoints in `dir` (names sort by step: zero-padded).
+fn prune(dir: &Path, keep: usize) -> Result<()> {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TrainError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("step-"))
+        })
+        .collect();
+    steps.sort();
+    let old = steps.len().saturating_sub(keep);
+    for p in &steps[..old] {
+        std::fs::remove_dir_all(p).map_err(|e| TrainError::io(p, e))?;
+    }
+    Ok(())
 }
 
 /// The newest complete checkpoint and its state, if any.

@@ -33,8 +33,12 @@ pub struct SftConfig {
     pub grad_accum: usize,
     pub max_grad_norm: f64,
     pub weight_decay: f64,
-    /// Epochs without a better validation loss before stopping.
+    /// Validations without a better validation loss before stopping.
     pub patience: usize,
+    /// Validate every this many optimiser steps (and at the end) instead of at each epoch's end: early stopping
+    /// inside a single long epoch. 0: at each epoch's end.
+    #[serde(default)]
+    pub valid_every: usize,
     /// Validation examples used per evaluation (the first ones of the split).
     pub max_valid: usize,
     pub checkpoint_every: usize,
@@ -63,6 +67,7 @@ impl Default for SftConfig {
             max_grad_norm: 1.0,
             weight_decay: 0.0,
             patience: 1,
+            valid_every: 0,
             max_valid: 512,
             checkpoint_every: 200,
             seed: 42,
@@ -181,6 +186,7 @@ pub struct LoopState {
     /// Optimiser steps already taken in `epoch`.
     pub step_in_epoch: usize,
     pub best_valid: Option<f64>,
+    /// Validations in a row without a better loss (named when validation ran once an epoch).
     pub bad_epochs: usize,
     pub done: bool,
 }
@@ -248,6 +254,40 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<(
         crate::memory::available_bytes(),
         "lower --batch-size and raise --grad-accum to keep the effective batch",
     )
+}
+
+/// Scores the validation split, logs it, keeps the best weights in `best.safetensors`, and marks the run done
+/// once `patience` validations in a row brought no better loss. Nothing happens without validation samples.
+fn validate(
+    model: &Decoder,
+    vars: &[(String, Var)],
+    valid: &[Example],
+    cfg: &SftConfig,
+    run: &Path,
+    st: &mut LoopState,
+    log: &mut std::fs::File,
+    log_path: &Path,
+) -> Result<()> {
+    if valid.is_empty() {
+        return Ok(());
+    }
+    let v = eval_nll(
+        model,
+        &valid[..valid.len().min(cfg.max_valid)],
+        cfg.batch_size,
+    )?;
+    let line = serde_json::json!({"step": st.step, "epoch": st.epoch, "valid_loss": v});
+    writeln!(log, "{line}").map_err(|e| TrainError::io(log_path, e))?;
+    tracing::info!("step {} (epoch {}): valid loss {v:.4}", st.step, st.epoch);
+    if st.best_valid.is_none_or(|b| v < b) {
+        st.best_valid = Some(v);
+        st.bad_epochs = 0;
+        checkpoint::save_vars(vars, &run.join("best.safetensors"))?;
+    } else {
+        st.bad_epochs += 1;
+        st.done = st.bad_epochs >= cfg.patience;
+    }
+    Ok(())
 }
 
 /// Runs SFT into `run`. `base` names the base model in exported adapters. With `resume`, continues from the
@@ -393,6 +433,16 @@ pub fn train(
             writeln!(log, "{line}").map_err(|e| TrainError::io(&log_path, e))?;
             pb.set_position(st.step as u64);
             pb.set_message(format!("loss {last_loss:.4}"));
+            let last = st.step >= total
+                || (st.step_in_epoch >= steps_per_epoch && st.epoch + 1 >= cfg.epochs);
+            if cfg.valid_every > 0 && (st.step % cfg.valid_every == 0 || last) {
+                validate(
+                    model, &opt.vars, valid, cfg, run, &mut st, &mut log, &log_path,
+                )?;
+                if st.done {
+                    break;
+                }
+            }
             if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
                 last_good = save_ckpt(&opt, &st)?.display().to_string();
             }
@@ -401,31 +451,14 @@ pub fn train(
                 return Err(TrainError::Interrupted { step: st.step });
             }
         }
+        if st.done {
+            break;
+        }
         if st.step_in_epoch >= steps_per_epoch {
-            // End of an epoch: validate, keep the best weights, stop when patience runs out.
-            if !valid.is_empty() {
-                let v = eval_nll(
-                    model,
-                    &valid[..valid.len().min(cfg.max_valid)],
-                    cfg.batch_size,
+            if cfg.valid_every == 0 {
+                validate(
+                    model, &opt.vars, valid, cfg, run, &mut st, &mut log, &log_path,
                 )?;
-                writeln!(
-                    log,
-                    "{}",
-                    serde_json::json!({"step": st.step, "epoch": st.epoch, "valid_loss": v})
-                )
-                .map_err(|e| TrainError::io(&log_path, e))?;
-                tracing::info!("epoch {}: valid loss {v:.4}", st.epoch);
-                if st.best_valid.is_none_or(|b| v < b) {
-                    st.best_valid = Some(v);
-                    st.bad_epochs = 0;
-                    checkpoint::save_vars(&opt.vars, &run.join("best.safetensors"))?;
-                } else {
-                    st.bad_epochs += 1;
-                    if st.bad_epochs >= cfg.patience {
-                        st.done = true;
-                    }
-                }
             }
             st.epoch += 1;
             st.step_in_epoch = 0;

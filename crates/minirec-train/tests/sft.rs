@@ -84,6 +84,77 @@ fn sft_lowers_validation_loss_and_exports_a_loadable_model() {
     );
 }
 
+#[test]
+fn validation_every_n_steps_keeps_the_best_weights_inside_one_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = demo_data(tmp.path());
+    let tok = tokenizer(&ds);
+    let (tr, va) = examples(&ds, &tok);
+    let mut model = tiny_model(tok.vocab_size(), 1);
+    let cfg = SftConfig {
+        epochs: 1,
+        lr: 3e-3,
+        batch_size: 16,
+        checkpoint_every: 0,
+        valid_every: 5,
+        patience: 10,
+        ..Default::default()
+    };
+    let vars = trainable(&mut model, &cfg).unwrap();
+    let run = tmp.path().join("run");
+    let s = train(
+        &mut model, &tok, vars, &tr, &va, &cfg, &run, "random", false, false,
+    )
+    .unwrap();
+    let log = std::fs::read_to_string(run.join("train_log.jsonl")).unwrap();
+    let at: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("valid_loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    // 256 samples / 16 = 16 steps: every 5th and the last.
+    assert_eq!(at, vec![5, 10, 15, 16]);
+    let best = s.valid_losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(s.best_valid_loss, Some(best));
+    let exported = eval_nll(&model, &va, 32).unwrap();
+    assert!(
+        (exported - best).abs() < 1e-4,
+        "exported {exported} vs best {best}"
+    );
+
+    // Patience counts validations: with patience 1 the run stops at the first one that is not better.
+    let mut model = tiny_model(tok.vocab_size(), 1);
+    let cfg = SftConfig {
+        lr: 0.3,
+        valid_every: 2,
+        patience: 1,
+        ..cfg
+    };
+    let vars = trainable(&mut model, &cfg).unwrap();
+    let s = train(
+        &mut model,
+        &tok,
+        vars,
+        &tr,
+        &va,
+        &cfg,
+        &tmp.path().join("run2"),
+        "random",
+        false,
+        false,
+    )
+    .unwrap();
+    let v = &s.valid_losses;
+    if s.stopped_early {
+        assert!(v[v.len() - 1] >= v[v.len() - 2], "{v:?}");
+        assert!(v[..v.len() - 1].windows(2).all(|w| w[1] < w[0]), "{v:?}");
+        assert!(s.steps < 16);
+    } else {
+        assert!(v.windows(2).all(|w| w[1] < w[0]), "{v:?}");
+    }
+}
+
 fn run_to_end(
     ds: &PreparedDataset,
     tok: &TextTokenizer,
@@ -171,6 +242,21 @@ fn resume_after_interruption_reaches_the_same_weights() {
         let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
         assert_eq!(latest.trim(), "step-00000003");
         let resumed = run_to_end(&ds, &tok, &run, &cfg, true).unwrap();
+        let kept = std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("step-")
+            })
+            .count();
+        assert_eq!(
+            kept,
+            minirec_train::checkpoint::KEEP,
+            "older checkpoints are pruned"
+        );
         let d = max_diff(&whole, &resumed);
         assert!(
             d < 1e-6,

@@ -33,9 +33,16 @@ pub struct SftArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
-    /// Epochs without a better validation loss before stopping.
+    /// Validations without a better validation loss before stopping.
     #[arg(long, default_value_t = 1)]
     patience: usize,
+    /// Validate every N optimiser steps (and at the end) instead of at each epoch's end, for early stopping
+    /// inside one long epoch; the best weights are the ones exported.
+    #[arg(long, default_value_t = 0)]
+    valid_every: usize,
+    /// Validation samples scored each time (the first ones of the split).
+    #[arg(long, default_value_t = 512)]
+    max_valid: usize,
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
     /// Use at most this many training samples (the first ones).
@@ -65,6 +72,8 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
         batch_size: a.batch_size,
         grad_accum: a.grad_accum,
         patience: a.patience,
+        valid_every: a.valid_every,
+        max_valid: a.max_valid,
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
         lora: a.lora_rank.map(|r| LoraConfig {
