@@ -256,6 +256,9 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<(
     )
 }
 
+/// The training log inside a run directory.
+const LOG: &str = "train_log.jsonl";
+
 /// Scores the validation split, logs it, keeps the best weights in `best.safetensors`, and marks the run done
 /// once `patience` validations in a row brought no better loss. Nothing happens without validation samples.
 fn validate(
@@ -266,7 +269,6 @@ fn validate(
     run: &Path,
     st: &mut LoopState,
     log: &mut std::fs::File,
-    log_path: &Path,
 ) -> Result<()> {
     if valid.is_empty() {
         return Ok(());
@@ -277,7 +279,7 @@ fn validate(
         cfg.batch_size,
     )?;
     let line = serde_json::json!({"step": st.step, "epoch": st.epoch, "valid_loss": v});
-    writeln!(log, "{line}").map_err(|e| TrainError::io(log_path, e))?;
+    writeln!(log, "{line}").map_err(|e| TrainError::io(run.join(LOG), e))?;
     tracing::info!("step {} (epoch {}): valid loss {v:.4}", st.step, st.epoch);
     if st.best_valid.is_none_or(|b| v < b) {
         st.best_valid = Some(v);
@@ -358,7 +360,7 @@ pub fn train(
             ),
         }
     }
-    let log_path = run.join("train_log.jsonl");
+    let log_path = run.join(LOG);
     let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let pb = if progress {
         ProgressBar::new(total as u64)
@@ -436,9 +438,7 @@ pub fn train(
             let last = st.step >= total
                 || (st.step_in_epoch >= steps_per_epoch && st.epoch + 1 >= cfg.epochs);
             if cfg.valid_every > 0 && (st.step % cfg.valid_every == 0 || last) {
-                validate(
-                    model, &opt.vars, valid, cfg, run, &mut st, &mut log, &log_path,
-                )?;
+                validate(model, &opt.vars, valid, cfg, run, &mut st, &mut log)?;
                 if st.done {
                     break;
                 }
@@ -456,9 +456,7 @@ pub fn train(
         }
         if st.step_in_epoch >= steps_per_epoch {
             if cfg.valid_every == 0 {
-                validate(
-                    model, &opt.vars, valid, cfg, run, &mut st, &mut log, &log_path,
-                )?;
+                validate(model, &opt.vars, valid, cfg, run, &mut st, &mut log)?;
             }
             st.epoch += 1;
             st.step_in_epoch = 0;
