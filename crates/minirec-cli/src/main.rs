@@ -34,6 +34,8 @@ enum Command {
     Prepare(commands::prepare::PrepareArgs),
     /// Score ranked predictions (HR@K, NDCG@K under the all-ranking protocol).
     Eval(commands::eval::EvalArgs),
+    /// Compare two systems' predictions on the same samples: differences with paired-bootstrap intervals.
+    Compare(commands::compare::CompareArgs),
     /// Run the pipeline on the embedded default dataset.
     Demo(commands::demo::DemoArgs),
     /// Supervised fine-tuning of the LLM on prepared samples.
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Prepare(a) => commands::prepare::run(a, progress),
         Command::Eval(a) => commands::eval::run(a, progress),
+        Command::Compare(a) => commands::compare::run(a),
         Command::Demo(a) => commands::demo::run(a, progress),
         Command::Sft(a) => commands::sft::run(a, progress),
         Command::Select(a) => commands::select::run(a, progress),

@@ -446,8 +446,9 @@ lr = 1e-5
 variants = ["riser", "grpo"]
 
 [eval]
-limit = 40
+sample = 40
 batch = 40
+whole = ["sft", "full-riser"]
 
 [baselines]
 models = ["sasrec"]
@@ -482,6 +483,37 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         assert!(report.contains(row), "{row} missing from\n{report}");
     }
     assert!(out.contains("## MiniRec ablations"), "{out}");
+    // Every row on the seeded 40-sample subset; SFT and full-data RISER on the whole split too, paired.
+    let n = |name: &str| {
+        json(&exp.join(format!("eval/{name}.json")))["n"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(n("sft"), 40);
+    assert_eq!(n("random-16-riser"), 40);
+    let test_len = std::fs::read_to_string(data.join("test.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        (n("sft.whole"), n("full-riser.whole")),
+        (test_len, test_len)
+    );
+    assert!(!exp.join("eval/random-16-riser.whole.json").exists());
+    assert!(
+        report.contains("## Differences with 95% intervals"),
+        "{report}"
+    );
+    for row in [
+        "| full-riser | sft | 40 |",
+        "| minirec-16-riser | random-16-riser | 40 |",
+    ] {
+        assert!(report.contains(row), "{row} missing from\n{report}");
+    }
+    assert!(
+        report.contains(&format!("| full-riser.whole | sft.whole | {test_len} |")),
+        "{report}"
+    );
     // Plain GRPO runs on the full set only.
     assert!(exp.join("rl/full-grpo/model/config.json").exists());
     assert!(!exp.join("rl/random-16-grpo").exists());

@@ -1,7 +1,11 @@
 //! minirec-eval: ranking metrics under the all-ranking protocol, and scoring of prediction files.
 
+pub mod compare;
 pub mod metrics;
 pub mod predictions;
+pub mod subset;
 
+pub use compare::{paired_bootstrap, Comparison, MetricDiff};
 pub use metrics::{parse_ks, MetricsReport, RankingMetrics};
-pub use predictions::{score_predictions_file, Prediction};
+pub use predictions::{read_predictions, score_predictions_file, Prediction};
+pub use subset::seeded_subset;

@@ -12,13 +12,27 @@ use crate::metrics::{MetricsReport, RankingMetrics};
 pub struct Prediction {
     pub target: String,
     pub ranked: Vec<String>,
+    /// The sample's position in its split, so two systems' files pair sample by sample (`minirec compare`)
+    /// even when each evaluated a subset; absent in files from elsewhere (then lines pair in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<usize>,
 }
 
 /// Scores every line of a predictions file. Blank lines are ignored; any other unusable line is an error
 /// naming the file and line.
 pub fn score_predictions_file(path: &Path, ks: &[usize]) -> Result<MetricsReport> {
-    let (mut lines, _) = Input::open(path, false)?.lines();
     let mut m = RankingMetrics::new(ks);
+    for p in read_predictions(path)? {
+        m.add(&p.target, &p.ranked);
+    }
+    Ok(m.report())
+}
+
+/// Every prediction of a file, in order. Blank lines are ignored; any other unusable line is an error naming
+/// the file and line, and so is a file without predictions.
+pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
+    let (mut lines, _) = Input::open(path, false)?.lines();
+    let mut out = Vec::new();
     while let Some((line, bytes)) = lines.next_line()? {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -30,12 +44,12 @@ pub fn score_predictions_file(path: &Path, ks: &[usize]) -> Result<MetricsReport
             reason: SkipReason::BadJson,
             msg: format!("expected {{\"target\": \"...\", \"ranked\": [...]}}: {e}"),
         })?;
-        m.add(&p.target, &p.ranked);
+        out.push(p);
     }
-    if m.n() == 0 {
+    if out.is_empty() {
         return Err(DataError::file(path, "no predictions in the file"));
     }
-    Ok(m.report())
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -188,6 +188,12 @@ pub struct EvalSection {
     pub batch: usize,
     /// Only the first N samples of the split.
     pub limit: Option<usize>,
+    /// A seeded random subset of N samples of the split, the same for every row (instead of `limit`).
+    pub sample: Option<usize>,
+    pub sample_seed: u64,
+    /// Rows also scored on the whole split (`sft`, or an RL row's name such as `full-riser`), written as
+    /// `eval/NAME.whole.json`: the rows whose differences a subset cannot resolve.
+    pub whole: Vec<String>,
 }
 
 impl Default for EvalSection {
@@ -197,6 +203,9 @@ impl Default for EvalSection {
             beam: 20,
             batch: 32,
             limit: None,
+            sample: None,
+            sample_seed: 42,
+            whole: Vec::new(),
         }
     }
 }

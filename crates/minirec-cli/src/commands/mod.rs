@@ -1,6 +1,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod bench_select;
+pub mod compare;
 pub mod convert;
 pub mod demo;
 pub mod eval;

@@ -297,25 +297,72 @@ fn sft_stage(
     Ok(s.output)
 }
 
-fn eval_samples<'a>(e: &Experiment, ds: &'a PreparedDataset) -> Result<&'a [minirec_data::Sample]> {
+/// The evaluation's samples with their split positions: the `[eval]` subset, or with `whole` the entire split.
+fn eval_samples<'a>(
+    e: &Experiment,
+    ds: &'a PreparedDataset,
+    whole: bool,
+) -> Result<Vec<(usize, &'a minirec_data::Sample)>> {
     let split: Split = e
         .eval
         .split
         .parse()
         .map_err(|m: String| anyhow::anyhow!(m))?;
     let s = ds.split(split);
-    let s = &s[..e.eval.limit.unwrap_or(s.len()).min(s.len())];
-    if s.is_empty() {
+    let mut picked =
+        super::eval::pick_samples(s.len(), e.eval.limit, e.eval.sample, e.eval.sample_seed);
+    if whole {
+        // The subset first, then the rest: the whole-split evaluation starts from the subset's lists.
+        let inside: std::collections::HashSet<usize> = picked.iter().copied().collect();
+        picked.extend((0..s.len()).filter(|i| !inside.contains(i)));
+    }
+    if picked.is_empty() {
         anyhow::bail!("the {} split is empty: nothing to evaluate", e.eval.split);
     }
-    Ok(s)
+    Ok(picked.into_iter().map(|i| (i, &s[i])).collect())
 }
 
+/// Evaluates `model` as row `name` on the `[eval]` samples, and on the whole split too when `[eval] whole`
+/// names the row. Finished evaluations are read back; an interrupted one continues from its predictions file.
 fn eval_stage(
     e: &Experiment,
     ds: &PreparedDataset,
     model: &Path,
     name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let r = eval_one(e, ds, model, name, false, times, progress)?;
+    if e.eval.whole.iter().any(|w| w == name) {
+        let dir = e.out.join("eval");
+        let (part, all) = (
+            dir.join(format!("{name}.predictions.jsonl")),
+            dir.join(format!("{name}.whole.predictions.jsonl")),
+        );
+        if !all.exists() {
+            // The subset's samples open the whole split's list: rank only the rest.
+            std::fs::copy(&part, &all)
+                .with_context(|| format!("copying {} to {}", part.display(), all.display()))?;
+        }
+        eval_one(
+            e,
+            ds,
+            model,
+            &format!("{name}.whole"),
+            true,
+            times,
+            progress,
+        )?;
+    }
+    Ok(r)
+}
+
+fn eval_one(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    model: &Path,
+    name: &str,
+    whole: bool,
     times: &mut StageTimes,
     progress: bool,
 ) -> Result<MetricsReport> {
@@ -325,24 +372,33 @@ fn eval_stage(
         return Ok(r);
     }
     std::fs::create_dir_all(&dir)?;
-    let samples = eval_samples(e, ds)?;
+    let samples = eval_samples(e, ds, whole)?;
     let device = pick_device(e.cpu)?;
     let loaded = super::model_arg::load_llm(model, "model", &device, default_dtype(&device))?;
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
-    let w = std::io::BufWriter::new(std::fs::File::create(&pred)?);
+    let job = super::eval::BeamJob {
+        beam: e.eval.beam,
+        batch: e.eval.batch,
+        ks: &[5, 10, 20],
+    };
     let r = super::eval::rank_samples(
         &loaded.model,
         &loaded.tokenizer,
         ds,
-        samples,
-        e.eval.beam,
-        e.eval.batch,
-        &[5, 10, 20],
-        Some(w),
+        &samples,
+        &job,
+        Some(&pred),
+        true,
         progress,
     )?;
-    times.record(&e.out, &format!("eval:{name}"), t.elapsed().as_secs_f64())?;
+    // Time of this call only: a resumed evaluation adds to what the earlier calls recorded.
+    let before = times.get(&format!("eval:{name}")).unwrap_or(0.0);
+    times.record(
+        &e.out,
+        &format!("eval:{name}"),
+        before + t.elapsed().as_secs_f64(),
+    )?;
     minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
     println!(
         "eval {name}: NDCG@10 {:.4}, HR@10 {:.4} ({} samples)",
@@ -540,8 +596,11 @@ fn baseline_stage(
             t.elapsed().as_secs_f64(),
         )?;
     }
-    let samples = eval_samples(e, ds)?;
-    let (r, _) = super::baseline::evaluate_run(&run, ds, samples, &[5, 10, 20], e.cpu)?;
+    let samples: Vec<minirec_data::Sample> = eval_samples(e, ds, false)?
+        .into_iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let (r, _) = super::baseline::evaluate_run(&run, ds, &samples, &[5, 10, 20], e.cpu)?;
     std::fs::create_dir_all(e.out.join("eval"))?;
     minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
     Ok(r)
@@ -591,6 +650,69 @@ const HEADER: &str = "| NDCG@5 | NDCG@10 | NDCG@20 | HR@5 | HR@10 | HR@20 |";
 
 fn secs(t: Option<f64>) -> String {
     t.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into())
+}
+
+/// Paired-bootstrap differences (1,000 resamples, seeded) of each RL row against SFT, of each selection row
+/// against Random of the same size, and of the whole-split rows against SFT's, from the predictions files.
+fn significance_section(
+    e: &Experiment,
+    sets: &[RlSet],
+    results: &BTreeMap<String, MetricsReport>,
+    main_variant: &str,
+) -> Result<String> {
+    let mut pairs: Vec<(String, String)> = results
+        .keys()
+        .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+        .map(|k| ("sft".to_string(), k.clone()))
+        .collect();
+    for set in sets
+        .iter()
+        .filter(|s| s.method != "random" && s.ablation.is_none())
+    {
+        if let Some(size) = set.size {
+            let reference = format!("random-{size}-{main_variant}");
+            pairs.push((reference, format!("{}-{main_variant}", set.label)));
+        }
+    }
+    for w in e.eval.whole.iter().filter(|w| *w != "sft") {
+        pairs.push(("sft.whole".into(), format!("{w}.whole")));
+    }
+    let dir = e.out.join("eval");
+    let file = |n: &str| dir.join(format!("{n}.predictions.jsonl"));
+    let mut rows = String::new();
+    for (a, b) in pairs
+        .iter()
+        .filter(|(a, b)| file(a).is_file() && file(b).is_file())
+    {
+        let c = super::compare::compare_files(&file(a), &file(b), &[10, 20], 1000, e.seed)?;
+        let cell = |m: &str| {
+            c.metrics
+                .iter()
+                .find(|d| d.metric == m)
+                .map_or("–".into(), |d| {
+                    let mark = if d.resolved() { " **resolved**" } else { "" };
+                    format!("{:+.4} [{:+.4}, {:+.4}]{mark}", d.diff, d.low, d.high)
+                })
+        };
+        writeln!(
+            rows,
+            "| {b} | {a} | {} | {} | {} | {} |",
+            c.n,
+            cell("ndcg@10"),
+            cell("hr@10"),
+            cell("hr@20")
+        )?;
+    }
+    if rows.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "## Differences with 95% intervals (paired bootstrap, 1,000 resamples, seed {})\n\n\
+         Row minus reference on the same samples; **resolved**: the interval excludes 0. \
+         `minirec compare eval/A.predictions.jsonl eval/B.predictions.jsonl` gives every cut-off.\n\n\
+         | row | reference | samples | ΔNDCG@10 | ΔHR@10 | ΔHR@20 |\n|---|---|---|---|---|---|\n{rows}\n",
+        e.seed
+    ))
 }
 
 fn write_report(
@@ -723,6 +845,7 @@ fn write_report(
         }
         writeln!(md)?;
     }
+    md.push_str(&significance_section(e, sets, results, &main_variant)?);
     // Classic baselines (RISER Table 1).
     if !e.baselines.models.is_empty() {
         writeln!(

@@ -1,0 +1,151 @@
+//! Evaluation on a seeded subset, resumed after a kill, and two systems compared sample by sample.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+
+fn minirec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minirec"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("run minirec")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = minirec(args);
+    assert!(
+        o.status.success(),
+        "minirec {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn samples_of(p: &Path) -> Vec<u64> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sample"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_seeded_subset_resumes_after_a_kill_and_compares_pairwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        s(&demo),
+        "--users",
+        "150",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let (m1, m2) = (tmp.path().join("m1"), tmp.path().join("m2"));
+    common::tiny_model_dir(&m1, &data);
+    common::tiny_model_dir(&m2, &data);
+    let eval = |model: &Path, out: &Path, seed: &str, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--model",
+            s(model),
+            "--data",
+            s(&data),
+            "--sample",
+            "12",
+            "--sample-seed",
+            seed,
+            "--batch",
+            "5",
+            "--beam",
+            "5",
+            "--cpu",
+            "--predictions-out",
+            s(out),
+        ];
+        a.extend_from_slice(extra);
+        minirec(&a)
+    };
+    let full = tmp.path().join("full.jsonl");
+    let o = eval(&m1, &full, "3", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert!(table.contains("n = 12"), "{table}");
+    let picked = samples_of(&full);
+    assert_eq!(picked.len(), 12);
+    assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+    assert_ne!(
+        picked,
+        (0..12).collect::<Vec<u64>>(),
+        "a random subset, not the head"
+    );
+
+    // Killed mid-write: two whole batches and part of a line. --resume keeps them and ranks the rest.
+    let text = std::fs::read_to_string(&full).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = tmp.path().join("cut.jsonl");
+    std::fs::write(
+        &cut,
+        format!("{}\n{}", lines[..10].join("\n"), &lines[10][..9]),
+    )
+    .unwrap();
+    let o = eval(&m1, &cut, "3", &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), table);
+    assert_eq!(std::fs::read_to_string(&cut).unwrap(), text);
+
+    // Another subset's file is refused, not mixed in.
+    let o = eval(&m1, &full, "4", &["--resume"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("full.jsonl:1:") && e.contains("another"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&full).unwrap(),
+        text,
+        "the file is left as it was"
+    );
+
+    // The same system against itself differs by nothing; a second run pairs sample by sample.
+    let same = ok(&["compare", s(&full), s(&cut)]);
+    assert!(same.contains("12 paired samples"), "{same}");
+    assert!(
+        same.contains("| ndcg@10 |") && !same.contains("| yes |"),
+        "{same}"
+    );
+    let other = tmp.path().join("other.jsonl");
+    assert!(eval(&m2, &other, "3", &[]).status.success());
+    let json = tmp.path().join("c.json");
+    ok(&[
+        "compare",
+        s(&full),
+        s(&other),
+        "--json",
+        s(&json),
+        "--k",
+        "10",
+    ]);
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(c["n"], 12);
+    assert_eq!(c["resamples"], 1000);
+    let d = &c["metrics"][0];
+    assert!(d["low"].as_f64().unwrap() <= d["diff"].as_f64().unwrap());
+    assert!(d["diff"].as_f64().unwrap() <= d["high"].as_f64().unwrap());
+    // Different samples cannot be paired.
+    let head = tmp.path().join("head.jsonl");
+    assert!(eval(&m1, &head, "5", &[]).status.success());
+    let o = minirec(&["compare", s(&full), s(&head)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not in B"));
+}
