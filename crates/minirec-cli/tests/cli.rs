@@ -107,6 +107,75 @@ fn prepare_d3_on_the_industrial_sample() {
         out.to_str().unwrap(),
     ]);
     assert!(e.contains("--force"), "{e}");
+
+    // A held-back validation slice: every 20th training row, the same rows the experiment scripts hold back.
+    let held = tmp.path().join("held");
+    ok(&[
+        "prepare",
+        "--format",
+        "d3",
+        "--info",
+        &p("info.txt"),
+        "--train",
+        &p("valid.csv"),
+        "--test",
+        &p("test.csv"),
+        "--hold-out-every",
+        "20",
+        "--out",
+        held.to_str().unwrap(),
+    ]);
+    let s = json(&held.join("stats.json"));
+    assert_eq!(
+        (
+            s["samples"]["train"].as_u64(),
+            s["samples"]["valid"].as_u64()
+        ),
+        (Some(4306), Some(226))
+    );
+    let lines = |dir: &Path, f: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (all, train, valid) = (
+        lines(&out, "train.jsonl"),
+        lines(&held, "train.jsonl"),
+        lines(&held, "valid.jsonl"),
+    );
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("id");
+        v
+    };
+    assert_eq!(strip(&valid[0]), strip(&all[19]));
+    assert_eq!(strip(&valid[225]), strip(&all[4519]));
+    assert_eq!(strip(&train[19]), strip(&all[20]));
+    let o = minirec(&[
+        "prepare",
+        "--format",
+        "d3",
+        "--info",
+        &p("info.txt"),
+        "--train",
+        &p("valid.csv"),
+        "--valid",
+        &p("valid.csv"),
+        "--test",
+        &p("test.csv"),
+        "--hold-out-every",
+        "20",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("--hold-out-every") && e.contains("--valid"),
+        "{e}"
+    );
 }
 
 #[test]

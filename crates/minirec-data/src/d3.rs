@@ -185,6 +185,21 @@ fn load_split(
 pub fn prepare_d3(files: &D3Files, opts: &PrepareOptions) -> Result<Stats> {
     let mut skips = Skips::new(opts.on_bad_row);
     let mut writer = DatasetWriter::create(&opts.out, opts.force)?;
+    if let Some(k) = opts.hold_out_every {
+        if let Some(v) = &files.valid {
+            return Err(crate::DataError::file(
+                v,
+                "a validation file and a held-out slice of the training split were both asked for; give one",
+            ));
+        }
+        if k < 2 {
+            return Err(crate::DataError::file(
+                &files.train,
+                format!("holding out every {k}th training sample would leave nothing to train on; use 2 or more"),
+            ));
+        }
+        writer.hold_out_every(k);
+    }
     let (catalog, info_rec) = load_info(&files.info, &mut skips, opts.progress)?;
     tracing::info!(
         "{}: {} item ids, {} distinct titles",

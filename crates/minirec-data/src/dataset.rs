@@ -138,6 +138,9 @@ pub struct DatasetWriter {
     counts: SplitCounts,
     users: rustc_hash::FxHashSet<String>,
     history_total: u64,
+    /// Every k-th training sample goes to the validation split instead (see [`DatasetWriter::hold_out_every`]).
+    hold_out: Option<usize>,
+    train_offered: usize,
 }
 
 impl DatasetWriter {
@@ -177,7 +180,15 @@ impl DatasetWriter {
             counts: SplitCounts::default(),
             users: Default::default(),
             history_total: 0,
+            hold_out: None,
+            train_offered: 0,
         })
+    }
+
+    /// Sends the k-th, 2k-th, … training sample to the validation split: a held-back slice for early stopping
+    /// when the source has no validation split.
+    pub fn hold_out_every(&mut self, k: usize) {
+        self.hold_out = Some(k.max(1));
     }
 
     fn split_writer(&mut self, split: Split) -> Result<&mut BufWriter<File>> {
@@ -192,6 +203,17 @@ impl DatasetWriter {
 
     /// Appends a sample to a split; its `id` is set to its position in the split.
     pub fn write_sample(&mut self, split: Split, sample: &mut Sample) -> Result<()> {
+        let split = match (split, self.hold_out) {
+            (Split::Train, Some(k)) => {
+                self.train_offered += 1;
+                if self.train_offered % k == 0 {
+                    Split::Valid
+                } else {
+                    Split::Train
+                }
+            }
+            _ => split,
+        };
         sample.id = self.counts.get(split);
         let path = self.tmp_dir.join(split.file_name());
         let w = self.split_writer(split)?;

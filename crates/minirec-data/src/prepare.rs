@@ -16,6 +16,9 @@ pub struct PrepareOptions {
     pub force: bool,
     pub prompt: PromptTemplate,
     pub protocol: ProtocolConfig,
+    /// d3 without a validation file: hold back every k-th training sample as the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_out_every: Option<usize>,
     #[serde(skip)]
     pub progress: bool,
 }
@@ -28,6 +31,7 @@ impl PrepareOptions {
             force: false,
             prompt: PromptTemplate::default(),
             protocol: ProtocolConfig::default(),
+            hold_out_every: None,
             progress: false,
         }
     }

@@ -54,6 +54,7 @@ pub fn experiment(a: &DemoArgs) -> Experiment {
             d3_valid: None,
             d3_test: None,
             d3_info: None,
+            hold_out_every: None,
             domain: "generic".into(),
             demo_users: Some(a.users),
         },

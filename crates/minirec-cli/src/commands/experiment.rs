@@ -43,6 +43,8 @@ pub struct DataSection {
     pub d3_valid: Option<PathBuf>,
     pub d3_test: Option<PathBuf>,
     pub d3_info: Option<PathBuf>,
+    /// d3 without `d3_valid`: hold back every k-th training sample as the validation split.
+    pub hold_out_every: Option<usize>,
     /// Prompt preset (generic, games, toys, books, industrial).
     #[serde(default = "default_domain")]
     pub domain: String,
@@ -73,6 +75,13 @@ pub struct SftSection {
     pub batch_size: usize,
     pub lora_rank: Option<usize>,
     pub max_train: Option<usize>,
+    /// Batches accumulated per optimiser step.
+    pub grad_accum: usize,
+    /// Validate every N optimiser steps (0: at each epoch's end); the best weights are kept.
+    pub valid_every: usize,
+    /// Validations without a better loss before stopping.
+    pub patience: usize,
+    pub checkpoint_every: usize,
 }
 
 impl Default for SftSection {
@@ -84,6 +93,10 @@ impl Default for SftSection {
             batch_size: 8,
             lora_rank: None,
             max_train: None,
+            grad_accum: 1,
+            valid_every: 0,
+            patience: 1,
+            checkpoint_every: 200,
         }
     }
 }
@@ -287,6 +300,9 @@ impl Experiment {
         {
             bail!("[data] D3 input needs d3_train, d3_test and d3_info");
         }
+        if d.hold_out_every.is_some() && (d.d3_valid.is_some() || d.d3_train.is_none()) {
+            bail!("[data] hold_out_every holds back part of d3_train as validation: it needs d3_train and no d3_valid");
+        }
         if self.model.path.is_some() == self.model.preset.is_some() {
             bail!("[model] needs exactly one of path = ... or preset = ...");
         }
@@ -328,6 +344,19 @@ impl Experiment {
         if !["hidden", "param"].contains(&self.select.space.as_str()) {
             bail!("[select] space must be \"hidden\" or \"param\"");
         }
+        if self.eval.sample.is_some() && self.eval.limit.is_some() {
+            bail!("[eval] give limit (the first N samples) or sample (a seeded subset of N), not both");
+        }
+        for w in &self.eval.whole {
+            let rl_row = self
+                .rl
+                .variants
+                .iter()
+                .any(|v| w.ends_with(&format!("-{v}")));
+            if w != "sft" && !rl_row {
+                bail!("[eval] whole: {w:?} names no row (\"sft\", or an RL row such as \"full-riser\")");
+            }
+        }
         self.eval
             .split
             .parse::<minirec_data::Split>()
@@ -349,6 +378,14 @@ mod tests {
         assert_eq!(e.select.ablations.len(), 4);
         assert_eq!(e.rl.variants, vec!["riser", "grpo"]);
         assert!(e.data.d3_info.unwrap().ends_with("industrial/info.txt"));
+        let p = p.with_file_name("industrial-cpu.toml");
+        let e = Experiment::load(&p).unwrap();
+        assert_eq!(
+            (e.eval.sample, e.data.hold_out_every),
+            (Some(2000), Some(20))
+        );
+        assert_eq!((e.sft.grad_accum, e.sft.valid_every), (2, 45));
+        assert_eq!(e.eval.whole.len(), 3);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct PrepareArgs {
     /// d3: the validation split CSV (optional).
     #[arg(long)]
     valid: Option<PathBuf>,
+    /// d3 without --valid: hold back every K-th training sample (the K-th, 2K-th, …) as the validation split,
+    /// for early stopping.
+    #[arg(long, conflicts_with = "valid", value_name = "K")]
+    hold_out_every: Option<usize>,
     /// d3: the test split CSV.
     #[arg(long)]
     test: Option<PathBuf>,
@@ -89,6 +93,7 @@ pub fn run(a: PrepareArgs, progress: bool) -> Result<()> {
     let mut opts = PrepareOptions::new(&a.out);
     opts.on_bad_row = a.on_bad_row;
     opts.force = a.force;
+    opts.hold_out_every = a.hold_out_every;
     opts.progress = progress;
     opts.prompt = prompt_template(&a.domain, a.prompt.as_deref())?;
     opts.protocol.k_core = a.k_core;

@@ -22,12 +22,18 @@ use super::experiment::Experiment;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The experiment file (TOML); see examples/experiment.toml.
+    /// The experiment file (TOML); see examples/industrial.toml and examples/industrial-cpu.toml.
     pub experiment: PathBuf,
+    /// Write the run here instead of the file's `out` (e.g. outside a work tree that is laid anew).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 pub fn run(a: RunArgs, progress: bool) -> Result<()> {
-    let e = Experiment::load(&a.experiment)?;
+    let mut e = Experiment::load(&a.experiment)?;
+    if let Some(out) = a.out {
+        e.out = out;
+    }
     let report = run_experiment(&e, progress)?;
     println!("{report}");
     Ok(())
@@ -62,6 +68,45 @@ struct RlSet {
     subset: Option<PathBuf>,
 }
 
+/// The RL training sets in the order they run: every training sample (with `[select] full`), each method at
+/// each size, then MiniRec's ablations at the first size. Selection files live in `sel_dir`.
+fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
+    let mut sets = Vec::new();
+    if e.select.full {
+        sets.push(RlSet {
+            label: "full".into(),
+            method: "full".into(),
+            size: None,
+            ablation: None,
+            subset: None,
+        });
+    }
+    let mut add = |method: &str, size: usize, ablation: Option<&String>| {
+        let label = match ablation {
+            Some(ab) => format!("{method}-{size}-{ab}"),
+            None => format!("{method}-{size}"),
+        };
+        sets.push(RlSet {
+            subset: Some(sel_dir.join(format!("{label}.jsonl"))),
+            label,
+            method: method.to_string(),
+            size: Some(size),
+            ablation: ablation.cloned(),
+        });
+    };
+    for m in &e.select.methods {
+        for &size in &e.select.sizes {
+            add(m, size, None);
+        }
+    }
+    if let Some(&size) = e.select.sizes.first() {
+        for ab in &e.select.ablations {
+            add("minirec", size, Some(ab));
+        }
+    }
+    sets
+}
+
 /// Runs the whole experiment and returns the report's text.
 pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     let out = &e.out;
@@ -89,64 +134,26 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         eval_stage(e, &ds, &sft_model, "sft", &mut times, progress)?,
     );
 
-    // 3. Selections (with another model's scores when [select] model is set: transfer).
+    // 3. RL on each training set with each trainer, then its evaluation: the full set's trainers first
+    //    (RISER Table 2), then each selection, made just before its RL, so finished rows land early. Plain
+    //    GRPO runs only on the full set (when there is one), as RISER Table 2 compares trainers, not subsets.
     let sel_model = e.select.model.clone().unwrap_or_else(|| sft_model.clone());
-    let mut sets = Vec::new();
-    let sel_dir = out.join("select");
-    for m in &e.select.methods {
-        for &size in &e.select.sizes {
-            let label = format!("{m}-{size}");
-            let path = sel_dir.join(format!("{label}.jsonl"));
-            select_stage(
-                e, &ds, &data_dir, &sel_model, m, size, None, &path, &mut times, progress,
-            )?;
-            sets.push(RlSet {
-                label,
-                method: m.clone(),
-                size: Some(size),
-                ablation: None,
-                subset: Some(path),
-            });
-        }
-    }
-    if let Some(&size) = e.select.sizes.first() {
-        for ab in &e.select.ablations {
-            let label = format!("minirec-{size}-{ab}");
-            let path = sel_dir.join(format!("{label}.jsonl"));
+    let sets = rl_sets(e, &out.join("select"));
+    for set in &sets {
+        if let (Some(path), Some(size)) = (&set.subset, set.size) {
             select_stage(
                 e,
                 &ds,
                 &data_dir,
                 &sel_model,
-                "minirec",
+                &set.method,
                 size,
-                Some(ab),
-                &path,
+                set.ablation.as_deref(),
+                path,
                 &mut times,
                 progress,
             )?;
-            sets.push(RlSet {
-                label,
-                method: "minirec".into(),
-                size: Some(size),
-                ablation: Some(ab.clone()),
-                subset: Some(path),
-            });
         }
-    }
-    if e.select.full {
-        sets.push(RlSet {
-            label: "full".into(),
-            method: "full".into(),
-            size: None,
-            ablation: None,
-            subset: None,
-        });
-    }
-
-    // 4. RL on each set with each trainer, then evaluation. Plain GRPO runs only on the full set (when there is
-    //    one), as RISER Table 2 compares trainers, not subsets.
-    for set in &sets {
         for variant in &e.rl.variants {
             if variant == "grpo" && set.subset.is_some() && e.select.full {
                 continue;
@@ -192,6 +199,7 @@ fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
     opts.force = true;
     opts.progress = progress;
     opts.prompt = super::prepare::prompt_template(&e.data.domain, None)?;
+    opts.hold_out_every = e.data.hold_out_every;
     let stats = if let Some(users) = e.data.demo_users {
         let files = minirec_data::demo::write(&e.out.join("raw"), users, e.seed)?;
         minirec_data::prepare_generic(&files, &opts)?
@@ -255,8 +263,10 @@ fn sft_stage(
         epochs: e.sft.epochs,
         lr: e.sft.lr,
         batch_size: e.sft.batch_size,
-        patience: 1,
-        checkpoint_every: 200,
+        grad_accum: e.sft.grad_accum,
+        valid_every: e.sft.valid_every,
+        patience: e.sft.patience,
+        checkpoint_every: e.sft.checkpoint_every,
         seed: e.seed,
         lora: e.sft.lora_rank.map(|r| minirec_model::lora::LoraConfig {
             r,
