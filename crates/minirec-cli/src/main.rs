@@ -106,10 +106,18 @@ fn main() -> ExitCode {
         Command::Rl(a) => commands::rl::run(a, progress),
         Command::Recommend(a) => commands::recommend::run(a),
         Command::Convert(a) => commands::convert::run(a),
-        Command::Bench(c) => commands::bench::run(c),
+        Command::Bench(c) => {
+            let r = commands::bench::run(c);
+            minirec_model::profile::reset(); // bench prints its own phases
+            r
+        }
         Command::Baseline(a) => commands::baseline::run(a, progress),
         Command::Run(a) => commands::run::run(a, progress),
     };
+    // MINIREC_PROFILE=1: where any command's time went, phase by phase.
+    for (name, secs, calls) in minirec_model::profile::report() {
+        eprintln!("  {name:<32} {secs:>9.3} s  {calls:>8} calls");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
