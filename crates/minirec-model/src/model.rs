@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use crate::config::{Activation, Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kernels::attention::{self, AttentionSpec};
+use crate::kernels::decode_attention::{decode_attention, DecodeSpec};
 use crate::kernels::silu_mul;
 use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::profile::phase;
@@ -686,7 +687,6 @@ impl Decoder {
             return Err(ModelError::Invalid(format!("{n} rows for {b} prompts")));
         }
         let w = n / b;
-        let (kvh, g, hd) = (cfg.num_kv_heads, cfg.kv_groups(), cfg.head_dim);
         let tg = gen.len;
         let pos: Vec<u32> = (0..n).map(|r| (pc.lens[r / w] + tg) as u32).collect();
         let (cos, sin) = self.rope.lookup(&pos, (n, 1), self.dtype)?;
@@ -711,57 +711,17 @@ impl Decoder {
                 let _p = phase("decode.cache_append", dev);
                 gen.append(li, k, &v)?
             };
-            let t_gen = kg.dim(2)?;
-            // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
-            let (kp, vp) = &pc.kv[li];
-            let mut sp = {
-                let _p = phase("decode.attn_prompt_scores", dev);
-                let qp = q
-                    .reshape((b, w, kvh, g, hd))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .reshape((b, kvh, w * g, hd))?;
-                let sp = qp.matmul(&kp.t()?)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
-                softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?
-            };
-            // Generated segment: each row against its own keys.
-            let mut sg = {
-                let _p = phase("decode.attn_gen_scores", dev);
-                let qg = q.reshape((n, kvh, g, hd))?;
-                let sg = qg.matmul(&kg.t()?)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
-                softcap(&sg, cfg.attn_logit_softcapping)?
-                    .reshape((b, w, kvh, g, t_gen))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .reshape((b, kvh, w * g, t_gen))?
-            };
-            if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
-                sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
-                if t_gen > win {
-                    // The query is generated token t_gen − 1; older generated keys fall out of the window too.
-                    let bias: Vec<f32> = (0..t_gen)
-                        .map(|j| if t_gen - 1 - j >= win { NEG_INF } else { 0.0 })
-                        .collect();
-                    sg = sg.broadcast_add(&Tensor::from_vec(bias, (1, 1, 1, t_gen), dev)?)?;
-                }
-            }
-            let out = {
-                let _p = phase("decode.attn_softmax_values", dev);
-                let probs =
-                    softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?)?.to_dtype(self.dtype)?;
-                let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
-                let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
-                let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
-                let out_g = pg
-                    .reshape((b, kvh, w, g, t_gen))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .reshape((n, kvh, g, t_gen))?
-                    .matmul(&vg)?
-                    .reshape((b, w, kvh, g, hd))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .reshape((b, kvh, w * g, hd))?;
-                (out_p + out_g)?
-                    .reshape((b, kvh, w, g, hd))?
-                    .permute((0, 2, 1, 3, 4))?
-                    .reshape((n, 1, cfg.num_heads * hd))?
+            let out = if crate::kernels::supported(&q) && crate::kernels::supported(&pc.kv[li].0) {
+                let _p = phase("decode.attention", dev);
+                let spec = DecodeSpec {
+                    prompt_lens: pc.lens.clone(),
+                    window: blk.sliding.then_some(cfg.sliding_window).flatten(),
+                    softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
+                };
+                let (kp, vp) = &pc.kv[li];
+                decode_attention(&q, (kp, vp), (&kg, &vg), &spec)?
+            } else {
+                self.decode_attention_composed(blk, pc, li, (&q, &kg, &vg), tg)?
             };
             let a = {
                 let _p = phase("decode.o_proj", dev);
@@ -773,6 +733,77 @@ impl Decoder {
         gen.len += 1;
         let h = self.norm.forward(&x)?;
         Ok(h.squeeze(1)?.detach())
+    }
+
+    /// The decode step's attention through candle's ops (any device and dtype; the CPU f32 path is
+    /// `kernels::decode_attention`): q [N, Hq, 1, D] scaled, against layer `li`'s prompt cache and each row's
+    /// generated keys and values [N, KVH, Tg, D]. Returns [N, 1, Hq·D].
+    fn decode_attention_composed(
+        &self,
+        blk: &Block,
+        pc: &PromptCache,
+        li: usize,
+        (q, kg, vg): (&Tensor, &Tensor, &Tensor),
+        tg: usize,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, n) = (pc.batch(), q.dim(0)?);
+        let w = n / b;
+        let (kvh, g, hd) = (cfg.num_kv_heads, cfg.kv_groups(), cfg.head_dim);
+        let dev = &self.device;
+        let t_gen = kg.dim(2)?;
+        // Prompt segment: the W rows of a prompt become W·G query rows against its one cache entry.
+        let (kp, vp) = &pc.kv[li];
+        let mut sp = {
+            let _p = phase("decode.attn_prompt_scores", dev);
+            let qp = q
+                .reshape((b, w, kvh, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, hd))?;
+            let sp = qp.matmul(&kp.t()?)?.to_dtype(DType::F32)?; // [B, KVH, W·G, Tp]
+            softcap(&sp, cfg.attn_logit_softcapping)?.broadcast_add(&pc.pad_bias)?
+        };
+        // Generated segment: each row against its own keys.
+        let mut sg = {
+            let _p = phase("decode.attn_gen_scores", dev);
+            let qg = q.reshape((n, kvh, g, hd))?;
+            let sg = qg.matmul(&kg.t()?)?.to_dtype(DType::F32)?; // [N, KVH, G, Tg]
+            softcap(&sg, cfg.attn_logit_softcapping)?
+                .reshape((b, w, kvh, g, t_gen))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, t_gen))?
+        };
+        if let (true, Some(win)) = (blk.sliding, cfg.sliding_window) {
+            sp = sp.broadcast_add(&self.window_bias(pc, w, tg, win)?)?;
+            if t_gen > win {
+                // The query is generated token t_gen − 1; older generated keys fall out of the window too.
+                let bias: Vec<f32> = (0..t_gen)
+                    .map(|j| if t_gen - 1 - j >= win { NEG_INF } else { 0.0 })
+                    .collect();
+                sg = sg.broadcast_add(&Tensor::from_vec(bias, (1, 1, 1, t_gen), dev)?)?;
+            }
+        }
+        let out = {
+            let _p = phase("decode.attn_softmax_values", dev);
+            let probs =
+                softmax_last(&Tensor::cat(&[&sp, &sg], D::Minus1)?)?.to_dtype(self.dtype)?;
+            let pp = probs.narrow(D::Minus1, 0, pc.padded)?;
+            let pg = probs.narrow(D::Minus1, pc.padded, t_gen)?;
+            let out_p = pp.contiguous()?.matmul(vp)?; // [B, KVH, W·G, D]
+            let out_g = pg
+                .reshape((b, kvh, w, g, t_gen))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((n, kvh, g, t_gen))?
+                .matmul(vg)?
+                .reshape((b, w, kvh, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b, kvh, w * g, hd))?;
+            (out_p + out_g)?
+                .reshape((b, kvh, w, g, hd))?
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((n, 1, cfg.num_heads * hd))?
+        };
+        Ok(out)
     }
 
     /// Bias hiding prompt keys farther than the sliding window from the current query ([B, 1, W·G, Tp]

@@ -402,3 +402,132 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     let plain = linear(&x.as_tensor().detach(), &w).unwrap();
     assert!(max_diff(&plain, &want) < 1e-5);
 }
+
+/// One decoding step by brute force: for each row and head, the visible prompt keys (after the padding, inside
+/// the window) then the row's own visible generated keys, softmax(softcap(q·k)) and the values.
+#[allow(clippy::too_many_arguments)]
+fn decode_reference(
+    q: &[f32],
+    (kp, vp): (&[f32], &[f32]),
+    (kg, vg): (&[f32], &[f32]),
+    (b, w, h, kvh, d, tp, tg): (usize, usize, usize, usize, usize, usize, usize),
+    lens: &[usize],
+    window: Option<usize>,
+    softcap: Option<f32>,
+) -> Vec<f32> {
+    let mut out = vec![0f32; b * w * h * d];
+    for r in 0..b * w {
+        let p = r / w;
+        let qpos = lens[p] + tg - 1;
+        for hh in 0..h {
+            let kh = hh / (h / kvh);
+            let qv = &q[(r * h + hh) * d..][..d];
+            // (key, value) rows visible to this query.
+            let mut keys: Vec<(&[f32], &[f32])> = Vec::new();
+            for j in tp - lens[p]..tp {
+                let pos = j - (tp - lens[p]);
+                if window.is_none_or(|win| qpos - pos < win) {
+                    let at = ((p * kvh + kh) * tp + j) * d;
+                    keys.push((&kp[at..at + d], &vp[at..at + d]));
+                }
+            }
+            for t in 0..tg {
+                if window.is_none_or(|win| tg - 1 - t < win) {
+                    let at = ((r * kvh + kh) * tg + t) * d;
+                    keys.push((&kg[at..at + d], &vg[at..at + d]));
+                }
+            }
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|(k, _)| {
+                    let s: f64 = qv
+                        .iter()
+                        .zip(*k)
+                        .map(|(a, b)| (*a as f64) * (*b as f64))
+                        .sum();
+                    softcap.map_or(s, |c| (s / c as f64).tanh() * c as f64)
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for (i, (_, v)) in keys.iter().enumerate() {
+                for c in 0..d {
+                    out[(r * h + hh) * d + c] += (e[i] / z * v[c] as f64) as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn decode_attention_matches_brute_force() {
+    use minirec_model::kernels::decode_attention::{decode_attention, DecodeSpec};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    // (prompts, rows each, heads, kv heads, head size, padded prompt, generated, lengths, window, softcap)
+    let cases: Vec<(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        Vec<usize>,
+        Option<usize>,
+        Option<f32>,
+    )> = vec![
+        (3, 5, 6, 2, 16, 13, 4, vec![13, 7, 1], None, None),
+        (2, 4, 4, 4, 8, 9, 1, vec![9, 3], None, Some(2.0)),
+        // Window smaller than the prompt: early prompt keys drop out; window smaller than the generated part.
+        (2, 3, 6, 3, 12, 11, 6, vec![11, 5], Some(4), Some(5.0)),
+        (1, 20, 9, 3, 64, 190, 17, vec![150], Some(160), None),
+        (4, 1, 2, 1, 5, 3, 2, vec![3, 2, 3, 1], Some(2), None),
+    ];
+    for (case, (b, w, h, kvh, d, tp, tg, lens, window, softcap)) in cases.into_iter().enumerate() {
+        let n = b * w;
+        let q = rand_tensor(&mut rng, &[n, h, 1, d], 1.0);
+        let (kp, vp) = (
+            rand_tensor(&mut rng, &[b, kvh, tp, d], 1.0),
+            rand_tensor(&mut rng, &[b, kvh, tp, d], 1.0),
+        );
+        let (kg, vg) = (
+            rand_tensor(&mut rng, &[n, kvh, tg, d], 1.0),
+            rand_tensor(&mut rng, &[n, kvh, tg, d], 1.0),
+        );
+        let spec = DecodeSpec {
+            prompt_lens: lens.clone(),
+            window,
+            softcap,
+        };
+        let got = decode_attention(&q, (&kp, &vp), (&kg, &vg), &spec).unwrap();
+        assert_eq!(got.dims(), &[n, 1, h * d]);
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = decode_reference(
+            &flat(&q),
+            (&flat(&kp), &flat(&vp)),
+            (&flat(&kg), &flat(&vg)),
+            (b, w, h, kvh, d, tp, tg),
+            &lens,
+            window,
+            softcap,
+        );
+        let diff = flat(&got)
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 2e-5, "case {case}: max |Δ| {diff}");
+    }
+    // Shapes that do not fit are errors, not panics.
+    let q = rand_tensor(&mut rng, &[4, 2, 1, 8], 1.0);
+    let kp = rand_tensor(&mut rng, &[3, 1, 5, 8], 1.0);
+    let kg = rand_tensor(&mut rng, &[4, 1, 2, 8], 1.0);
+    let spec = DecodeSpec {
+        prompt_lens: vec![5, 5, 5],
+        window: None,
+        softcap: None,
+    };
+    assert!(decode_attention(&q, (&kp, &kp), (&kg, &kg), &spec).is_err());
+}

@@ -319,17 +319,21 @@ fn eval_samples<'a>(
         .parse()
         .map_err(|m: String| anyhow::anyhow!(m))?;
     let s = ds.split(split);
-    let mut picked =
+    let picked =
         super::eval::pick_samples(s.len(), e.eval.limit, e.eval.sample, e.eval.sample_seed);
-    if whole {
-        // The subset first, then the rest: the whole-split evaluation starts from the subset's lists.
-        let inside: std::collections::HashSet<usize> = picked.iter().copied().collect();
-        picked.extend((0..s.len()).filter(|i| !inside.contains(i)));
-    }
     if picked.is_empty() {
         anyhow::bail!("the {} split is empty: nothing to evaluate", e.eval.split);
     }
-    Ok(picked.into_iter().map(|i| (i, &s[i])).collect())
+    let of = |v: Vec<usize>| {
+        super::eval::by_prompt_length(ds, v.into_iter().map(|i| (i, &s[i])).collect())
+    };
+    let mut out = of(picked.clone());
+    if whole {
+        // The subset first, then the rest: the whole-split evaluation starts from the subset's lists.
+        let inside: std::collections::HashSet<usize> = picked.into_iter().collect();
+        out.extend(of((0..s.len()).filter(|i| !inside.contains(i)).collect()));
+    }
+    Ok(out)
 }
 
 /// Evaluates `model` as row `name` on the `[eval]` samples, and on the whole split too when `[eval] whole`
