@@ -461,23 +461,25 @@ fn decode_reference(
     out
 }
 
+/// (prompts, rows each, heads, kv heads, head size, padded prompt, generated, lengths, window, softcap)
+type DecodeCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    Vec<usize>,
+    Option<usize>,
+    Option<f32>,
+);
+
 #[test]
 fn decode_attention_matches_brute_force() {
     use minirec_model::kernels::decode_attention::{decode_attention, DecodeSpec};
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    // (prompts, rows each, heads, kv heads, head size, padded prompt, generated, lengths, window, softcap)
-    let cases: Vec<(
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        Vec<usize>,
-        Option<usize>,
-        Option<f32>,
-    )> = vec![
+    let cases: Vec<DecodeCase> = vec![
         (3, 5, 6, 2, 16, 13, 4, vec![13, 7, 1], None, None),
         (2, 4, 4, 4, 8, 9, 1, vec![9, 3], None, Some(2.0)),
         // Window smaller than the prompt: early prompt keys drop out; window smaller than the generated part.
