@@ -329,9 +329,19 @@ pub fn beam_search_stats(
             }
             st.finished.sort_by(|x, y| y.score.total_cmp(&x.score));
             st.finished.truncate(width);
-            // Extending a beam only lowers its score: stop once no live beam can enter the top `width`.
-            let full = st.finished.len() >= width;
-            st.done = next.is_empty() || (full && next[0].score <= st.finished[width - 1].score);
+            // Extending a beam only lowers its score, so once `width` titles are finished a beam at or below
+            // the worst of them can never enter the list: it stops here. It could only have taken a slot from
+            // beams below it, equally hopeless, so the live beams that can still matter, and so the result,
+            // are those of the search that decodes it (tested against that search and brute force).
+            if st.finished.len() >= width {
+                let floor = st.finished[width - 1].score;
+                let keep: Vec<bool> = next.iter().map(|b| b.score > floor).collect();
+                let mut it = keep.iter();
+                next.retain(|_| *it.next().expect("one flag per beam"));
+                let mut it = keep.iter();
+                taken[i].retain(|_| *it.next().expect("one flag per beam"));
+            }
+            st.done = next.is_empty();
             st.live = if st.done { Vec::new() } else { next };
             any_live |= !st.done;
         }

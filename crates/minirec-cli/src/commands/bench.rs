@@ -30,6 +30,10 @@ pub struct GemmArgs {
     /// Square matrix size n (n³ multiply-adds per product).
     #[arg(long, default_value_t = 2048)]
     size: usize,
+    /// A model-shaped product instead: M,K,N (rows × inputs × outputs, the weight read transposed as the
+    /// model's linear layers read it), e.g. 320,576,1536 for a decode step's MLP.
+    #[arg(long, value_delimiter = ',', conflicts_with = "size")]
+    shape: Option<Vec<usize>>,
     /// Timed products (after one warm-up).
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -86,19 +90,43 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 
 /// f32 GEMM rate on the CPU through candle's matmul, best of `reps`.
 fn gemm(a: GemmArgs) -> Result<()> {
-    let n = a.size;
-    let x = candle_core::Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    let y = candle_core::Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
-    x.matmul(&y)?;
+    let (m, k, n, transposed) = match a.shape.as_deref() {
+        Some(&[m, k, n]) => (m, k, n, true),
+        Some(other) => anyhow::bail!("--shape takes M,K,N (three sizes), got {other:?}"),
+        None => (a.size, a.size, a.size, false),
+    };
+    let x = candle_core::Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+    let w = candle_core::Tensor::randn(
+        0f32,
+        1.0,
+        (
+            if transposed { n } else { k },
+            if transposed { k } else { n },
+        ),
+        &Device::Cpu,
+    )?;
+    let product = || -> Result<candle_core::Tensor> {
+        Ok(if transposed {
+            x.matmul(&w.t()?)?
+        } else {
+            x.matmul(&w)?
+        })
+    };
+    product()?;
     let mut best = f64::INFINITY;
     for _ in 0..a.reps.max(1) {
         let t = Instant::now();
-        x.matmul(&y)?;
+        product()?;
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let gflops = 2.0 * (n as f64).powi(3) / best / 1e9;
+    let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
     println!(
-        "gemm f32 {n}x{n}x{n}: best {:.1} ms, {gflops:.1} GFLOP/s ({} threads)",
+        "gemm f32 {m}x{k}x{n}{}: best {:.2} ms, {gflops:.1} GFLOP/s ({} threads)",
+        if transposed {
+            " (weight transposed)"
+        } else {
+            ""
+        },
         best * 1e3,
         candle_core::utils::get_num_threads()
     );
