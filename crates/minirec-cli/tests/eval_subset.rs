@@ -1,31 +1,10 @@
 //! Evaluation on a seeded subset, resumed after a kill, and two systems compared sample by sample.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 mod common;
 
-fn minirec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minirec"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("run minirec")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = minirec(args);
-    assert!(
-        o.status.success(),
-        "minirec {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{minirec, ok, s};
 
 fn samples_of(p: &Path) -> Vec<u64> {
     std::fs::read_to_string(p)

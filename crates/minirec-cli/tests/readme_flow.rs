@@ -3,31 +3,10 @@
 //! recommend --model RUN --history A B C; then the resume paths a user relies on.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 mod common;
 
-fn minirec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minirec"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("run minirec")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = minirec(args);
-    assert!(
-        o.status.success(),
-        "minirec {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{minirec, ok, s};
 
 /// Every line of a JSONL log without its timing fields.
 fn log_without_timing(p: &Path) -> Vec<serde_json::Value> {

@@ -1,7 +1,11 @@
 //! Helpers shared by the CLI tests: a tiny random model whose word-level tokenizer covers a prepared dataset.
 
+// Each test binary uses its own share of these helpers.
+#![allow(dead_code)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::{Command, Output};
 
 use candle_core::{DType, Device};
 use minirec_model::load::{preset_config, random_model};
@@ -49,4 +53,28 @@ pub fn tiny_model_dir(dir: &Path, data: &Path) {
     let cfg = preset_config("tiny", tok.vocab_size()).unwrap();
     let m = random_model(cfg, DType::F32, &Device::Cpu, 1).unwrap();
     save_hf_dir(&m, Some(&tok), dir).unwrap();
+}
+
+/// Runs the built `minirec` with `args` and `--quiet`.
+pub fn minirec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_minirec"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("run minirec")
+}
+
+/// Runs `minirec` and returns its stdout, failing the test with its stderr if it did not succeed.
+pub fn ok(args: &[&str]) -> String {
+    let o = minirec(args);
+    assert!(
+        o.status.success(),
+        "minirec {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
