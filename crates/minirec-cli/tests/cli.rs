@@ -1,25 +1,9 @@
 //! The `minirec` binary's interface, as users and our checks call it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn minirec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_minirec"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("run minirec")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = minirec(args);
-    assert!(
-        o.status.success(),
-        "minirec {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+mod common;
+use common::{minirec, ok};
 
 /// Fails with a one-line error on stderr; returns it.
 fn fails(args: &[&str]) -> String {

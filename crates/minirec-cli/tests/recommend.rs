@@ -2,18 +2,9 @@
 //! over the demo catalog's vocabulary.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 mod common;
-use common::tiny_model_dir;
-
-fn minirec(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_minirec"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .unwrap()
-}
+use common::{minirec, tiny_model_dir};
 
 #[test]
 fn recommend_ranks_catalog_titles_and_convert_round_trips() {

@@ -697,6 +697,13 @@ impl Decoder {
         }
         let scale = cfg.attn_scale();
         let dev = &self.device;
+        // The decode kernel's spec for full-attention layers and for sliding-window ones.
+        let spec = |window| DecodeSpec {
+            prompt_lens: pc.lens.clone(),
+            window,
+            softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
+        };
+        let specs = [spec(None), spec(cfg.sliding_window)];
         for (li, blk) in self.blocks.iter().enumerate() {
             let (q, k, v) = {
                 let _p = phase("decode.qkv", dev);
@@ -713,13 +720,8 @@ impl Decoder {
             };
             let out = if crate::kernels::supported(&q) && crate::kernels::supported(&pc.kv[li].0) {
                 let _p = phase("decode.attention", dev);
-                let spec = DecodeSpec {
-                    prompt_lens: pc.lens.clone(),
-                    window: blk.sliding.then_some(cfg.sliding_window).flatten(),
-                    softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
-                };
                 let (kp, vp) = &pc.kv[li];
-                decode_attention(&q, (kp, vp), (&kg, &vg), &spec)?
+                decode_attention(&q, (kp, vp), (&kg, &vg), &specs[usize::from(blk.sliding)])?
             } else {
                 self.decode_attention_composed(blk, pc, li, (&q, &kg, &vg), tg)?
             };

@@ -122,12 +122,17 @@ fn forward(
     for (task, part) in parts.iter().enumerate() {
         let (b, kh) = (task / dm.kvh, task % dm.kvh);
         for wi in 0..dm.w {
-            let r = b * dm.w + wi;
-            let at = (r * dm.h + kh * g) * d;
+            let at = heads_of(b, wi, kh, dm);
             out[at..at + g * d].copy_from_slice(&part[wi * g * d..(wi + 1) * g * d]);
         }
     }
     out
+}
+
+/// Where the G query heads of key/value head `kh` start, for row `wi` of prompt `b`, in an [N, H, D]
+/// buffer (they are adjacent: G·D values).
+fn heads_of(b: usize, wi: usize, kh: usize, dm: Dims) -> usize {
+    ((b * dm.w + wi) * dm.h + kh * (dm.h / dm.kvh)) * dm.d
 }
 
 /// The visible prompt keys of prompt `b` ([from, Tp) of its padded cache) and generated keys ([from, Tg)).
@@ -160,7 +165,7 @@ fn head_task(
     // The task's query rows, gathered: beam wi, group gi at row wi·G + gi (its heads are adjacent in q).
     let mut qb = vec![0f32; rows * d];
     for wi in 0..dm.w {
-        let at = ((b * dm.w + wi) * dm.h + kh * g) * d;
+        let at = heads_of(b, wi, kh, dm);
         qb[wi * g * d..(wi + 1) * g * d].copy_from_slice(&q[at..at + g * d]);
     }
     let (p0, g0) = visible(b, spec, dm);
