@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{minirec, ok};
+use common::{minirec, ok, s};
 
 /// Fails with a one-line error on stderr; returns it.
 fn fails(args: &[&str]) -> String {
@@ -361,6 +361,107 @@ fn demo_prepares_the_embedded_dataset() {
     let first = std::fs::read(run.join("data/test.jsonl")).unwrap();
     ok(&["demo", "--out", run.to_str().unwrap(), "--prepare-only"]);
     assert_eq!(first, std::fs::read(run.join("data/test.jsonl")).unwrap());
+}
+
+/// A D3 folder with the Industrial sample's catalog and its first `train` / `test` rows.
+fn industrial_slice(d: &Path, out: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::copy(d.join("info.txt"), out.join("info.txt")).unwrap();
+    for (f, n) in [("valid.csv", train), ("test.csv", test)] {
+        let text = std::fs::read_to_string(d.join(f)).unwrap();
+        let head: Vec<&str> = text.lines().take(n + 1).collect();
+        std::fs::write(out.join(f), head.join("\n") + "\n").unwrap();
+    }
+}
+
+#[test]
+fn the_real_llm_demo_runs_sft_riser_evaluation_and_a_recommendation() {
+    let Some(d) = industrial() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d3 = tmp.path().join("d3");
+    industrial_slice(&d, &d3, 24, 12);
+    // A tiny random model whose word-level tokenizer covers the catalog stands in for SmolLM2.
+    let data = tmp.path().join("data");
+    let p = |f: &str| d3.join(f).to_string_lossy().into_owned();
+    ok(&[
+        "prepare",
+        "--format",
+        "d3",
+        "--domain",
+        "industrial",
+        "--info",
+        &p("info.txt"),
+        "--train",
+        &p("valid.csv"),
+        "--test",
+        &p("test.csv"),
+        "--out",
+        s(&data),
+    ]);
+    let model = tmp.path().join("model");
+    common::tiny_model_dir(&model, &data);
+    let run = tmp.path().join("run");
+    let out = ok(&[
+        "demo",
+        "--model",
+        s(&model),
+        "--d3",
+        s(&d3),
+        "--out",
+        s(&run),
+        "--sft-samples",
+        "8",
+        "--eval-samples",
+        "6",
+        "--rl-steps",
+        "1",
+        "--beam",
+        "5",
+    ]);
+    for row in [
+        "| SFT |",
+        "| + RISER |",
+        "| full-riser | sft | 6 |",
+        "| total |",
+    ] {
+        assert!(out.contains(row), "{row} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("bought next: ") && out.contains("  1. "),
+        "{out}"
+    );
+    assert_eq!(json(&run.join("eval/sft.json"))["n"], 6);
+    assert_eq!(json(&run.join("eval/full-riser.json"))["n"], 6);
+    let rl = std::fs::read_to_string(run.join("rl/full-riser/rl_log.jsonl")).unwrap();
+    assert_eq!(rl.lines().count(), 1);
+    // Both evaluations ranked the same seeded samples.
+    let samples = |f: &str| -> Vec<u64> {
+        let text = std::fs::read_to_string(run.join("eval").join(f)).unwrap();
+        let mut v: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["sample"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        samples("sft.predictions.jsonl"),
+        samples("full-riser.predictions.jsonl")
+    );
+    let e = fails(&[
+        "demo",
+        "--model",
+        s(&model),
+        "--d3",
+        s(tmp.path()),
+        "--out",
+        s(&run),
+    ]);
+    assert!(e.contains("no info.txt"), "{e}");
 }
 
 #[test]

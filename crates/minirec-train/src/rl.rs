@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use candle_core::{Tensor, Var};
 use indicatif::{ProgressBar, ProgressStyle};
-use minirec_model::decode::{sample, ItemIndex};
+use minirec_model::decode::{sample, ItemIndex, Sampled};
 use minirec_model::lora::LoraConfig;
 use minirec_model::{Decoder, TextTokenizer};
 use rand::SeedableRng;
@@ -234,6 +234,232 @@ fn masks(index: &ItemIndex, seqs: &[&[u32]], decay: Option<f32>) -> Result<Vec<V
         .collect()
 }
 
+/// What a rollout batch gives the update: the GRPO sequences (prompt, tokens, advantage) of groups with a hit,
+/// the SimPO pairs (prompt, chosen, rejected) of all-fail groups, and the batch's statistics for the log.
+struct Groups<'a> {
+    grpo: Vec<(&'a [u32], &'a [u32], f32)>,
+    pairs: Vec<(&'a [u32], &'a [u32], &'a [u32])>,
+    reward_sum: f64,
+    reward_n: usize,
+    hits: usize,
+    fails: usize,
+    distinct: f64,
+    neg_logprob_sum: f64,
+    sampled_tokens: usize,
+}
+
+/// Keeps n of each prompt's m rollouts (Eq. 5 or the first n), rewards them, and sorts the groups into GRPO
+/// groups (a hit) and SimPO pairs (no hit, when SimPO is on).
+fn group_rollouts<'a>(
+    batch: &[&'a RlPrompt],
+    rolls: &'a [Vec<Sampled>],
+    index: &'a ItemIndex,
+    cfg: &RlConfig,
+    rng: &mut ChaCha8Rng,
+) -> Groups<'a> {
+    let mut g = Groups {
+        grpo: Vec::new(),
+        pairs: Vec::new(),
+        reward_sum: 0.0,
+        reward_n: 0,
+        hits: 0,
+        fails: 0,
+        distinct: 0.0,
+        neg_logprob_sum: 0.0,
+        sampled_tokens: 0,
+    };
+    for (p, r) in batch.iter().zip(rolls) {
+        let titles: Vec<u32> = r.iter().map(|s| s.title).collect();
+        g.distinct += titles
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len() as f64;
+        for s in r {
+            g.neg_logprob_sum -= s.logprob as f64;
+            g.sampled_tokens += s.tokens.len();
+        }
+        let kept: Vec<usize> = if cfg.dedup {
+            oversample_dedup(&titles, cfg.keep, rng)
+        } else {
+            (0..cfg.keep.min(r.len())).collect()
+        };
+        let rewards: Vec<f32> = kept
+            .iter()
+            .map(|&k| f32::from(u8::from(titles[k] == p.target)))
+            .collect();
+        g.reward_sum += rewards.iter().sum::<f32>() as f64;
+        g.reward_n += rewards.len();
+        if rewards.iter().any(|&x| x > 0.0) {
+            g.hits += 1;
+            let adv = group_advantages(&rewards);
+            for (&k, a) in kept.iter().zip(adv) {
+                g.grpo.push((&p.prompt, &r[k].tokens, a));
+            }
+        } else {
+            g.fails += 1;
+            if cfg.simpo {
+                let chosen = &index.sequences[p.target as usize];
+                for &k in &kept {
+                    g.pairs.push((&p.prompt, chosen, &r[k].tokens));
+                }
+            }
+        }
+    }
+    g
+}
+
+/// Running sums over a step's updates, for its log line.
+#[derive(Default)]
+struct UpdateSums {
+    grpo: f64,
+    grpo_n: usize,
+    simpo: f64,
+    simpo_n: usize,
+    kl: f64,
+    grad_norm: f64,
+    updates: usize,
+    tokens: usize,
+}
+
+/// Everything the updates of one rollout batch share.
+struct Update<'a> {
+    model: &'a Decoder,
+    reference: Option<&'a Decoder>,
+    index: &'a ItemIndex,
+    cfg: &'a RlConfig,
+    step: usize,
+    /// Sequences per forward/backward pass.
+    mb: usize,
+    grpo: &'a [(&'a [u32], &'a [u32], f32)],
+    seqs: Vec<(&'a [u32], &'a [u32])>,
+    masks: Vec<Vec<f32>>,
+    /// Per-token log-probabilities of the GRPO sequences at rollout time.
+    old: Vec<Vec<f32>>,
+}
+
+impl Update<'_> {
+    /// One update's GRPO part over its sequences `mine`, `mb` at a time, gradients added into `acc`. `first`:
+    /// the forward pass already run for them (the first update, when it fits one micro-batch).
+    fn grpo_part(
+        &self,
+        opt: &AdamW,
+        acc: &mut Accumulator,
+        mine: &[usize],
+        mut first: Option<Tensor>,
+        sums: &mut UpdateSums,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let (mut old_j, mut adv_j, mut mask_j) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in mine {
+            old_j.extend_from_slice(&self.old[i]);
+            adv_j.extend(std::iter::repeat_n(self.grpo[i].2, self.grpo[i].1.len()));
+            mask_j.extend_from_slice(&self.masks[i]);
+        }
+        let outliers = if cfg.kl_cov {
+            kl_cov_outliers(&old_j, &adv_j, cfg.kl_cov_ratio)
+        } else {
+            vec![false; old_j.len()]
+        };
+        let lcfg = GrpoLossConfig {
+            clip_eps: cfg.clip_eps,
+            beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
+        };
+        let total_mask: f32 = mask_j.iter().sum();
+        let n_tokens = old_j.len();
+        let (mut l_sum, mut off) = (0f64, 0usize);
+        for c in mine.chunks(self.mb) {
+            let part: Vec<(&[u32], &[u32])> = c.iter().map(|&i| self.seqs[i]).collect();
+            let n: usize = part.iter().map(|(_, t)| t.len()).sum();
+            let lp = match first.take() {
+                Some(lp) => lp,
+                None => {
+                    let (lp, n) = logprobs(self.model, &part, false, cfg.share_prompts)?;
+                    sums.tokens += n;
+                    lp
+                }
+            };
+            let r = off..off + n;
+            let mut l = grpo_loss_part(
+                &lp,
+                &old_j[r.clone()],
+                &adv_j[r.clone()],
+                &mask_j[r.clone()],
+                &outliers[r],
+                &lcfg,
+                total_mask,
+            )?;
+            if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, self.reference) {
+                let k3 = self.reference_kl(rm, &part, &lp, n_tokens, sums)?;
+                l = (l + (k3 * beta)?)?;
+            }
+            l_sum += backward_part(opt, acc, &l, self.step)?;
+            off += n;
+        }
+        sums.grpo += l_sum;
+        sums.grpo_n += 1;
+        Ok(())
+    }
+
+    /// The k3 estimator of KL(π‖π_ref), e^(ref − π) − (ref − π) − 1 per token, summed over `part` and
+    /// averaged over the update's `n_tokens`.
+    fn reference_kl(
+        &self,
+        rm: &Decoder,
+        part: &[(&[u32], &[u32])],
+        lp: &Tensor,
+        n_tokens: usize,
+        sums: &mut UpdateSums,
+    ) -> Result<Tensor> {
+        let (ref_lp, n) = logprobs(rm, part, true, self.cfg.share_prompts)?;
+        sums.tokens += n;
+        let d = (ref_lp.detach() - lp)?;
+        let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
+        sums.kl += k3.to_scalar::<f32>()? as f64;
+        Ok(k3)
+    }
+
+    /// One update's SimPO part over its all-fail pairs, `mb / 2` pairs at a time, gradients added into `acc`.
+    fn simpo_part(
+        &self,
+        opt: &AdamW,
+        acc: &mut Accumulator,
+        my_pairs: &[&(&[u32], &[u32], &[u32])],
+        sums: &mut UpdateSums,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
+        let mut l_sum = 0f64;
+        for part in my_pairs.chunks((self.mb / 2).max(1)) {
+            let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
+            for (p, c, r) in part.iter().copied() {
+                seqs.push((p, c));
+                seqs.push((p, r));
+            }
+            let (lp, n) = logprobs(self.model, &seqs, false, cfg.share_prompts)?;
+            sums.tokens += n;
+            let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
+            let ms = masks(self.index, &toks, cfg.mask_decay)?;
+            let mut off = 0;
+            let mut rewards = Vec::with_capacity(seqs.len());
+            for (t, m) in toks.iter().zip(&ms) {
+                rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
+                off += t.len();
+            }
+            let terms = (0..part.len())
+                .map(|q| {
+                    simpo_pair_loss(&rewards[2 * q], &rewards[2 * q + 1], cfg.simpo_beta, gamma)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let l = (Tensor::stack(&terms, 0)?.sum_all()?
+                * (cfg.simpo_weight / my_pairs.len() as f64))?;
+            l_sum += backward_part(opt, acc, &l, self.step)?;
+        }
+        sums.simpo += l_sum;
+        sums.simpo_n += 1;
+        Ok(())
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn one_step(
     model: &Decoder,
@@ -250,209 +476,101 @@ fn one_step(
     let rolls = sample(model, index, &prompts, cfg.rollouts, cfg.temperature, rng)?;
     let rollout_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let (mut reward_sum, mut reward_n, mut hits, mut fails, mut distinct, mut ent_sum, mut ent_n) =
-        (0f64, 0usize, 0usize, 0usize, 0f64, 0f64, 0usize);
-    // Successful groups' rollouts (prompt, tokens, advantage) and all-fail SimPO pairs (prompt, chosen, rejected).
-    let mut grpo: Vec<(&[u32], &[u32], f32)> = Vec::new();
-    let mut pairs: Vec<(&[u32], &[u32], &[u32])> = Vec::new();
-    for (p, r) in batch.iter().zip(&rolls) {
-        let titles: Vec<u32> = r.iter().map(|s| s.title).collect();
-        distinct += titles
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len() as f64;
-        for s in r {
-            ent_sum -= s.logprob as f64;
-            ent_n += s.tokens.len();
-        }
-        let kept: Vec<usize> = if cfg.dedup {
-            oversample_dedup(&titles, cfg.keep, rng)
+    let groups = group_rollouts(batch, &rolls, index, cfg, rng);
+    let sums = update(model, reference, index, &groups, cfg, opt, step)?;
+    let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
+    let n = batch.len().max(1) as f64;
+    let g = &groups;
+    Ok(StepLog {
+        step,
+        mean_reward: g.reward_sum / g.reward_n.max(1) as f64,
+        hit_rate: g.hits as f64 / n,
+        all_fail_share: g.fails as f64 / n,
+        distinct_rollouts: g.distinct / n,
+        entropy: g.neg_logprob_sum / g.sampled_tokens.max(1) as f64,
+        kl_ref: if cfg.kl_ref_beta.is_some() && reference.is_some() {
+            mean(sums.kl, sums.grpo_n)
         } else {
-            (0..cfg.keep.min(r.len())).collect()
-        };
-        let rewards: Vec<f32> = kept
-            .iter()
-            .map(|&k| f32::from(u8::from(titles[k] == p.target)))
-            .collect();
-        reward_sum += rewards.iter().sum::<f32>() as f64;
-        reward_n += rewards.len();
-        if rewards.iter().any(|&x| x > 0.0) {
-            hits += 1;
-            let adv = group_advantages(&rewards);
-            for (&k, a) in kept.iter().zip(adv) {
-                grpo.push((&p.prompt, &r[k].tokens, a));
-            }
-        } else {
-            fails += 1;
-            if cfg.simpo {
-                let chosen = &index.sequences[p.target as usize];
-                for &k in &kept {
-                    pairs.push((&p.prompt, chosen, &r[k].tokens));
-                }
-            }
-        }
-    }
-    // The batch's sequences are dealt into `updates_per_batch` mini-batches (sequence i to mini-batch i mod k),
-    // one optimiser step each, all against the log-probabilities at rollout time (PPO/verl style: the ratio, its
-    // clipping and KL-Cov's |log r| only act from the second update of a batch on). Within an update the loss is
-    // a sum over sequences (GRPO tokens over the update's Σ M, SimPO pairs over their count), taken
-    // `micro_batch` sequences at a time with the parts' gradients added up: memory follows the micro-batch,
-    // the update does not.
+            None
+        },
+        grpo_loss: mean(sums.grpo, sums.grpo_n),
+        simpo_loss: mean(sums.simpo, sums.simpo_n),
+        grad_norm: mean(sums.grad_norm, sums.updates).unwrap_or(0.0),
+        rollout_s,
+        update_s: t1.elapsed().as_secs_f64(),
+        tokens: sums.tokens,
+    })
+}
+
+/// The optimiser steps of one rollout batch. Its sequences are dealt into `updates_per_batch` mini-batches
+/// (sequence i to mini-batch i mod k), one optimiser step each, all against the log-probabilities at rollout
+/// time (PPO/verl style: the ratio, its clipping and KL-Cov's |log r| only act from the second update of a
+/// batch on). Within an update the loss is a sum over sequences (GRPO tokens over the update's Σ M, SimPO
+/// pairs over their count), taken `micro_batch` sequences at a time with the parts' gradients added up:
+/// memory follows the micro-batch, the update does not.
+fn update(
+    model: &Decoder,
+    reference: Option<&Decoder>,
+    index: &ItemIndex,
+    groups: &Groups,
+    cfg: &RlConfig,
+    opt: &mut AdamW,
+    step: usize,
+) -> Result<UpdateSums> {
     let k = cfg.updates_per_batch.max(1);
     let mb = cfg
         .micro_batch
         .unwrap_or(if model.device().is_cpu() { 8 } else { 32 })
         .max(1);
-    let grpo_seqs: Vec<(&[u32], &[u32])> = grpo.iter().map(|(p, t, _)| (*p, *t)).collect();
+    let grpo = &groups.grpo;
     let toks: Vec<&[u32]> = grpo.iter().map(|(_, t, _)| *t).collect();
-    let seq_masks = masks(index, &toks, cfg.mask_decay)?;
-    // Log-probabilities at rollout time, per sequence, taken before the first update. The first update's own
-    // forward provides its sequences' values when it fits one micro-batch; the rest take one extra pass.
-    let first_fits = grpo_seqs.len().div_ceil(k) <= mb;
-    let needs_pass = |i: usize| i % k != 0 || !first_fits;
-    let mut old: Vec<Vec<f32>> = vec![Vec::new(); grpo_seqs.len()];
-    let ahead: Vec<usize> = (0..grpo_seqs.len()).filter(|&i| needs_pass(i)).collect();
-    let mut tokens = 0usize;
-    let share = cfg.share_prompts;
-    for c in ahead.chunks(mb) {
-        tokens += current_logprobs(model, &grpo_seqs, c, &mut old, share)?.1;
-    }
-    let lcfg = GrpoLossConfig {
-        clip_eps: cfg.clip_eps,
-        beta_kl: if cfg.kl_cov { cfg.beta_kl } else { 0.0 },
+    let mut u = Update {
+        model,
+        reference,
+        index,
+        cfg,
+        step,
+        mb,
+        grpo,
+        seqs: grpo.iter().map(|(p, t, _)| (*p, *t)).collect(),
+        masks: masks(index, &toks, cfg.mask_decay)?,
+        old: vec![Vec::new(); grpo.len()],
     };
-    let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
-    let (mut grpo_sum, mut simpo_sum, mut kl_sum, mut norm_sum) = (0f64, 0f64, 0f64, 0f64);
-    let (mut grpo_n, mut simpo_n, mut updates) = (0usize, 0usize, 0usize);
+    let mut sums = UpdateSums::default();
+    // Log-probabilities at rollout time, taken before the first update. The first update's own forward
+    // provides its sequences' values when it fits one micro-batch; the rest take one extra pass.
+    let first_fits = grpo.len().div_ceil(k) <= mb;
+    let ahead: Vec<usize> = (0..grpo.len())
+        .filter(|&i| i % k != 0 || !first_fits)
+        .collect();
+    for c in ahead.chunks(mb) {
+        sums.tokens += current_logprobs(model, &u.seqs, c, &mut u.old, cfg.share_prompts)?.1;
+    }
     for j in 0..k {
         let mine: Vec<usize> = (j..grpo.len()).step_by(k).collect();
-        let my_pairs: Vec<&(&[u32], &[u32], &[u32])> = pairs.iter().skip(j).step_by(k).collect();
+        let my_pairs: Vec<_> = groups.pairs.iter().skip(j).step_by(k).collect();
         if mine.is_empty() && my_pairs.is_empty() {
             continue;
         }
         let mut acc = opt.accumulator();
-        // The first update, in one micro-batch: its forward gives the rollout-time values too.
-        let mut first: Option<Tensor> = None;
-        if j == 0 && first_fits && !mine.is_empty() {
-            let (lp, n) = current_logprobs(model, &grpo_seqs, &mine, &mut old, share)?;
-            first = Some(lp);
-            tokens += n;
-        }
         if !mine.is_empty() {
-            let (mut old_j, mut adv_j, mut mask_j) = (Vec::new(), Vec::new(), Vec::new());
-            for &i in &mine {
-                old_j.extend_from_slice(&old[i]);
-                adv_j.extend(std::iter::repeat_n(grpo[i].2, grpo[i].1.len()));
-                mask_j.extend_from_slice(&seq_masks[i]);
-            }
-            let outliers = if cfg.kl_cov {
-                kl_cov_outliers(&old_j, &adv_j, cfg.kl_cov_ratio)
+            let first = if j == 0 && first_fits {
+                let (lp, n) =
+                    current_logprobs(model, &u.seqs, &mine, &mut u.old, cfg.share_prompts)?;
+                sums.tokens += n;
+                Some(lp)
             } else {
-                vec![false; old_j.len()]
+                None
             };
-            let total_mask: f32 = mask_j.iter().sum();
-            let n_tokens = old_j.len();
-            let (mut l_sum, mut off) = (0f64, 0usize);
-            for c in mine.chunks(mb) {
-                let part: Vec<(&[u32], &[u32])> = c.iter().map(|&i| grpo_seqs[i]).collect();
-                let n: usize = part.iter().map(|(_, t)| t.len()).sum();
-                let lp = match first.take() {
-                    Some(lp) => lp,
-                    None => {
-                        let (lp, n) = logprobs(model, &part, false, share)?;
-                        tokens += n;
-                        lp
-                    }
-                };
-                let r = off..off + n;
-                let mut l = grpo_loss_part(
-                    &lp,
-                    &old_j[r.clone()],
-                    &adv_j[r.clone()],
-                    &mask_j[r.clone()],
-                    &outliers[r],
-                    &lcfg,
-                    total_mask,
-                )?;
-                if let (Some(beta), Some(rm)) = (cfg.kl_ref_beta, reference) {
-                    // k3 estimator of KL(π‖π_ref): e^(ref − π) − (ref − π) − 1, per token, averaged over the update.
-                    let (ref_lp, n) = logprobs(rm, &part, true, share)?;
-                    let ref_lp = ref_lp.detach();
-                    tokens += n;
-                    let d = (ref_lp - &lp)?;
-                    let k3 = (((d.exp()? - &d)? - 1.0)?.sum_all()? / n_tokens as f64)?;
-                    kl_sum += k3.to_scalar::<f32>()? as f64;
-                    l = (l + (k3 * beta)?)?;
-                }
-                l_sum += backward_part(opt, &mut acc, &l, step)?;
-                off += n;
-            }
-            grpo_sum += l_sum;
-            grpo_n += 1;
+            u.grpo_part(opt, &mut acc, &mine, first, &mut sums)?;
         }
         if !my_pairs.is_empty() {
-            let mut l_sum = 0f64;
-            for part in my_pairs.chunks((mb / 2).max(1)) {
-                let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
-                for (p, c, r) in part.iter().copied() {
-                    seqs.push((p, c));
-                    seqs.push((p, r));
-                }
-                let (lp, n) = logprobs(model, &seqs, false, share)?;
-                tokens += n;
-                let toks: Vec<&[u32]> = seqs.iter().map(|(_, t)| *t).collect();
-                let ms = masks(index, &toks, cfg.mask_decay)?;
-                let mut off = 0;
-                let mut rewards = Vec::with_capacity(seqs.len());
-                for (t, m) in toks.iter().zip(&ms) {
-                    rewards.push(masked_reward(&lp.narrow(0, off, t.len())?, m)?);
-                    off += t.len();
-                }
-                let mut terms = Vec::with_capacity(part.len());
-                for q in 0..part.len() {
-                    terms.push(simpo_pair_loss(
-                        &rewards[2 * q],
-                        &rewards[2 * q + 1],
-                        cfg.simpo_beta,
-                        gamma,
-                    )?);
-                }
-                let l = (Tensor::stack(&terms, 0)?.sum_all()?
-                    * (cfg.simpo_weight / my_pairs.len() as f64))?;
-                l_sum += backward_part(opt, &mut acc, &l, step)?;
-            }
-            simpo_sum += l_sum;
-            simpo_n += 1;
+            u.simpo_part(opt, &mut acc, &my_pairs, &mut sums)?;
         }
-        norm_sum += opt.step(acc, cfg.lr, cfg.max_grad_norm)?;
-        updates += 1;
+        sums.grad_norm += opt.step(acc, cfg.lr, cfg.max_grad_norm)?;
+        sums.updates += 1;
     }
-    // Logged per update, averaged over the batch's updates.
-    let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
-    let grpo_l = mean(grpo_sum, grpo_n);
-    let simpo_l = mean(simpo_sum, simpo_n);
-    let kl_l = if cfg.kl_ref_beta.is_some() && reference.is_some() {
-        mean(kl_sum, grpo_n)
-    } else {
-        None
-    };
-    let grad_norm = mean(norm_sum, updates).unwrap_or(0.0);
-    let n = batch.len().max(1) as f64;
-    Ok(StepLog {
-        step,
-        mean_reward: reward_sum / reward_n.max(1) as f64,
-        hit_rate: hits as f64 / n,
-        all_fail_share: fails as f64 / n,
-        distinct_rollouts: distinct / n,
-        entropy: ent_sum / ent_n.max(1) as f64,
-        kl_ref: kl_l,
-        grpo_loss: grpo_l,
-        simpo_loss: simpo_l,
-        grad_norm,
-        rollout_s,
-        update_s: t1.elapsed().as_secs_f64(),
-        tokens,
-    })
+    Ok(sums)
 }
 
 /// Token log-probabilities of the sequences `which` of `seqs` under the current policy, in one forward pass:

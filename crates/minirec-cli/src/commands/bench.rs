@@ -167,7 +167,7 @@ fn beam(a: BeamArgs) -> Result<()> {
     let dtype = default_dtype(&device);
     let (model, tok, what) = match &a.model {
         Some(p) => {
-            let l = super::model_arg::load_llm(p, "model", &device, dtype)?;
+            let l = minirec_pipeline::model::load_llm(p, "model", &device, dtype)?;
             (l.model, l.tokenizer, l.description)
         }
         None => {

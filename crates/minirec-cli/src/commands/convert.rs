@@ -18,7 +18,7 @@ pub struct ConvertArgs {
 /// Writes any model minirec can load as a plain HF directory (GGUF dequantised, adapters merged), so Python
 /// tools can load it; the tokenizer is exported as tokenizer.json.
 pub fn run(a: ConvertArgs) -> Result<()> {
-    let loaded = super::model_arg::load_llm(&a.model, "model", &Device::Cpu, DType::F32)?;
+    let loaded = minirec_pipeline::model::load_llm(&a.model, "model", &Device::Cpu, DType::F32)?;
     save_hf_dir(&loaded.model, Some(&loaded.tokenizer), &a.out)?;
     println!("wrote {} ({})", a.out.display(), loaded.description);
     Ok(())

@@ -1,11 +1,12 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use minirec_data::{
     prepare_amazon, prepare_d3, prepare_generic, AmazonFiles, BadRowPolicy, D3Files, GenericFiles,
-    PrepareOptions, PromptTemplate, Stats,
+    PrepareOptions,
 };
+use minirec_pipeline::prepare::{print_stats, prompt_template};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -77,18 +78,6 @@ fn need<'a>(v: &'a Option<PathBuf>, flag: &str, format: &str) -> Result<&'a Path
         .with_context(|| format!("--format {format} needs --{flag}"))
 }
 
-pub fn prompt_template(domain: &str, file: Option<&Path>) -> Result<PromptTemplate> {
-    if let Some(f) = file {
-        return Ok(minirec_data::fsutil::read_json(f)?);
-    }
-    PromptTemplate::preset(domain).with_context(|| {
-        format!(
-            "unknown --domain {domain:?} (expected one of {})",
-            PromptTemplate::PRESETS.join(", ")
-        )
-    })
-}
-
 pub fn run(a: PrepareArgs, progress: bool) -> Result<()> {
     let mut opts = PrepareOptions::new(&a.out);
     opts.on_bad_row = a.on_bad_row;
@@ -135,36 +124,4 @@ pub fn run(a: PrepareArgs, progress: bool) -> Result<()> {
     };
     print_stats(&a.out, &stats);
     Ok(())
-}
-
-pub fn print_stats(out: &Path, s: &Stats) {
-    println!("prepared {} ({} format)", out.display(), s.format);
-    println!("  users            {}", s.users);
-    println!("  item ids         {}", s.item_ids);
-    println!(
-        "  distinct titles  {}  ({} ids share a title)",
-        s.distinct_titles, s.ids_with_shared_title
-    );
-    if let Some(n) = s.interactions {
-        println!("  interactions     {n}");
-    }
-    println!(
-        "  samples          train {}, valid {}, test {}",
-        s.samples.train, s.samples.valid, s.samples.test
-    );
-    println!("  mean history     {:.2}", s.mean_history_len);
-    for (title, map) in [
-        ("skipped", &s.skipped),
-        ("filtered", &s.filtered),
-        ("warnings", &s.warnings),
-    ] {
-        let nonzero: Vec<String> = map
-            .iter()
-            .filter(|(_, &v)| v > 0)
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        if !nonzero.is_empty() {
-            println!("  {title:<16} {}", nonzero.join(", "));
-        }
-    }
 }

@@ -1,9 +1,9 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use minirec_data::dataset::load_catalog;
-use minirec_data::PromptTemplate;
+use minirec_data::{Catalog, PromptTemplate};
 use minirec_model::decode::{beam_search, ItemIndex};
 use minirec_model::load::{default_dtype, pick_device};
 
@@ -31,6 +31,32 @@ pub struct RecommendArgs {
     cpu: bool,
 }
 
+/// The `top_k` titles the model ranks first after `history` (oldest first), with their sequence
+/// log-probabilities, by constrained beam search of width `max(beam, top_k)` over the catalog.
+pub fn recommend(
+    model: &Path,
+    catalog: &Catalog,
+    prompt: &PromptTemplate,
+    history: &[String],
+    top_k: usize,
+    beam: usize,
+    cpu: bool,
+) -> Result<Vec<(String, f32)>> {
+    let device = pick_device(cpu)?;
+    let loaded =
+        minirec_pipeline::model::load_llm(model, "model", &device, default_dtype(&device))?;
+    let titles = catalog.titles().to_vec();
+    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
+    let text = prompt.render(history.iter().map(String::as_str));
+    let ids = loaded.tokenizer.encode(&text)?;
+    let ranked = beam_search(&loaded.model, &index, &[ids], beam.max(top_k))?;
+    Ok(ranked[0]
+        .iter()
+        .take(top_k)
+        .map(|s| (titles[s.title as usize].clone(), s.score))
+        .collect())
+}
+
 pub fn run(a: RecommendArgs) -> Result<()> {
     if a.top_k == 0 {
         bail!("--top-k must be at least 1");
@@ -50,19 +76,9 @@ pub fn run(a: RecommendArgs) -> Result<()> {
             unknown
         );
     }
-    let device = pick_device(a.cpu)?;
-    let loaded = super::model_arg::load_llm(&a.model, "model", &device, default_dtype(&device))?;
-    let titles = catalog.titles().to_vec();
-    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
-    let text = prompt.render(a.history.iter().map(String::as_str));
-    let ids = loaded.tokenizer.encode(&text)?;
-    let width = a.beam.max(a.top_k);
-    let ranked = beam_search(&loaded.model, &index, &[ids], width)?;
-    let top: Vec<(&str, f32)> = ranked[0]
-        .iter()
-        .take(a.top_k)
-        .map(|s| (titles[s.title as usize].as_str(), s.score))
-        .collect();
+    let top = recommend(
+        &a.model, &catalog, &prompt, &a.history, a.top_k, a.beam, a.cpu,
+    )?;
     if a.json {
         let v: Vec<serde_json::Value> = top
             .iter()

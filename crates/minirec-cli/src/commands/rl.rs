@@ -1,16 +1,11 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use minirec_data::PreparedDataset;
-use minirec_model::decode::ItemIndex;
-use minirec_model::load::{default_dtype, pick_device};
 use minirec_model::lora::LoraConfig;
-use minirec_train::rl::{prompts_for, train, RlConfig};
-use minirec_train::sft::trainable;
-use minirec_train::SftConfig;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use minirec_pipeline::rl::{train_rl, training_order};
+use minirec_train::rl::RlConfig;
 
 #[derive(Args)]
 pub struct RlArgs {
@@ -89,14 +84,7 @@ pub struct RlArgs {
 
 pub fn run(a: RlArgs, progress: bool) -> Result<()> {
     let ds = PreparedDataset::load(&a.data)?;
-    let samples: Vec<&minirec_data::Sample> = match &a.subset {
-        Some(p) => subset_samples(&ds, p)?,
-        None => {
-            let mut v: Vec<&minirec_data::Sample> = ds.train.iter().collect();
-            v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
-            v
-        }
-    };
+    let samples = training_order(&ds, a.subset.as_deref(), a.seed)?;
     let lora = a.lora_rank.map(|r| LoraConfig {
         r,
         alpha: 2.0 * r as f64,
@@ -149,86 +137,4 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         summary.output.display()
     );
     Ok(())
-}
-
-/// The train samples a subset file names, in its order.
-pub fn subset_samples<'a>(
-    ds: &'a PreparedDataset,
-    path: &std::path::Path,
-) -> Result<Vec<&'a minirec_data::Sample>> {
-    minirec_select::read_subset(path)?
-        .into_iter()
-        .map(|id| {
-            ds.train.get(id as usize).with_context(|| {
-                format!(
-                    "{}: sample_id {id} is not in the train split ({} samples)",
-                    path.display(),
-                    ds.train.len()
-                )
-            })
-        })
-        .collect()
-}
-
-/// RL from `init` on `samples` (in order) into `out`, with a manifest; the shared core of `rl` and `run`.
-#[allow(clippy::too_many_arguments)]
-pub fn train_rl(
-    ds: &PreparedDataset,
-    data: &std::path::Path,
-    init: &std::path::Path,
-    samples: &[&minirec_data::Sample],
-    cfg: &RlConfig,
-    eval_samples: usize,
-    out: &std::path::Path,
-    subset: Option<&std::path::Path>,
-    resume: bool,
-    cpu: bool,
-    progress: bool,
-) -> Result<minirec_train::rl::RlSummary> {
-    let device = pick_device(cpu)?;
-    let dtype = default_dtype(&device);
-    let mut loaded = super::model_arg::load_llm(init, "initial policy", &device, dtype)?;
-    let reference = match cfg.kl_ref_beta {
-        Some(_) => Some(super::model_arg::load_llm(init, "reference model", &device, dtype)?.model),
-        None => None,
-    };
-    let titles = ds.catalog.titles().to_vec();
-    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
-    let prompts = prompts_for(ds, samples, &loaded.tokenizer)?;
-    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(eval_samples).collect();
-    let valid = prompts_for(ds, &valid_samples, &loaded.tokenizer)?;
-    let vars = trainable(
-        &mut loaded.model,
-        &SftConfig {
-            lora: cfg.lora.clone(),
-            seed: cfg.seed,
-            ..Default::default()
-        },
-    )?;
-    let base = std::fs::canonicalize(init)
-        .unwrap_or(init.to_path_buf())
-        .display()
-        .to_string();
-    let (summary, _) = train(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        vars,
-        &index,
-        &prompts,
-        &valid,
-        reference.as_ref(),
-        cfg,
-        out,
-        &base,
-        resume,
-        progress,
-    )
-    .with_context(|| format!("RL into {}", out.display()))?;
-    super::write_run_manifest(
-        out,
-        "rl",
-        serde_json::json!({"config": cfg, "data": data, "init": init, "subset": subset, "prompts": prompts.len()}),
-        serde_json::to_value(&summary)?,
-    )?;
-    Ok(summary)
 }

@@ -1,11 +1,12 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::load::{default_dtype, pick_device};
 use minirec_model::lora::LoraConfig;
-use minirec_train::sft::{encode_samples, train, trainable, SftConfig};
+use minirec_pipeline::sft::{train_sft, SftJob};
+use minirec_train::sft::SftConfig;
 
 #[derive(Args)]
 pub struct SftArgs {
@@ -64,7 +65,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
     let ds = PreparedDataset::load(&a.data)?;
     let device = pick_device(a.cpu)?;
     let mut loaded =
-        super::model_arg::load_llm(&a.model, "model", &device, default_dtype(&device))?;
+        minirec_pipeline::model::load_llm(&a.model, "model", &device, default_dtype(&device))?;
     let cfg = SftConfig {
         epochs: a.epochs,
         max_steps: a.max_steps,
@@ -85,33 +86,19 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
         length_buckets: a.length_buckets,
         ..Default::default()
     };
-    let n = a.max_train.unwrap_or(ds.train.len()).min(ds.train.len());
-    let tr = encode_samples(&ds, &ds.train[..n], &loaded.tokenizer)?;
-    let va = encode_samples(&ds, &ds.valid, &loaded.tokenizer)?;
-    let vars = trainable(&mut loaded.model, &cfg)?;
     let base = std::fs::canonicalize(&a.model)
         .unwrap_or(a.model.clone())
         .display()
         .to_string();
-    let summary = train(
-        &mut loaded.model,
-        &loaded.tokenizer,
-        vars,
-        &tr,
-        &va,
-        &cfg,
-        &a.out,
-        &base,
-        a.resume,
-        progress,
-    )
-    .with_context(|| format!("training into {}", a.out.display()))?;
-    super::write_run_manifest(
-        &a.out,
-        "sft",
-        serde_json::json!({"config": cfg, "data": a.data, "model": a.model, "train_samples": n}),
-        serde_json::to_value(&summary)?,
-    )?;
+    let job = SftJob {
+        cfg,
+        max_train: a.max_train,
+        out: &a.out,
+        base,
+        data: &a.data,
+        resume: a.resume,
+    };
+    let summary = train_sft(&mut loaded.model, &loaded.tokenizer, &ds, &job, progress)?;
     println!(
         "sft: {} steps, {} epochs, train loss {:.4}, best valid loss {}, {:.2} samples/s, {:.0} tokens/s -> {}",
         summary.steps,

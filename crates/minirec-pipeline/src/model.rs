@@ -10,7 +10,7 @@ use minirec_model::load::{load_model, LoadedModel};
 /// Loads the LLM at `path` for `role` (a short name for logs and errors: "model", "initial policy", ...).
 /// A `minirec baseline` run is refused with a message saying which command takes it.
 pub fn load_llm(path: &Path, role: &str, device: &Device, dtype: DType) -> Result<LoadedModel> {
-    if super::baseline::is_run(path) {
+    if crate::baseline::is_run(path) {
         bail!(
             "{}: a `minirec baseline` run (a classic sequential recommender, not an LLM); only `minirec eval --model` takes it, the {role} must be an LLM",
             path.display()

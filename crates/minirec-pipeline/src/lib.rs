@@ -1,0 +1,20 @@
+//! The experiment pipeline below the command-line program: each stage as a function (prepare, SFT, selection,
+//! RL, evaluation, classic baselines) that reads and writes a run directory with a manifest, the experiment
+//! file, the runner that chains the stages and skips or resumes what exists, and the report. Every `minirec`
+//! command is its argument parsing plus one call into this crate.
+
+pub mod baseline;
+pub mod compare;
+pub mod eval;
+pub mod experiment;
+pub mod manifest;
+pub mod model;
+pub mod prepare;
+pub mod report;
+pub mod rl;
+pub mod runner;
+pub mod select;
+pub mod sft;
+
+pub use experiment::Experiment;
+pub use runner::run_experiment;

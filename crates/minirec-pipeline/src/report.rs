@@ -1,0 +1,342 @@
+//! `report.md`: the experiment's tables (the RISER Table 2 analogue, the MiniRec Table 2 analogue, the
+//! differences with their bootstrap intervals, stage times) and its reward and entropy curves.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use minirec_data::PreparedDataset;
+use minirec_eval::MetricsReport;
+
+use crate::experiment::Experiment;
+use crate::runner::{RlSet, StageTimes};
+
+/// Trailing moving average over `k` points.
+fn moving_average(pts: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    (0..pts.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(k.max(1));
+            let w = &pts[from..=i];
+            (
+                pts[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+/// A metrics JSON written by an evaluation, if it exists and parses.
+pub(crate) fn read_metrics(path: &Path) -> Option<MetricsReport> {
+    let v: serde_json::Value = minirec_data::fsutil::read_json(path).ok()?;
+    MetricsReport::from_json(&v)
+}
+
+fn metrics_row(name: &str, r: Option<&MetricsReport>, extra: &[String]) -> String {
+    let g = |k: &str| {
+        r.and_then(|r| r.get(k))
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "–".into())
+    };
+    let mut row = format!(
+        "| {name} | {} | {} | {} | {} | {} | {} |",
+        g("ndcg@5"),
+        g("ndcg@10"),
+        g("ndcg@20"),
+        g("hr@5"),
+        g("hr@10"),
+        g("hr@20")
+    );
+    for x in extra {
+        write!(row, " {x} |").expect("string");
+    }
+    row
+}
+
+const HEADER: &str = "| NDCG@5 | NDCG@10 | NDCG@20 | HR@5 | HR@10 | HR@20 |";
+
+fn secs(t: Option<f64>) -> String {
+    t.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into())
+}
+
+/// Wall time of every finished stage (summed over the invocations that ran it).
+fn stage_times_section(times: &StageTimes) -> String {
+    let mut rows = String::new();
+    let mut total = 0.0;
+    for (stage, s) in times.iter() {
+        total += s;
+        writeln!(rows, "| {stage} | {s:.0} s | {:.2} h |", s / 3600.0).expect("string");
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "## Wall time per stage\n\n| stage | wall time | |\n|---|---|---|\n{rows}| total | {total:.0} s | {:.2} h |\n\n",
+        total / 3600.0
+    )
+}
+
+/// Paired-bootstrap differences (1,000 resamples, seeded) of each RL row against SFT, of each selection row
+/// against Random of the same size, and of the whole-split rows against SFT's, from the predictions files.
+fn significance_section(
+    e: &Experiment,
+    sets: &[RlSet],
+    results: &BTreeMap<String, MetricsReport>,
+    main_variant: &str,
+) -> Result<String> {
+    let mut pairs: Vec<(String, String)> = results
+        .keys()
+        .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+        .map(|k| ("sft".to_string(), k.clone()))
+        .collect();
+    for set in sets
+        .iter()
+        .filter(|s| s.method != "random" && s.ablation.is_none())
+    {
+        if let Some(size) = set.size {
+            let reference = format!("random-{size}-{main_variant}");
+            pairs.push((reference, format!("{}-{main_variant}", set.label)));
+        }
+    }
+    for w in e.eval.whole.iter().filter(|w| *w != "sft") {
+        pairs.push(("sft.whole".into(), format!("{w}.whole")));
+    }
+    let dir = e.out.join("eval");
+    let file = |n: &str| dir.join(format!("{n}.predictions.jsonl"));
+    let mut rows = String::new();
+    for (a, b) in pairs
+        .iter()
+        .filter(|(a, b)| file(a).is_file() && file(b).is_file())
+    {
+        let c = crate::compare::compare_files(&file(a), &file(b), &[10, 20], 1000, e.seed)?;
+        let cell = |m: &str| {
+            c.metrics
+                .iter()
+                .find(|d| d.metric == m)
+                .map_or("–".into(), |d| {
+                    let mark = if d.resolved() { " **resolved**" } else { "" };
+                    format!("{:+.4} [{:+.4}, {:+.4}]{mark}", d.diff, d.low, d.high)
+                })
+        };
+        writeln!(
+            rows,
+            "| {b} | {a} | {} | {} | {} | {} |",
+            c.n,
+            cell("ndcg@10"),
+            cell("hr@10"),
+            cell("hr@20")
+        )?;
+    }
+    if rows.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "## Differences with 95% intervals (paired bootstrap, 1,000 resamples, seed {})\n\n\
+         Row minus reference on the same samples; **resolved**: the interval excludes 0. \
+         `minirec compare eval/A.predictions.jsonl eval/B.predictions.jsonl` gives every cut-off.\n\n\
+         | row | reference | samples | ΔNDCG@10 | ΔHR@10 | ΔHR@20 |\n|---|---|---|---|---|---|\n{rows}\n",
+        e.seed
+    ))
+}
+
+pub(crate) fn write_report(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    sets: &[RlSet],
+    results: &BTreeMap<String, MetricsReport>,
+    times: &StageTimes,
+) -> Result<String> {
+    let mut md = String::new();
+    let n_eval = results.get("sft").map(|r| r.n).unwrap_or(0);
+    let model = match (&e.model.path, &e.model.preset) {
+        (Some(p), _) => p.display().to_string(),
+        (_, Some(p)) => format!("{p} (from scratch)"),
+        _ => String::new(),
+    };
+    writeln!(md, "# minirec experiment report\n")?;
+    writeln!(
+        md,
+        "Data: {} items / {} titles; train {}, valid {}, test {}. Model: {model}. Seed {}. \
+         Evaluation: {} split ({n_eval} samples), all-ranking by trie-constrained beam search (width {}).\n\
+         RL: {} epoch(s) over each training set, {} prompts/step, {} rollouts kept to {}, lr {:e}.\n",
+        ds.catalog.len(),
+        ds.catalog.num_titles(),
+        ds.train.len(),
+        ds.valid.len(),
+        ds.test.len(),
+        e.seed,
+        e.eval.split,
+        e.eval.beam,
+        e.rl.epochs,
+        e.rl.prompts_per_step,
+        e.rl.rollouts,
+        e.rl.keep,
+        e.rl.lr,
+    )?;
+    let main_variant =
+        e.rl.variants
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "riser".into());
+    // Selection methods (MiniRec Table 2).
+    for &size in &e.select.sizes {
+        writeln!(
+            md,
+            "## RL on {size} selected samples vs all ({main_variant})\n"
+        )?;
+        writeln!(
+            md,
+            "| training set {HEADER} selection | RL |\n|---|---|---|---|---|---|---|---|---|"
+        )?;
+        for set in sets
+            .iter()
+            .filter(|s| s.size == Some(size) && s.ablation.is_none())
+        {
+            let name = format!("{}-{main_variant}", set.label);
+            let extra = [
+                secs(times.get(&format!("select:{}", set.label))),
+                secs(times.get(&format!("rl:{name}"))),
+            ];
+            writeln!(
+                md,
+                "{}",
+                metrics_row(&set.method, results.get(&name), &extra)
+            )?;
+        }
+        if e.select.full {
+            let name = format!("full-{main_variant}");
+            let extra = ["–".to_string(), secs(times.get(&format!("rl:{name}")))];
+            writeln!(
+                md,
+                "{}",
+                metrics_row(
+                    &format!("full ({})", ds.train.len()),
+                    results.get(&name),
+                    &extra
+                )
+            )?;
+        }
+        writeln!(
+            md,
+            "{}\n",
+            metrics_row("SFT only", results.get("sft"), &["–".into(), "–".into()])
+        )?;
+    }
+    // Ablations (MiniRec Table 4).
+    if let (Some(&size), false) = (e.select.sizes.first(), e.select.ablations.is_empty()) {
+        writeln!(md, "## MiniRec ablations ({size} samples)\n")?;
+        writeln!(md, "| variant {HEADER}\n|---|---|---|---|---|---|---|")?;
+        let base = format!("minirec-{size}-{main_variant}");
+        writeln!(md, "{}", metrics_row("MiniRec", results.get(&base), &[]))?;
+        for ab in &e.select.ablations {
+            let name = format!("minirec-{size}-{ab}-{main_variant}");
+            writeln!(
+                md,
+                "{}",
+                metrics_row(
+                    &format!("w/o {}", ab.trim_start_matches("no-")),
+                    results.get(&name),
+                    &[]
+                )
+            )?;
+        }
+        writeln!(md)?;
+    }
+    // Trainers (RISER Table 2): whichever of GRPO and RISER ran on the full set (or both on one subset),
+    // beside SFT.
+    if !sets.is_empty() && (e.select.full || e.rl.variants.len() > 1) {
+        writeln!(
+            md,
+            "## Trainers on {}\n",
+            if e.select.full {
+                "all training samples"
+            } else {
+                "the selected samples"
+            }
+        )?;
+        writeln!(md, "| model {HEADER}\n|---|---|---|---|---|---|---|")?;
+        writeln!(md, "{}", metrics_row("SFT", results.get("sft"), &[]))?;
+        let label = if e.select.full {
+            "full".to_string()
+        } else {
+            sets.first().map(|s| s.label.clone()).unwrap_or_default()
+        };
+        for (v, title) in [("grpo", "+ GRPO"), ("riser", "+ RISER")]
+            .into_iter()
+            .filter(|(v, _)| e.rl.variants.iter().any(|x| x == v))
+        {
+            writeln!(
+                md,
+                "{}",
+                metrics_row(title, results.get(&format!("{label}-{v}")), &[])
+            )?;
+        }
+        writeln!(md)?;
+    }
+    md.push_str(&significance_section(e, sets, results, &main_variant)?);
+    md.push_str(&stage_times_section(times));
+    // Classic baselines (RISER Table 1).
+    if !e.baselines.models.is_empty() {
+        writeln!(
+            md,
+            "## Classic sequential recommenders (same split, same metrics)\n"
+        )?;
+        writeln!(
+            md,
+            "| model {HEADER} training |\n|---|---|---|---|---|---|---|---|"
+        )?;
+        for (k, r) in results.iter().filter(|(k, _)| k.starts_with("baseline:")) {
+            let name = k.trim_start_matches("baseline:");
+            let label = name.replace("-text", "*");
+            writeln!(
+                md,
+                "{}",
+                metrics_row(&label, Some(r), &[secs(times.get(k))])
+            )?;
+        }
+        writeln!(md)?;
+    }
+    // Curves.
+    let mut curves = String::new();
+    for dir in results
+        .keys()
+        .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+    {
+        let svg = Path::new("rl").join(dir).join("rl_mean_reward.svg");
+        if e.out.join(&svg).is_file() {
+            writeln!(
+                curves,
+                "- {dir}: [reward]({}) · [entropy]({})",
+                svg.display(),
+                Path::new("rl").join(dir).join("rl_entropy.svg").display()
+            )?;
+        }
+    }
+    if !curves.is_empty() {
+        // All runs on one chart per metric, smoothed over 8 steps so the methods can be told apart.
+        let logs: Vec<(String, PathBuf)> = results
+            .keys()
+            .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+            .map(|k| (k.clone(), e.out.join("rl").join(k).join("rl_log.jsonl")))
+            .filter(|(_, p)| p.is_file())
+            .collect();
+        writeln!(md, "## Training curves\n")?;
+        for (key, file, label) in [
+            ("mean_reward", "rewards.svg", "mean reward per rollout"),
+            ("entropy", "entropy.svg", "entropy estimate"),
+        ] {
+            let series: Vec<(String, Vec<(f64, f64)>)> =
+                minirec_train::plot::series_from_logs(&logs, key)
+                    .into_iter()
+                    .map(|(n, pts)| (n, moving_average(&pts, 8)))
+                    .collect();
+            minirec_train::plot::multi_line_chart(&e.out.join(file), label, key, &series)?;
+            writeln!(md, "![{label}]({file})\n")?;
+        }
+        writeln!(md, "Per run:\n\n{curves}")?;
+    }
+    minirec_data::fsutil::write_atomic(&e.out.join("report.md"), |w| {
+        std::io::Write::write_all(w, md.as_bytes())
+    })?;
+    Ok(md)
+}

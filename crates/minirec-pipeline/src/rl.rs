@@ -1,0 +1,113 @@
+//! The RL stage: GRPO / RISER from a starting policy on a list of training samples, into a run directory
+//! with its manifest.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use minirec_data::PreparedDataset;
+use minirec_model::decode::ItemIndex;
+use minirec_model::load::{default_dtype, pick_device};
+use minirec_train::rl::{prompts_for, train, RlConfig};
+use minirec_train::sft::trainable;
+use minirec_train::SftConfig;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// The samples RL trains on, in order: a subset file's, in its order, or every training sample shuffled
+/// with `seed`.
+pub fn training_order<'a>(
+    ds: &'a PreparedDataset,
+    subset: Option<&Path>,
+    seed: u64,
+) -> Result<Vec<&'a minirec_data::Sample>> {
+    match subset {
+        Some(p) => subset_samples(ds, p),
+        None => {
+            let mut v: Vec<&minirec_data::Sample> = ds.train.iter().collect();
+            v.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            Ok(v)
+        }
+    }
+}
+
+/// The train samples a subset file names, in its order.
+pub fn subset_samples<'a>(
+    ds: &'a PreparedDataset,
+    path: &std::path::Path,
+) -> Result<Vec<&'a minirec_data::Sample>> {
+    minirec_select::read_subset(path)?
+        .into_iter()
+        .map(|id| {
+            ds.train.get(id as usize).with_context(|| {
+                format!(
+                    "{}: sample_id {id} is not in the train split ({} samples)",
+                    path.display(),
+                    ds.train.len()
+                )
+            })
+        })
+        .collect()
+}
+
+/// RL from `init` on `samples` (in order) into `out`, with a manifest; the shared core of `rl` and `run`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_rl(
+    ds: &PreparedDataset,
+    data: &std::path::Path,
+    init: &std::path::Path,
+    samples: &[&minirec_data::Sample],
+    cfg: &RlConfig,
+    eval_samples: usize,
+    out: &std::path::Path,
+    subset: Option<&std::path::Path>,
+    resume: bool,
+    cpu: bool,
+    progress: bool,
+) -> Result<minirec_train::rl::RlSummary> {
+    let device = pick_device(cpu)?;
+    let dtype = default_dtype(&device);
+    let mut loaded = crate::model::load_llm(init, "initial policy", &device, dtype)?;
+    let reference = match cfg.kl_ref_beta {
+        Some(_) => Some(crate::model::load_llm(init, "reference model", &device, dtype)?.model),
+        None => None,
+    };
+    let titles = ds.catalog.titles().to_vec();
+    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| ds.prompt.response(t))?;
+    let prompts = prompts_for(ds, samples, &loaded.tokenizer)?;
+    let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(eval_samples).collect();
+    let valid = prompts_for(ds, &valid_samples, &loaded.tokenizer)?;
+    let vars = trainable(
+        &mut loaded.model,
+        &SftConfig {
+            lora: cfg.lora.clone(),
+            seed: cfg.seed,
+            ..Default::default()
+        },
+    )?;
+    let base = std::fs::canonicalize(init)
+        .unwrap_or(init.to_path_buf())
+        .display()
+        .to_string();
+    let (summary, _) = train(
+        &mut loaded.model,
+        &loaded.tokenizer,
+        vars,
+        &index,
+        &prompts,
+        &valid,
+        reference.as_ref(),
+        cfg,
+        out,
+        &base,
+        resume,
+        progress,
+    )
+    .with_context(|| format!("RL into {}", out.display()))?;
+    crate::manifest::write_run_manifest(
+        out,
+        "rl",
+        serde_json::json!({"config": cfg, "data": data, "init": init, "subset": subset, "prompts": prompts.len()}),
+        serde_json::to_value(&summary)?,
+    )?;
+    Ok(summary)
+}

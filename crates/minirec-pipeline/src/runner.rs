@@ -1,0 +1,590 @@
+//! The experiment runner (`minirec run experiment.toml`): prepare → SFT → evaluate → select (methods × sizes,
+//! ablations) → RL on each subset (and on everything) → evaluate, plus optional classic baselines, in one run
+//! directory. A stage whose
+//! output exists is skipped, an interrupted RL run resumes from its last checkpoint, and `report.md` is
+//! rewritten from whatever results exist at the end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+use minirec_data::{PrepareOptions, PreparedDataset, Split};
+use minirec_eval::MetricsReport;
+use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
+use minirec_train::rl::RlConfig;
+use minirec_train::sft::SftConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::experiment::Experiment;
+use crate::manifest::exported;
+
+/// Wall time of each finished stage, kept across invocations (`stages.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StageTimes(BTreeMap<String, f64>);
+
+impl StageTimes {
+    fn load(out: &Path) -> Self {
+        minirec_data::fsutil::read_json(&out.join("stages.json")).unwrap_or_default()
+    }
+
+    fn record(&mut self, out: &Path, stage: &str, secs: f64) -> Result<()> {
+        self.0.insert(stage.to_string(), secs);
+        minirec_data::fsutil::write_json_atomic(&out.join("stages.json"), self)?;
+        Ok(())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub(crate) fn get(&self, stage: &str) -> Option<f64> {
+        self.0.get(stage).copied()
+    }
+}
+
+/// An RL training set: a selection file, or every training sample.
+pub(crate) struct RlSet {
+    pub(crate) label: String,
+    pub(crate) method: String,
+    pub(crate) size: Option<usize>,
+    pub(crate) ablation: Option<String>,
+    pub(crate) subset: Option<PathBuf>,
+}
+
+/// The RL training sets in the order they run: every training sample (with `[select] full`), each method at
+/// each size, then MiniRec's ablations at the first size. Selection files live in `sel_dir`.
+fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
+    let mut sets = Vec::new();
+    if e.select.full {
+        sets.push(RlSet {
+            label: "full".into(),
+            method: "full".into(),
+            size: None,
+            ablation: None,
+            subset: None,
+        });
+    }
+    let mut add = |method: &str, size: usize, ablation: Option<&String>| {
+        let label = match ablation {
+            Some(ab) => format!("{method}-{size}-{ab}"),
+            None => format!("{method}-{size}"),
+        };
+        sets.push(RlSet {
+            subset: Some(sel_dir.join(format!("{label}.jsonl"))),
+            label,
+            method: method.to_string(),
+            size: Some(size),
+            ablation: ablation.cloned(),
+        });
+    };
+    for m in &e.select.methods {
+        for &size in &e.select.sizes {
+            add(m, size, None);
+        }
+    }
+    if let Some(&size) = e.select.sizes.first() {
+        for ab in &e.select.ablations {
+            add("minirec", size, Some(ab));
+        }
+    }
+    sets
+}
+
+/// Runs the whole experiment and returns the report's text.
+pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
+    let out = &e.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    minirec_data::fsutil::write_json_atomic(&out.join("experiment.json"), e)?;
+    let mut times = StageTimes::load(out);
+
+    // 1. Data.
+    let data_dir = prepare_stage(e, progress)?;
+    let ds = PreparedDataset::load(&data_dir)?;
+    println!(
+        "data: {} items, {} titles; train {}, valid {}, test {}",
+        ds.catalog.len(),
+        ds.catalog.num_titles(),
+        ds.train.len(),
+        ds.valid.len(),
+        ds.test.len()
+    );
+
+    // 2. SFT, then its evaluation.
+    let sft_model = sft_stage(e, &ds, &data_dir, &mut times, progress)?;
+    let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
+    results.insert(
+        "sft".into(),
+        eval_stage(e, &ds, &sft_model, "sft", &mut times, progress)?,
+    );
+
+    // 3. RL on each training set with each trainer, then its evaluation: the full set's trainers first
+    //    (RISER Table 2), then each selection, made just before its RL, so finished rows land early. Plain
+    //    GRPO runs only on the full set (when there is one), as RISER Table 2 compares trainers, not subsets.
+    let sel_model = e.select.model.clone().unwrap_or_else(|| sft_model.clone());
+    let sets = rl_sets(e, &out.join("select"));
+    for set in &sets {
+        if let (Some(path), Some(size)) = (&set.subset, set.size) {
+            select_stage(
+                e,
+                &ds,
+                &data_dir,
+                &sel_model,
+                &set.method,
+                size,
+                set.ablation.as_deref(),
+                path,
+                &mut times,
+                progress,
+            )?;
+        }
+        for variant in &e.rl.variants {
+            if variant == "grpo" && set.subset.is_some() && e.select.full {
+                continue;
+            }
+            let name = format!("{}-{variant}", set.label);
+            let model = rl_stage(
+                e, &ds, &data_dir, &sft_model, set, variant, &name, &mut times, progress,
+            )?;
+            results.insert(
+                name.clone(),
+                eval_stage(e, &ds, &model, &name, &mut times, progress)?,
+            );
+        }
+    }
+
+    // 5. Classic baselines.
+    for kind in &e.baselines.models {
+        let mut variants = vec![false];
+        if e.baselines.text_init {
+            variants.push(true);
+        }
+        for text in variants {
+            let name = format!("{kind}{}", if text { "-text" } else { "" });
+            let r = baseline_stage(e, &ds, &data_dir, kind, text, &name, &mut times, progress)?;
+            results.insert(format!("baseline:{name}"), r);
+        }
+    }
+
+    let report = crate::report::write_report(e, &ds, &sets, &results, &times)?;
+    Ok(report)
+}
+
+fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
+    if let Some(p) = &e.data.prepared {
+        return Ok(p.clone());
+    }
+    let dir = e.out.join("data");
+    if dir.join("manifest.json").is_file() {
+        println!("data: {} exists, skipping preparation", dir.display());
+        return Ok(dir);
+    }
+    let mut opts = PrepareOptions::new(&dir);
+    opts.force = true;
+    opts.progress = progress;
+    opts.prompt = crate::prepare::prompt_template(&e.data.domain, None)?;
+    opts.hold_out_every = e.data.hold_out_every;
+    let stats = if let Some(users) = e.data.demo_users {
+        let files = minirec_data::demo::write(&e.out.join("raw"), users, e.seed)?;
+        minirec_data::prepare_generic(&files, &opts)?
+    } else {
+        let files = minirec_data::D3Files {
+            info: e.data.d3_info.clone().expect("checked"),
+            train: e.data.d3_train.clone().expect("checked"),
+            valid: e.data.d3_valid.clone(),
+            test: e.data.d3_test.clone().expect("checked"),
+        };
+        minirec_data::prepare_d3(&files, &opts)?
+    };
+    crate::prepare::print_stats(&dir, &stats);
+    Ok(dir)
+}
+
+fn sft_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<PathBuf> {
+    if e.sft.skip {
+        return Ok(e.model.path.clone().expect("checked"));
+    }
+    let run = e.out.join("sft");
+    if let Some(p) = exported(&run) {
+        println!("sft: {} exists, skipping", p.display());
+        return Ok(p);
+    }
+    let device = pick_device(e.cpu)?;
+    let (mut model, tok, base) = match (&e.model.path, &e.model.preset) {
+        (Some(p), _) => {
+            let l = crate::model::load_llm(p, "model", &device, default_dtype(&device))?;
+            (l.model, l.tokenizer, p.display().to_string())
+        }
+        (None, Some(preset)) => {
+            let tok = minirec_train::sft::catalog_tokenizer(ds)?;
+            let cfg = preset_config(preset, tok.vocab_size())?;
+            let dtype = if device.is_cpu() {
+                DType::F32
+            } else {
+                default_dtype(&device)
+            };
+            let m = random_model(cfg, dtype, &device, e.seed)?;
+            println!(
+                "model: {preset} from scratch, {} parameters, word-level vocabulary of {}",
+                m.cfg.num_parameters(),
+                tok.vocab_size()
+            );
+            (m, tok, format!("{preset}-random"))
+        }
+        _ => unreachable!("checked"),
+    };
+    let cfg = SftConfig {
+        epochs: e.sft.epochs,
+        lr: e.sft.lr,
+        batch_size: e.sft.batch_size,
+        grad_accum: e.sft.grad_accum,
+        valid_every: e.sft.valid_every,
+        patience: e.sft.patience,
+        checkpoint_every: e.sft.checkpoint_every,
+        seed: e.seed,
+        lora: e.sft.lora_rank.map(|r| minirec_model::lora::LoraConfig {
+            r,
+            alpha: 2.0 * r as f64,
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let job = crate::sft::SftJob {
+        cfg,
+        max_train: e.sft.max_train,
+        out: &run,
+        base,
+        data: data_dir,
+        resume: run.join("checkpoints").join("latest").is_file(),
+    };
+    let s = crate::sft::train_sft(&mut model, &tok, ds, &job, progress)?;
+    times.record(&e.out, "sft", t.elapsed().as_secs_f64())?;
+    println!(
+        "sft: {} steps, {:.1} s, best valid loss {}",
+        s.steps,
+        t.elapsed().as_secs_f64(),
+        s.best_valid_loss
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "– (empty valid split)".into())
+    );
+    Ok(s.output)
+}
+
+/// The evaluation's samples with their split positions: the `[eval]` subset, or with `whole` the entire split.
+fn eval_samples<'a>(
+    e: &Experiment,
+    ds: &'a PreparedDataset,
+    whole: bool,
+) -> Result<Vec<(usize, &'a minirec_data::Sample)>> {
+    let split: Split = e
+        .eval
+        .split
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    let s = ds.split(split);
+    let picked =
+        crate::eval::pick_samples(s.len(), e.eval.limit, e.eval.sample, e.eval.sample_seed);
+    if picked.is_empty() {
+        anyhow::bail!("the {} split is empty: nothing to evaluate", e.eval.split);
+    }
+    let of = |v: Vec<usize>| {
+        crate::eval::by_prompt_length(ds, v.into_iter().map(|i| (i, &s[i])).collect())
+    };
+    let mut out = of(picked.clone());
+    if whole {
+        // The subset first, then the rest: the whole-split evaluation starts from the subset's lists.
+        let inside: std::collections::HashSet<usize> = picked.into_iter().collect();
+        out.extend(of((0..s.len()).filter(|i| !inside.contains(i)).collect()));
+    }
+    Ok(out)
+}
+
+/// Evaluates `model` as row `name` on the `[eval]` samples, and on the whole split too when `[eval] whole`
+/// names the row. Finished evaluations are read back; an interrupted one continues from its predictions file.
+fn eval_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    model: &Path,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let r = eval_one(e, ds, model, name, false, times, progress)?;
+    if e.eval.whole.iter().any(|w| w == name) {
+        let dir = e.out.join("eval");
+        let (part, all) = (
+            dir.join(format!("{name}.predictions.jsonl")),
+            dir.join(format!("{name}.whole.predictions.jsonl")),
+        );
+        if !all.exists() {
+            // The subset's samples open the whole split's list: rank only the rest.
+            std::fs::copy(&part, &all)
+                .with_context(|| format!("copying {} to {}", part.display(), all.display()))?;
+        }
+        eval_one(
+            e,
+            ds,
+            model,
+            &format!("{name}.whole"),
+            true,
+            times,
+            progress,
+        )?;
+    }
+    Ok(r)
+}
+
+fn eval_one(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    model: &Path,
+    name: &str,
+    whole: bool,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let dir = e.out.join("eval");
+    let json = dir.join(format!("{name}.json"));
+    if let Some(r) = crate::report::read_metrics(&json) {
+        return Ok(r);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let samples = eval_samples(e, ds, whole)?;
+    let device = pick_device(e.cpu)?;
+    let loaded = crate::model::load_llm(model, "model", &device, default_dtype(&device))?;
+    let t = Instant::now();
+    let pred = dir.join(format!("{name}.predictions.jsonl"));
+    let job = crate::eval::BeamJob {
+        beam: e.eval.beam,
+        batch: e.eval.batch,
+        ks: &[5, 10, 20],
+    };
+    let r = crate::eval::rank_samples(
+        &loaded.model,
+        &loaded.tokenizer,
+        ds,
+        &samples,
+        &job,
+        Some(&pred),
+        true,
+        progress,
+    )?;
+    // Time of this call only: a resumed evaluation adds to what the earlier calls recorded.
+    let before = times.get(&format!("eval:{name}")).unwrap_or(0.0);
+    times.record(
+        &e.out,
+        &format!("eval:{name}"),
+        before + t.elapsed().as_secs_f64(),
+    )?;
+    minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
+    println!(
+        "eval {name}: NDCG@10 {:.4}, HR@10 {:.4} ({} samples)",
+        r.get("ndcg@10").unwrap_or(f64::NAN),
+        r.get("hr@10").unwrap_or(f64::NAN),
+        samples.len()
+    );
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn select_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    sft_model: &Path,
+    method: &str,
+    size: usize,
+    ablation: Option<&str>,
+    path: &Path,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<()> {
+    if path.is_file() {
+        println!("select: {} exists, skipping", path.display());
+        return Ok(());
+    }
+    let s = &e.select;
+    let mut options = minirec_select::pipeline::SelectOptions {
+        rollouts: s.rollouts,
+        space: if s.space == "param" {
+            minirec_select::pipeline::Space::Param
+        } else {
+            minirec_select::pipeline::Space::Hidden
+        },
+        ..Default::default()
+    };
+    let m = &mut options.minirec;
+    (m.lambda, m.groups, m.mu, m.sigma) = (s.lambda, s.groups, s.mu, s.sigma);
+    m.learnability = ablation != Some("no-learnability");
+    m.representativeness = ablation != Some("no-representativeness");
+    m.diversity = ablation != Some("no-diversity");
+    m.curriculum = ablation != Some("no-curriculum");
+    let mut proxy_config = minirec_select::proxy::ProxyConfig {
+        samples: s.proxy_samples,
+        sft_epochs: s.proxy_sft_epochs,
+        ..Default::default()
+    };
+    proxy_config.rl.max_steps = s.proxy_rl_steps;
+    proxy_config.rl.lr = s.proxy_rl_lr;
+    let job = crate::select::SelectJob {
+        data: data_dir.to_path_buf(),
+        model: Some(sft_model.to_path_buf()),
+        method: method.parse()?,
+        size: size.min(ds.train.len()),
+        out: path.to_path_buf(),
+        cache: Some(e.out.join("select").join("cache")),
+        proxy: s.proxy.clone(),
+        surrogate: None,
+        seed: e.seed,
+        cpu: e.cpu,
+        options,
+        proxy_config,
+    };
+    let t = Instant::now();
+    let line = crate::select::select_into(&job, ds, progress)?;
+    let label = path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    times.record(
+        &e.out,
+        &format!("select:{label}"),
+        t.elapsed().as_secs_f64(),
+    )?;
+    println!("{line}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rl_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    sft_model: &Path,
+    set: &RlSet,
+    variant: &str,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<PathBuf> {
+    let run = e.out.join("rl").join(name);
+    if let Some(p) = exported(&run) {
+        println!("rl {name}: {} exists, skipping", p.display());
+        return Ok(p);
+    }
+    let samples = crate::rl::training_order(ds, set.subset.as_deref(), e.seed)?;
+    let r = &e.rl;
+    let mut steps = ((samples.len() as f64 * r.epochs) / r.prompts_per_step as f64).ceil() as usize;
+    if r.max_steps > 0 {
+        steps = steps.min(r.max_steps);
+    }
+    let mut cfg = RlConfig {
+        max_steps: steps.max(1),
+        prompts_per_step: r.prompts_per_step,
+        rollouts: r.rollouts,
+        keep: r.keep,
+        lr: r.lr,
+        kl_cov_ratio: r.kl_cov_ratio,
+        micro_batch: r.micro_batch,
+        updates_per_batch: r.updates_per_batch,
+        eval_every: r.eval_every,
+        checkpoint_every: 50,
+        seed: e.seed,
+        lora: r.lora_rank.map(|rank| minirec_model::lora::LoraConfig {
+            r: rank,
+            alpha: 2.0 * rank as f64,
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if variant == "grpo" {
+        cfg = cfg.plain_grpo();
+    }
+    let resume = run.join("checkpoints").join("latest").is_file();
+    let t = Instant::now();
+    let s = crate::rl::train_rl(
+        ds,
+        data_dir,
+        sft_model,
+        &samples,
+        &cfg,
+        128,
+        &run,
+        set.subset.as_deref(),
+        resume,
+        e.cpu,
+        progress,
+    )?;
+    times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;
+    println!(
+        "rl {name}: {} steps on {} samples, reward {:.3} -> {:.3}, {:.1} s",
+        s.steps,
+        samples.len(),
+        s.first_rewards,
+        s.last_rewards,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(s.output)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn baseline_stage(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    data_dir: &Path,
+    kind: &str,
+    text: bool,
+    name: &str,
+    times: &mut StageTimes,
+    progress: bool,
+) -> Result<MetricsReport> {
+    let json = e.out.join("eval").join(format!("baseline-{name}.json"));
+    if let Some(r) = crate::report::read_metrics(&json) {
+        return Ok(r);
+    }
+    let run = e.out.join("baselines").join(name);
+    if !minirec_baselines::train::is_baseline_run(&run) {
+        let job = crate::baseline::BaselineJob {
+            model: kind.parse()?,
+            data: data_dir.to_path_buf(),
+            out: run.clone(),
+            epochs: e.baselines.epochs,
+            text_init: text,
+            encoder: e.baselines.encoder.clone(),
+            dim: 64,
+            batch_size: 256,
+            lr: 1e-3,
+            negatives: 1,
+            patience: 5,
+            seed: e.seed,
+            resume: run.join("checkpoints").join("latest").is_file(),
+            cpu: e.cpu,
+        };
+        let t = Instant::now();
+        println!("{}", crate::baseline::train_baseline(&job, progress)?);
+        times.record(
+            &e.out,
+            &format!("baseline:{name}"),
+            t.elapsed().as_secs_f64(),
+        )?;
+    }
+    let samples: Vec<minirec_data::Sample> = eval_samples(e, ds, false)?
+        .into_iter()
+        .map(|(_, s)| s.clone())
+        .collect();
+    let (r, _) = crate::baseline::evaluate_run(&run, ds, &samples, &[5, 10, 20], e.cpu)?;
+    std::fs::create_dir_all(e.out.join("eval"))?;
+    minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
+    Ok(r)
+}

@@ -1,0 +1,194 @@
+//! The selection stage: MiniRec or a baseline picks `size` training samples for RL and writes them, in
+//! training order, with every sample's scores and a manifest. The proxy model for learnability is trained
+//! (once, cached) unless one is given.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use minirec_data::PreparedDataset;
+use minirec_model::decode::ItemIndex;
+use minirec_model::load::{default_dtype, pick_device};
+use minirec_select::pipeline::{self, Models, ScoreCache, SelectOptions};
+use minirec_select::proxy::{train_proxy, ProxyConfig};
+use minirec_select::{write_subset, Method};
+
+/// One selection: the method and size, its inputs and outputs, MiniRec's options and the proxy's training.
+pub struct SelectJob {
+    pub data: PathBuf,
+    /// The (SFT) model whose hidden states and HVPs score the samples; not needed for `random`.
+    pub model: Option<PathBuf>,
+    pub method: Method,
+    pub size: usize,
+    /// The subset file; the scores go beside it (`.scores.jsonl`).
+    pub out: PathBuf,
+    /// Where scores, rewards and the proxy are cached (default: `select-cache/` beside `out`).
+    pub cache: Option<PathBuf>,
+    /// A trained proxy for learnability; without it one is trained from `model`.
+    pub proxy: Option<PathBuf>,
+    /// A DEALRec surrogate (a `minirec baseline --model sasrec` run); trained on the fly if absent.
+    pub surrogate: Option<PathBuf>,
+    pub seed: u64,
+    pub cpu: bool,
+    pub options: SelectOptions,
+    pub proxy_config: ProxyConfig,
+}
+
+/// The cache key: the scoring model's canonical path, its files' modification times and the data's manifest,
+/// so re-training either invalidates the cache.
+fn cache_key(model: Option<&Path>, data: &Path) -> String {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    };
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
+    match model {
+        Some(m) => format!(
+            "model={} ({}) data={} ({})",
+            canon(m).display(),
+            stamp(m),
+            canon(data).display(),
+            stamp(&data.join("manifest.json"))
+        ),
+        None => format!("data={}", canon(data).display()),
+    }
+}
+
+/// Runs one selection and writes the subset, the scores and a manifest; returns a one-line summary.
+pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Result<String> {
+    let opts = &a.options;
+    let device = pick_device(a.cpu)?;
+    let dtype = default_dtype(&device);
+    let cache_dir = a.cache.clone().unwrap_or_else(|| {
+        a.out
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("select-cache")
+    });
+    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data));
+    let needs_model = pipeline::needs_llm_scores(a.method);
+    let loaded = match (&a.model, needs_model) {
+        (Some(p), true) => Some(crate::model::load_llm(p, "scoring model", &device, dtype)?),
+        (None, true) => anyhow::bail!("--method {} needs --model", a.method),
+        _ => None,
+    };
+    let tok_holder;
+    let tok = match &loaded {
+        Some(l) => &l.tokenizer,
+        None => {
+            tok_holder = minirec_model::TextTokenizer::word_level(
+                ds.catalog.titles().iter().map(String::as_str),
+            )?;
+            &tok_holder
+        }
+    };
+    let titles = ds.catalog.titles().to_vec();
+    let mut proxy_time = 0.0;
+    let mut index = None;
+    let mut proxy = None;
+    if pipeline::needs_rewards(a.method, &opts.minirec)
+        && cache
+            .load_vec("rewards")?
+            .is_none_or(|v| v.len() != ds.train.len())
+    {
+        let idx = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
+        let t = std::time::Instant::now();
+        proxy = Some(match &a.proxy {
+            Some(p) => crate::model::load_llm(p, "proxy", &device, dtype)?.model,
+            None if cache.key_ok("proxy")
+                && cache_dir.join("proxy/rl/model/config.json").is_file() =>
+            {
+                // A proxy trained by an earlier run that stopped before its rollouts were cached.
+                let p = cache_dir.join("proxy/rl/model");
+                tracing::info!("re-using the proxy in {}", p.display());
+                crate::model::load_llm(&p, "proxy", &device, dtype)?.model
+            }
+            None => {
+                let base = a.model.as_ref().expect("checked above");
+                let mut l = crate::model::load_llm(base, "proxy's starting model", &device, dtype)?;
+                let dir = cache_dir.join("proxy");
+                tracing::info!(
+                    "training the proxy on {} random samples into {}",
+                    a.proxy_config.samples,
+                    dir.display()
+                );
+                train_proxy(
+                    &mut l.model,
+                    tok,
+                    ds,
+                    &idx,
+                    &a.proxy_config,
+                    a.seed,
+                    &dir,
+                    progress,
+                )?;
+                cache.write_key("proxy")?;
+                l.model
+            }
+        });
+        proxy_time = t.elapsed().as_secs_f64();
+        index = Some(idx);
+    }
+    let models = Models {
+        tok,
+        scorer: loaded.as_ref().map(|l| &l.model),
+        proxy: proxy.as_ref(),
+        index: index.as_ref(),
+    };
+    let influence = |ds: &PreparedDataset| -> minirec_select::Result<Vec<f32>> {
+        crate::baseline::dealrec_influence(ds, a.surrogate.as_deref(), &cache_dir, a.seed, progress)
+            .map_err(|e| minirec_select::SelectError::Invalid(format!("{e:#}")))
+    };
+    let out = pipeline::select(
+        ds,
+        &models,
+        a.method,
+        a.size,
+        opts,
+        a.seed,
+        &cache,
+        Some(&influence),
+        progress,
+    )?;
+    let mut rows = out.rows;
+    write_subset(&a.out, &mut rows)?;
+    let scores_path = a.out.with_extension("scores.jsonl");
+    pipeline::write_scores(&scores_path, &out.scores)?;
+    let mut manifest = minirec_data::Manifest::new(
+        "select",
+        serde_json::json!({
+            "method": a.method, "size": a.size, "seed": a.seed, "data": a.data, "model": a.model,
+            "proxy": a.proxy, "proxy_config": a.proxy_config, "options": opts,
+        }),
+        Vec::new(),
+    );
+    manifest.outputs.insert(
+        "timings".into(),
+        serde_json::json!({"proxy_training_s": proxy_time, "phases": out.timings}),
+    );
+    manifest
+        .outputs
+        .insert("subset".into(), serde_json::json!(a.out));
+    minirec_data::fsutil::write_json_atomic(&a.out.with_extension("manifest.json"), &manifest)?;
+    let tm = &out.timings;
+    Ok(format!(
+        "select {}: {} of {} samples -> {} (proxy {:.1} s, scoring {:.1} s, rollouts {:.1} s, surrogate {:.1} s, selection {:.2} s{})",
+        a.method,
+        rows.len(),
+        ds.train.len(),
+        a.out.display(),
+        proxy_time,
+        tm.scoring_s,
+        tm.rollouts_s,
+        tm.surrogate_s,
+        tm.select_s,
+        if tm.cached.is_empty() {
+            String::new()
+        } else {
+            format!("; cached: {}", tm.cached.join(", "))
+        }
+    ))
+}
