@@ -49,21 +49,40 @@ pub fn subset_samples<'a>(
         .collect()
 }
 
-/// RL from `init` on `samples` (in order) into `out`, with a manifest; the shared core of `rl` and `run`.
-#[allow(clippy::too_many_arguments)]
+/// Where an RL run reads and writes, and how it runs.
+#[derive(Clone, Copy)]
+pub struct RlJob<'a> {
+    /// The prepared dataset's folder (for the manifest).
+    pub data: &'a Path,
+    /// The starting policy: an SFT run directory or any model path.
+    pub init: &'a Path,
+    pub out: &'a Path,
+    /// The subset file the samples came from, if any (for the manifest).
+    pub subset: Option<&'a Path>,
+    /// Validation prompts for the HR@1 checks (`RlConfig::eval_every`).
+    pub eval_samples: usize,
+    /// Continue from the run's last checkpoint.
+    pub resume: bool,
+    pub cpu: bool,
+}
+
+/// RL on `samples` (in order) as `job` says, into `job.out` with a manifest; the shared core of `rl` and `run`.
 pub fn train_rl(
     ds: &PreparedDataset,
-    data: &std::path::Path,
-    init: &std::path::Path,
     samples: &[&minirec_data::Sample],
     cfg: &RlConfig,
-    eval_samples: usize,
-    out: &std::path::Path,
-    subset: Option<&std::path::Path>,
-    resume: bool,
-    cpu: bool,
+    job: &RlJob,
     progress: bool,
 ) -> Result<minirec_train::rl::RlSummary> {
+    let RlJob {
+        data,
+        init,
+        out,
+        subset,
+        eval_samples,
+        resume,
+        cpu,
+    } = *job;
     let device = pick_device(cpu)?;
     let dtype = default_dtype(&device);
     let mut loaded = crate::model::load_llm(init, "initial policy", &device, dtype)?;

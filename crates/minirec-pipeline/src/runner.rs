@@ -513,19 +513,16 @@ fn rl_stage(
     }
     let resume = run.join("checkpoints").join("latest").is_file();
     let t = Instant::now();
-    let s = crate::rl::train_rl(
-        ds,
-        data_dir,
-        sft_model,
-        &samples,
-        &cfg,
-        128,
-        &run,
-        set.subset.as_deref(),
+    let job = crate::rl::RlJob {
+        data: data_dir,
+        init: sft_model,
+        out: &run,
+        subset: set.subset.as_deref(),
+        eval_samples: 128,
         resume,
-        e.cpu,
-        progress,
-    )?;
+        cpu: e.cpu,
+    };
+    let s = crate::rl::train_rl(ds, &samples, &cfg, &job, progress)?;
     times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;
     println!(
         "rl {name}: {} steps on {} samples, reward {:.3} -> {:.3}, {:.1} s",

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::lora::LoraConfig;
-use minirec_pipeline::rl::{train_rl, training_order};
+use minirec_pipeline::rl::{train_rl, training_order, RlJob};
 use minirec_train::rl::RlConfig;
 
 #[derive(Args)]
@@ -114,19 +114,16 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         lora,
         ..Default::default()
     };
-    let summary = train_rl(
-        &ds,
-        &a.data,
-        &a.init,
-        &samples,
-        &cfg,
-        a.eval_samples,
-        &a.out,
-        a.subset.as_deref(),
-        a.resume,
-        a.cpu,
-        progress,
-    )?;
+    let job = RlJob {
+        data: &a.data,
+        init: &a.init,
+        out: &a.out,
+        subset: a.subset.as_deref(),
+        eval_samples: a.eval_samples,
+        resume: a.resume,
+        cpu: a.cpu,
+    };
+    let summary = train_rl(&ds, &samples, &cfg, &job, progress)?;
     println!(
         "rl: {} steps, mean reward {:.3} (first quarter) -> {:.3} (last quarter), rollout {:.1} s, update {:.1} s -> {}",
         summary.steps,
