@@ -423,6 +423,7 @@ fn the_real_llm_demo_runs_sft_riser_evaluation_and_a_recommendation() {
         "| + RISER |",
         "| full-riser | sft | 6 |",
         "| total |",
+        "| stage | seconds | hours |",
     ] {
         assert!(out.contains(row), "{row} missing from:\n{out}");
     }

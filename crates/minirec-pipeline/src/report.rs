@@ -65,13 +65,13 @@ fn stage_times_section(times: &StageTimes) -> String {
     let mut total = 0.0;
     for (stage, s) in times.iter() {
         total += s;
-        writeln!(rows, "| {stage} | {s:.0} s | {:.2} h |", s / 3600.0).expect("string");
+        writeln!(rows, "| {stage} | {s:.0} | {:.2} |", s / 3600.0).expect("string");
     }
     if rows.is_empty() {
         return rows;
     }
     format!(
-        "## Wall time per stage\n\n| stage | wall time | |\n|---|---|---|\n{rows}| total | {total:.0} s | {:.2} h |\n\n",
+        "## Wall time per stage\n\n| stage | seconds | hours |\n|---|---|---|\n{rows}| total | {total:.0} | {:.2} |\n\n",
         total / 3600.0
     )
 }

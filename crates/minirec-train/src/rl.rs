@@ -236,6 +236,7 @@ fn masks(index: &ItemIndex, seqs: &[&[u32]], decay: Option<f32>) -> Result<Vec<V
 
 /// What a rollout batch gives the update: the GRPO sequences (prompt, tokens, advantage) of groups with a hit,
 /// the SimPO pairs (prompt, chosen, rejected) of all-fail groups, and the batch's statistics for the log.
+#[derive(Default)]
 struct Groups<'a> {
     grpo: Vec<(&'a [u32], &'a [u32], f32)>,
     pairs: Vec<(&'a [u32], &'a [u32], &'a [u32])>,
@@ -257,17 +258,7 @@ fn group_rollouts<'a>(
     cfg: &RlConfig,
     rng: &mut ChaCha8Rng,
 ) -> Groups<'a> {
-    let mut g = Groups {
-        grpo: Vec::new(),
-        pairs: Vec::new(),
-        reward_sum: 0.0,
-        reward_n: 0,
-        hits: 0,
-        fails: 0,
-        distinct: 0.0,
-        neg_logprob_sum: 0.0,
-        sampled_tokens: 0,
-    };
+    let mut g = Groups::default();
     for (p, r) in batch.iter().zip(rolls) {
         let titles: Vec<u32> = r.iter().map(|s| s.title).collect();
         g.distinct += titles
