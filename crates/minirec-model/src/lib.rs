@@ -1,6 +1,7 @@
 //! minirec-model: decoder LLMs on candle for recommendation — loading (HF safetensors, GGUF), a trainable
 //! forward pass, LoRA, a KV cache shared across a prompt's beams, and trie-constrained beam search and sampling.
 
+pub mod block;
 pub mod config;
 pub mod decode;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod load;
 pub mod lora;
 pub mod model;
 pub mod profile;
+mod recompute;
 pub mod tokenizer;
 pub mod weights;
 

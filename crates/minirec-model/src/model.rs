@@ -1,6 +1,8 @@
-//! The decoder: Llama/SmolLM2, Qwen2 and Gemma-2 in one implementation, switched by `ModelConfig`.
+//! The decoder: Llama/SmolLM2, Qwen2 and Gemma-2 in one implementation, switched by `ModelConfig`. Its layers
+//! are `block::Block`s (attention, MLP, norms), each with its own forward; this module holds the embeddings,
+//! the caches and the passes over the whole stack.
 //!
-//! Two forward paths:
+//! Three forward paths:
 //! - `forward`: whole sequences with a padding mask (training, scoring, prompt prefill), differentiable unless
 //!   `no_grad` (which frees each layer's intermediates as soon as the next layer has its input);
 //! - `forward_shared`: continuations of shared prompts, each prompt run once;
@@ -9,47 +11,23 @@
 
 use std::sync::Arc;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use crate::config::{Activation, Family, ModelConfig};
+pub use crate::block::{Attention, Block, Mlp};
+use crate::block::{KeysBefore, LayerInputs, Loader};
+use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::kernels::attention::{self, AttentionSpec};
+use crate::kernels::attention::AttentionSpec;
 use crate::kernels::decode_attention::{decode_attention, DecodeSpec};
-use crate::kernels::silu_mul;
-use crate::layers::{activation, softcap, softmax_last, Linear, RmsNorm, Rope};
+use crate::layers::{softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::profile::phase;
+use crate::recompute::{PendingGrads, RecomputedLayer};
 use crate::weights::Weights;
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
 /// Large enough that exp underflows to exactly zero next to any real score, small enough to stay finite.
 const PAD_BIAS: f32 = -1e30;
-
-#[derive(Debug, Clone)]
-pub struct Attention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
-}
-
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    pub gate: Linear,
-    pub up: Linear,
-    pub down: Linear,
-}
-
-#[derive(Debug, Clone)]
-pub struct Block {
-    pub attn: Attention,
-    pub mlp: Mlp,
-    pub input_norm: RmsNorm,
-    pub post_attn_norm: RmsNorm,
-    /// Gemma-2 only.
-    pub pre_ff_norm: Option<RmsNorm>,
-    pub post_ff_norm: Option<RmsNorm>,
-    pub sliding: bool,
-}
 
 pub struct Decoder {
     pub cfg: ModelConfig,
@@ -61,6 +39,8 @@ pub struct Decoder {
     rope: Rope,
     dtype: DType,
     device: Device,
+    /// Set: training passes recompute each layer in backward (see `recompute`); weight gradients wait here.
+    recompute: Option<PendingGrads>,
 }
 
 /// The prompt part of the key/value cache: one entry per prompt, shared by all its rows.
@@ -230,39 +210,6 @@ fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Rows, usize)> {
     Ok(((ids, mask), tp))
 }
 
-fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(x.clone());
-    }
-    let (b, h, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .expand((b, h, groups, t, d))?
-        .reshape((b, h * groups, t, d))?)
-}
-
-impl Attention {
-    fn project(&self, x: &Tensor, cfg: &ModelConfig) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let hd = cfg.head_dim;
-        let q = self
-            .q
-            .forward(x)?
-            .reshape((b, t, cfg.num_heads, hd))?
-            .transpose(1, 2)?;
-        let k = self
-            .k
-            .forward(x)?
-            .reshape((b, t, cfg.num_kv_heads, hd))?
-            .transpose(1, 2)?;
-        let v = self
-            .v
-            .forward(x)?
-            .reshape((b, t, cfg.num_kv_heads, hd))?
-            .transpose(1, 2)?;
-        Ok((q, k, v))
-    }
-}
-
 impl Decoder {
     pub fn from_weights(
         cfg: ModelConfig,
@@ -271,31 +218,13 @@ impl Decoder {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
-        let get = |n: &str| -> Result<Tensor> { Ok(w.get(n, dtype)?.to_device(device)?) };
-        let opt = |n: &str| -> Result<Option<Tensor>> {
-            if w.contains(n) {
-                get(n).map(Some)
-            } else {
-                Ok(None)
-            }
+        let l = Loader {
+            w,
+            cfg: &cfg,
+            dtype,
+            device,
         };
-        let gemma = cfg.family == Family::Gemma2;
-        let norm = |n: &str| -> Result<RmsNorm> {
-            Ok(RmsNorm {
-                weight: get(n)?,
-                eps: cfg.rms_norm_eps,
-                plus_one: gemma,
-            })
-        };
-        let lin = |p: &str, bias: bool| -> Result<Linear> {
-            let b = if bias {
-                Some(get(&format!("{p}.bias"))?)
-            } else {
-                opt(&format!("{p}.bias"))?
-            };
-            Ok(Linear::new(get(&format!("{p}.weight"))?, b))
-        };
-        let embed = get("model.embed_tokens.weight")?;
+        let embed = l.get("model.embed_tokens.weight")?;
         let (vocab, hidden) = embed.dims2()?;
         if vocab != cfg.vocab_size || hidden != cfg.hidden_size {
             return Err(ModelError::Invalid(format!(
@@ -303,41 +232,13 @@ impl Decoder {
                 cfg.vocab_size, cfg.hidden_size
             )));
         }
-        let mut blocks = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let p = format!("model.layers.{i}");
-            let bias = cfg.attention_bias;
-            blocks.push(Block {
-                attn: Attention {
-                    q: lin(&format!("{p}.self_attn.q_proj"), bias)?,
-                    k: lin(&format!("{p}.self_attn.k_proj"), bias)?,
-                    v: lin(&format!("{p}.self_attn.v_proj"), bias)?,
-                    o: lin(&format!("{p}.self_attn.o_proj"), false)?,
-                },
-                mlp: Mlp {
-                    gate: lin(&format!("{p}.mlp.gate_proj"), false)?,
-                    up: lin(&format!("{p}.mlp.up_proj"), false)?,
-                    down: lin(&format!("{p}.mlp.down_proj"), false)?,
-                },
-                input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
-                post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
-                pre_ff_norm: if gemma {
-                    Some(norm(&format!("{p}.pre_feedforward_layernorm.weight"))?)
-                } else {
-                    None
-                },
-                post_ff_norm: if gemma {
-                    Some(norm(&format!("{p}.post_feedforward_layernorm.weight"))?)
-                } else {
-                    None
-                },
-                sliding: cfg.sliding_layers[i],
-            });
-        }
+        let blocks = (0..cfg.num_layers)
+            .map(|i| Block::new(&l, i))
+            .collect::<Result<Vec<_>>>()?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Linear::new(get("lm_head.weight")?, None))
+            Some(Linear::new(l.get("lm_head.weight")?, None))
         };
         let rope = Rope::new(
             cfg.head_dim,
@@ -345,8 +246,9 @@ impl Decoder {
             cfg.max_position_embeddings,
             device,
         )?;
+        let norm = l.norm("model.norm.weight")?;
         Ok(Decoder {
-            norm: norm("model.norm.weight")?,
+            norm,
             cfg,
             embed,
             blocks,
@@ -354,6 +256,7 @@ impl Decoder {
             rope,
             dtype,
             device: device.clone(),
+            recompute: None,
         })
     }
 
@@ -363,6 +266,29 @@ impl Decoder {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Training passes on the CPU recompute each layer in backward instead of keeping its intermediates
+    /// (activation checkpointing: about one more forward pass for a fraction of the memory). Gradients of
+    /// such a pass must then come from `Decoder::backward`.
+    pub fn set_recompute(&mut self, on: bool) {
+        self.recompute = on.then(PendingGrads::default);
+    }
+
+    pub fn recomputes(&self) -> bool {
+        self.recompute.is_some()
+    }
+
+    /// `loss.backward()`, with the weight gradients of recomputed layers added in. Use it for every loss
+    /// built from this model's passes.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let Some(pending) = &self.recompute else {
+            return Ok(loss.backward()?);
+        };
+        pending.clear();
+        let mut grads = loss.backward()?;
+        pending.drain_into(&mut grads)?;
+        Ok(grads)
     }
 
     fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
@@ -378,35 +304,6 @@ impl Decoder {
             return Ok(e.broadcast_mul(&n)?);
         }
         Ok(e)
-    }
-
-    fn mlp(&self, m: &Mlp, x: &Tensor) -> Result<Tensor> {
-        let g = m.gate.forward(x)?;
-        let u = m.up.forward(x)?;
-        let h = if self.cfg.activation == Activation::Silu && crate::kernels::supported(&g) {
-            silu_mul::silu_mul(&g, &u)?
-        } else {
-            (activation(&g, self.cfg.activation)? * u)?
-        };
-        m.down.forward(&h)
-    }
-
-    /// Residual update of one block around `attn_out = f(normed input)`.
-    fn block_tail(&self, blk: &Block, x: &Tensor, attn_out: Tensor) -> Result<Tensor> {
-        let h = match &blk.pre_ff_norm {
-            None => (x + attn_out)?,
-            Some(_) => (x + blk.post_attn_norm.forward(&attn_out)?)?,
-        };
-        match (&blk.pre_ff_norm, &blk.post_ff_norm) {
-            (Some(pre), Some(post)) => {
-                let m = self.mlp(&blk.mlp, &pre.forward(&h)?)?;
-                Ok((&h + post.forward(&m)?)?)
-            }
-            _ => {
-                let m = self.mlp(&blk.mlp, &blk.post_attn_norm.forward(&h)?)?;
-                Ok((&h + m)?)
-            }
-        }
     }
 
     /// Positions (index among a row's real tokens, after its prefix's), a causal bias [1, 1, T, Tk] (with the
@@ -462,46 +359,6 @@ impl Decoder {
             pad: Tensor::from_vec(pad, (b, 1, 1, tk), dev)?,
             key_real,
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attend_full(
-        &self,
-        blk: &Block,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        causal: &Tensor,
-        pad: &Tensor,
-        spec: &Arc<AttentionSpec>,
-        prefix: Option<(&Prefix, usize)>,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let cfg = &self.cfg;
-        let (b, t, _) = x.dims3()?;
-        let (q, k, v) = blk.attn.project(x, cfg)?;
-        let q = Rope::apply(&q, cos, sin)?;
-        let k = Rope::apply(&k, cos, sin)?;
-        let (ka, va) = match prefix {
-            None => (k.clone(), v.clone()),
-            Some((p, li)) => p.keys_before(li, &k, &v)?,
-        };
-        let out = if crate::kernels::supported(&q) {
-            attention::causal_attention(&q, &ka, &va, spec.clone())?
-        } else {
-            let kr = repeat_kv(&ka, cfg.kv_groups())?;
-            let vr = repeat_kv(&va, cfg.kv_groups())?;
-            let scores = (q.contiguous()?.matmul(&kr.contiguous()?.t()?)? * cfg.attn_scale())?
-                .to_dtype(DType::F32)?;
-            let scores = softcap(&scores, cfg.attn_logit_softcapping)?
-                .broadcast_add(causal)?
-                .broadcast_add(pad)?;
-            let probs = softmax_last(&scores)?.to_dtype(self.dtype)?;
-            probs.matmul(&vr.contiguous()?)?
-        };
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, cfg.num_heads * cfg.head_dim))?;
-        Ok((blk.attn.o.forward(&out)?, k, v))
     }
 
     /// Whole-sequence forward. `ids`: [B, T] token rows, `mask`: which positions are real (padding may be on
@@ -591,27 +448,46 @@ impl Decoder {
                 scale: self.cfg.attn_scale() as f32,
             })
         };
-        let (full_spec, window_spec) = (spec(None), spec(window));
+        let inputs = LayerInputs {
+            cos,
+            sin,
+            causal: bias.causal.clone(),
+            sliding: bias.sliding.clone(),
+            pad: bias.pad.clone(),
+            full_spec: spec(None),
+            window_spec: spec(window),
+        };
+        // Recomputation keeps only each layer's input; it serves plain differentiable passes (not a prefix's
+        // continuation rows, nor passes that return their keys and values).
+        let recompute = self.recompute.is_some()
+            && !no_grad
+            && !keep_kv
+            && prefix.is_none()
+            && crate::kernels::supported(&x);
         for (li, blk) in self.blocks.iter().enumerate() {
-            let (causal, spec) = match (&bias.sliding, blk.sliding) {
-                (Some(s), true) => (s, &window_spec),
-                _ => (&bias.causal, &full_spec),
+            if let (true, Some(pending)) = (recompute, &self.recompute) {
+                if !x.track_op() {
+                    // Frozen embeddings under LoRA: an op on an untracked input would not be recorded, and
+                    // the layer's adapters would get no gradient.
+                    x = Var::from_tensor(&x)?.as_tensor().clone();
+                }
+                x = x.contiguous()?.apply_op1(RecomputedLayer {
+                    block: blk.clone(),
+                    cfg: self.cfg.clone(),
+                    inputs: inputs.clone(),
+                    pending: pending.clone(),
+                })?;
+                continue;
+            }
+            let before = |k: &Tensor, v: &Tensor| -> Result<(Tensor, Tensor)> {
+                prefix.expect("set with a prefix").keys_before(li, k, v)
             };
-            let normed = blk.input_norm.forward(&x)?;
-            let (a, k, v) = self.attend_full(
-                blk,
-                &normed,
-                &cos,
-                &sin,
-                causal,
-                &bias.pad,
-                spec,
-                prefix.map(|p| (p, li)),
-            )?;
+            let before: Option<KeysBefore> = prefix.map(|_| &before as KeysBefore);
+            let (y, k, v) = blk.forward(&self.cfg, &x, &inputs, before)?;
             if keep_kv {
                 kvs.push((k.contiguous()?, v.contiguous()?));
             }
-            x = self.block_tail(blk, &x, a)?;
+            x = y;
             if no_grad {
                 // No backward pass will run: cut the graph so this layer's intermediates are freed now
                 // (with trainable weights, a prompt prefill otherwise held every layer's at once).
@@ -730,7 +606,7 @@ impl Decoder {
                 blk.attn.o.forward(&out)?
             };
             let _p = phase("decode.mlp_norms", dev);
-            x = self.block_tail(blk, &x, a)?.detach();
+            x = blk.tail(&self.cfg, &x, a)?.detach();
         }
         gen.len += 1;
         let h = self.norm.forward(&x)?;

@@ -82,6 +82,8 @@ pub struct SftSection {
     /// Validations without a better loss before stopping.
     pub patience: usize,
     pub checkpoint_every: usize,
+    /// Recompute each layer in backward (CPU): a fraction of the memory for about one more forward pass.
+    pub recompute: bool,
 }
 
 impl Default for SftSection {
@@ -97,6 +99,7 @@ impl Default for SftSection {
             valid_every: 0,
             patience: 1,
             checkpoint_every: 200,
+            recompute: false,
         }
     }
 }

@@ -248,6 +248,7 @@ fn sft_stage(
         valid_every: e.sft.valid_every,
         patience: e.sft.patience,
         checkpoint_every: e.sft.checkpoint_every,
+        recompute: e.sft.recompute,
         seed: e.seed,
         lora: e.sft.lora_rank.map(|r| minirec_model::lora::LoraConfig {
             r,

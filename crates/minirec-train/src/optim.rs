@@ -82,7 +82,10 @@ impl AdamW {
     pub fn accumulate(&self, acc: &mut Accumulator, grads: &GradStore) -> Result<()> {
         for (i, (_, var)) in self.vars.iter().enumerate() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
+                // candle's gradient of a variable can still carry a graph (the product with another
+                // variable, as a LoRA B·A); kept in the moments, it would chain every step's graph and
+                // gradients together: a weight-sized leak per LoRA layer and step.
+                let g = g.to_dtype(DType::F32)?.detach();
                 acc.sums[i] = Some(match acc.sums[i].take() {
                     None => g,
                     Some(s) => (s + g)?,
@@ -237,6 +240,38 @@ mod tests {
         assert!(
             (m[0] - 0.1 * 0.6).abs() < 1e-6 && (m[1] - 0.1 * 0.8).abs() < 1e-6,
             "{m:?}"
+        );
+    }
+
+    /// The gradient of a product of two variables (a LoRA B·A) carries a graph in candle; the moments must
+    /// not keep it, or every step's graph and gradients stay alive (a weight-sized leak per layer and step).
+    #[test]
+    fn moments_keep_no_graph_across_steps() {
+        let d = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5), &d).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 2), &d).unwrap()).unwrap();
+        let mut opt = AdamW::new(
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            AdamWConfig::default(),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let loss = b
+                .as_tensor()
+                .matmul(a.as_tensor())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let mut acc = opt.accumulator();
+            opt.accumulate(&mut acc, &loss.backward().unwrap()).unwrap();
+            assert!(acc.sums.iter().flatten().all(|g| !g.track_op()));
+            opt.step(acc, 1e-3, 1.0).unwrap();
+        }
+        assert!(
+            opt.m.iter().chain(&opt.v).all(|t| !t.track_op()),
+            "a moment keeps a graph"
         );
     }
 }

@@ -383,7 +383,7 @@ impl Update<'_> {
                 let k3 = self.reference_kl(rm, &part, &lp, n_tokens, sums)?;
                 l = (l + (k3 * beta)?)?;
             }
-            l_sum += backward_part(opt, acc, &l, self.step)?;
+            l_sum += backward_part(self.model, opt, acc, &l, self.step)?;
             off += n;
         }
         sums.grpo += l_sum;
@@ -443,7 +443,7 @@ impl Update<'_> {
                 .collect::<Result<Vec<_>>>()?;
             let l = (Tensor::stack(&terms, 0)?.sum_all()?
                 * (cfg.simpo_weight / my_pairs.len() as f64))?;
-            l_sum += backward_part(opt, acc, &l, self.step)?;
+            l_sum += backward_part(self.model, opt, acc, &l, self.step)?;
         }
         sums.simpo += l_sum;
         sums.simpo_n += 1;
@@ -588,7 +588,13 @@ fn current_logprobs(
 
 /// Back-propagates one part of an update's loss into `acc`; returns its value. A non-finite part stops the step
 /// before this update moves any parameter (earlier updates of the batch have been applied).
-fn backward_part(opt: &AdamW, acc: &mut Accumulator, l: &Tensor, step: usize) -> Result<f64> {
+fn backward_part(
+    model: &Decoder,
+    opt: &AdamW,
+    acc: &mut Accumulator,
+    l: &Tensor,
+    step: usize,
+) -> Result<f64> {
     let v = l.to_scalar::<f32>()?;
     if !v.is_finite() {
         return Err(TrainError::NonFinite {
@@ -597,7 +603,7 @@ fn backward_part(opt: &AdamW, acc: &mut Accumulator, l: &Tensor, step: usize) ->
             last_good: String::new(),
         });
     }
-    opt.accumulate_part(acc, &l.backward()?)?;
+    opt.accumulate_part(acc, &model.backward(l)?)?;
     Ok(v as f64)
 }
 

@@ -49,6 +49,10 @@ pub struct SftConfig {
     /// default: faster, but it cost the demo model 0.045 NDCG@10 (BENCHMARKS.md).
     #[serde(default)]
     pub length_buckets: bool,
+    /// Recompute each layer in backward instead of keeping its intermediates (CPU): a fraction of the
+    /// memory for about one more forward pass (BENCHMARKS.md).
+    #[serde(default)]
+    pub recompute: bool,
     /// Stop abruptly after this step, without a checkpoint or export (simulates a crash; for resume tests).
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
@@ -73,6 +77,7 @@ impl Default for SftConfig {
             seed: 42,
             lora: None,
             length_buckets: false,
+            recompute: false,
             interrupt_after: None,
         }
     }
@@ -237,8 +242,9 @@ pub fn trainable(model: &mut Decoder, cfg: &SftConfig) -> Result<Vec<(String, Va
     })
 }
 
-/// Stops before training when the worst batch (every row padded to the longest example) would not fit.
-fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<()> {
+/// Whether to recompute layers in backward: as asked, or because the worst batch (every row padded to the
+/// longest example) would not fit without it on the CPU. Stops before training when it fits neither way.
+fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<bool> {
     let longest = train
         .iter()
         .map(|e| e.prompt.len() + e.response.len())
@@ -246,15 +252,32 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<(
         .unwrap_or(0);
     let response = train.iter().map(|e| e.response.len()).max().unwrap_or(0);
     let b = cfg.batch_size.min(train.len());
-    let need =
-        crate::memory::step_peak_bytes(&model.cfg, cfg.lora.is_some(), b * longest, b * response);
-    crate::memory::check_fits(
-        &format!("an SFT batch of {b} samples padded to {longest} tokens"),
-        need,
-        crate::memory::available_bytes(),
-        "lower --batch-size and raise --grad-accum to keep the effective batch",
-    )
+    let need = |recompute| {
+        let kept = crate::memory::Kept {
+            lora: cfg.lora.is_some(),
+            recompute,
+        };
+        crate::memory::step_peak_bytes(&model.cfg, kept, b * longest, b * response)
+    };
+    let cpu = model.device().is_cpu();
+    let have = crate::memory::available_bytes();
+    let what = format!("an SFT batch of {b} samples padded to {longest} tokens");
+    let recompute = cfg.recompute && cpu;
+    if !recompute && cpu && crate::memory::check_fits(&what, need(false), have, "").is_err() {
+        tracing::warn!("{what} does not fit in memory as it is: recomputing layers in backward");
+        crate::memory::check_fits(&what, need(true), have, LOWER_BATCH)?;
+        return Ok(true);
+    }
+    let advice = if cpu && !recompute {
+        "pass --recompute, or lower --batch-size and raise --grad-accum to keep the effective batch"
+    } else {
+        LOWER_BATCH
+    };
+    crate::memory::check_fits(&what, need(recompute), have, advice)?;
+    Ok(recompute)
 }
+
+const LOWER_BATCH: &str = "lower --batch-size and raise --grad-accum to keep the effective batch";
 
 /// The training log inside a run directory.
 const LOG: &str = "train_log.jsonl";
@@ -315,7 +338,8 @@ pub fn train(
             "batch size, accumulation and epochs must be at least 1".into(),
         ));
     }
-    check_memory(model, train, cfg)?;
+    let recompute = check_memory(model, train, cfg)?;
+    model.set_recompute(recompute);
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let per_step = cfg.batch_size * cfg.grad_accum;
     let steps_per_epoch = train.len().div_ceil(per_step);
@@ -413,7 +437,7 @@ pub fn train(
                     .iter()
                     .map(|e| e.prompt.len() + e.response.len())
                     .sum::<usize>();
-                opt.accumulate(&mut acc, &loss.backward()?)?;
+                opt.accumulate(&mut acc, &model.backward(&loss)?)?;
             }
             let micro = acc.micro_batches.max(1);
             let lr = lr_at(st.step, cfg.lr, warmup, total, cfg.min_lr_ratio);
@@ -469,6 +493,7 @@ pub fn train(
     if st.best_valid.is_some() && best.exists() {
         checkpoint::load_vars(&opt.vars, &best)?;
     }
+    model.set_recompute(false);
     let output = export(model, tok, cfg.lora.as_ref(), base, run)?;
     let secs = t0.elapsed().as_secs_f64();
     // From the log, so a resumed run reports the whole run, not the part since it resumed.

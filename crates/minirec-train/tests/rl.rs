@@ -276,9 +276,13 @@ fn one_prompt_pass_per_group_trains_as_the_per_sequence_path() {
             let x = log_values(&tmp.path().join(format!("{name}-shared")), key);
             let y = log_values(&tmp.path().join(format!("{name}-whole")), key);
             assert_eq!(x.len(), y.len(), "{name} {key}");
+            // The gradient norm sums every squared gradient after three steps: with gemm's AVX-512 kernels the
+            // two paths' products (different row counts, different tiles) round differently: 2.2796200 vs
+            // 2.2795780 for grpo-kl (1.3e-5 of 1 + |x|); weights and losses stay within 1e-5.
+            let tol = if key == "grad_norm" { 5e-5 } else { 1e-5 };
             for (x, y) in x.iter().zip(&y) {
                 assert!(
-                    (x - y).abs() < 1e-5 * (1.0 + x.abs()),
+                    (x - y).abs() < tol * (1.0 + x.abs()),
                     "{name} {key}: {x} vs {y}"
                 );
             }

@@ -54,6 +54,10 @@ pub struct SftArgs {
     /// Batch samples of similar length (faster: less padding; it lowered the demo model's quality, BENCHMARKS.md).
     #[arg(long)]
     length_buckets: bool,
+    /// Recompute each layer in backward instead of keeping its intermediates (CPU): SmolLM2-135M's batch-8
+    /// SFT in a fraction of the memory, for about one more forward pass (BENCHMARKS.md).
+    #[arg(long)]
+    recompute: bool,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -84,6 +88,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
             ..Default::default()
         }),
         length_buckets: a.length_buckets,
+        recompute: a.recompute,
         ..Default::default()
     };
     let base = std::fs::canonicalize(&a.model)

@@ -18,7 +18,11 @@ pub fn supported(x: &Tensor) -> bool {
 }
 
 /// The f32 elements of a contiguous CPU input of kernel `op`.
-fn cpu_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn cpu_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         candle_core::bail!("{op}: f32 only on the CPU, got {:?}", s.dtype());
     };
