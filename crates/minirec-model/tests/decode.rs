@@ -11,13 +11,8 @@ use minirec_model::Decoder;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn model(name: &str) -> Decoder {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
-    Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap()
-}
+mod common;
+use common::fixture_model as model;
 
 /// Random distinct token sequences over a small alphabet, so prefixes are shared and some titles are
 /// prefixes of others.

@@ -1,20 +1,12 @@
 //! Layer recomputation gives the same loss and the same gradients, for every trainable tensor, as the pass
 //! that keeps every layer's intermediates: full fine-tuning and LoRA (folded and low-rank), every family.
 
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use minirec_model::lora::{add_lora, LoraConfig};
-use minirec_model::weights::load_hf_dir;
 use minirec_model::Decoder;
 
-fn model(name: &str) -> Decoder {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
-    Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap()
-}
+mod common;
+use common::fixture_model as model;
 
 /// A padded batch of `rows` sequences of length `len` (row r left-padded by r % 3 tokens), and its
 /// next-token NLL through the differentiable path.

@@ -1,20 +1,13 @@
 //! Gradients reach every trainable tensor (full fine-tuning and LoRA, every family), and adapters and merged
 //! weights round-trip through their files.
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor, Var, D};
 use minirec_model::lora::{add_lora, load_adapter, save_adapter, save_hf_dir, LoraConfig};
 use minirec_model::weights::load_hf_dir;
 use minirec_model::Decoder;
 
-fn model(name: &str) -> Decoder {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
-    Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap()
-}
+mod common;
+use common::fixture_model as model;
 
 /// Next-token NLL over a padded batch, through the differentiable path.
 fn nll(m: &Decoder) -> Tensor {
