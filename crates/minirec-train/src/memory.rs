@@ -78,18 +78,24 @@ pub fn available_bytes() -> Option<f64> {
 
 /// Stops with `advice` when `need` bytes exceed what the machine has (`MINIREC_NO_MEMORY_CHECK=1` skips it).
 pub fn check_fits(what: &str, need: f64, available: Option<f64>, advice: &str) -> Result<()> {
-    if std::env::var_os("MINIREC_NO_MEMORY_CHECK").is_some() {
+    if fits(need, available) {
         return Ok(());
     }
     match available {
-        Some(have) if need > have => Err(TrainError::Invalid(format!(
+        Some(have) => Err(TrainError::Invalid(format!(
             "{what} needs about {:.1} GB at its peak and the machine has {:.1} GB available: {advice} \
              (MINIREC_NO_MEMORY_CHECK=1 skips this check)",
             need / 1e9,
             have / 1e9
         ))),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// Whether `need` bytes fit in what is available (always, when unknown or when MINIREC_NO_MEMORY_CHECK is set).
+pub fn fits(need: f64, available: Option<f64>) -> bool {
+    std::env::var_os("MINIREC_NO_MEMORY_CHECK").is_some()
+        || available.is_none_or(|have| need <= have)
 }
 
 #[cfg(test)]

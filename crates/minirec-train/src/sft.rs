@@ -263,7 +263,7 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<b
     let have = crate::memory::available_bytes();
     let what = format!("an SFT batch of {b} samples padded to {longest} tokens");
     let recompute = cfg.recompute && cpu;
-    if !recompute && cpu && crate::memory::check_fits(&what, need(false), have, "").is_err() {
+    if !recompute && cpu && !crate::memory::fits(need(false), have) {
         tracing::warn!("{what} does not fit in memory as it is: recomputing layers in backward");
         crate::memory::check_fits(&what, need(true), have, LOWER_BATCH)?;
         return Ok(true);
