@@ -4,6 +4,7 @@
 pub mod curriculum;
 pub mod error;
 pub mod features;
+pub mod goracs;
 pub mod greedy;
 pub mod kmeans;
 pub mod learnability;
@@ -12,6 +13,7 @@ pub mod methods;
 pub mod pipeline;
 pub mod proxy;
 pub mod subset;
+pub mod transport;
 
 pub use error::{Result, SelectError};
 pub use matrix::Matrix;
