@@ -76,6 +76,24 @@ fn prepare_d3_on_the_industrial_sample() {
     let m = json(&out.join("manifest.json"));
     assert_eq!(m["stage"], "prepare");
     assert_eq!(m["inputs"].as_array().unwrap().len(), 3);
+    // GORACS measures closeness to the validation split: without one it stops before loading anything.
+    let e = fails(&[
+        "select",
+        "--data",
+        out.to_str().unwrap(),
+        "--model",
+        "no-such-model",
+        "--method",
+        "goracs",
+        "--size",
+        "8",
+        "--out",
+        tmp.path().join("g.jsonl").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("validation") && e.contains("--hold-out-every"),
+        "{e}"
+    );
     // Re-running into the same directory is refused rather than overwriting it.
     let e = fails(&[
         "prepare",
@@ -584,7 +602,7 @@ lr = 3e-3
 batch_size = 32
 
 [select]
-methods = ["random", "el2n", "kmeans", "grand", "minirec"]
+methods = ["random", "el2n", "kmeans", "grand", "minirec", "goracs"]
 sizes = [16]
 ablations = ["no-diversity"]
 full = true
@@ -629,6 +647,7 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         "| kmeans |",
         "| grand |",
         "| minirec |",
+        "| goracs |",
         "| full (",
         "| w/o diversity |",
         "| + GRPO |",
@@ -739,6 +758,34 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         surrogate.to_str().unwrap(),
     ]);
     assert!(d.contains("12 of"), "{d}");
+    // GORACS: the OT trace in the summary and the manifest; the swaps never raise POO.
+    let g = ok(&[
+        "select",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--method",
+        "goracs",
+        "--size",
+        "12",
+        "--out",
+        sel.join("g.jsonl").to_str().unwrap(),
+        "--goracs-swaps",
+        "5",
+    ]);
+    assert!(g.contains("12 of") && g.contains("POO"), "{g}");
+    let gm = json(&sel.join("g.manifest.json"));
+    let trace = &gm["outputs"]["goracs"];
+    assert!(trace["poo"].as_f64().unwrap() <= trace["greedy_poo"].as_f64().unwrap());
+    assert!(trace["swaps"].as_u64().unwrap() <= 5, "{trace}");
+    assert_eq!(
+        std::fs::read_to_string(sel.join("g.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        12
+    );
     let r = ok(&[
         "select",
         "--data",

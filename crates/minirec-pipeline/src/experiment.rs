@@ -128,6 +128,8 @@ pub struct SelectSection {
     pub proxy_sft_epochs: usize,
     pub proxy_rl_steps: usize,
     pub proxy_rl_lr: f64,
+    /// GORACS's λ, swap budget and candidates per side (`[select.goracs]`).
+    pub goracs: minirec_select::goracs::GoracsConfig,
 }
 
 impl Default for SelectSection {
@@ -149,6 +151,7 @@ impl Default for SelectSection {
             proxy_sft_epochs: 0,
             proxy_rl_steps: 64,
             proxy_rl_lr: 1e-5,
+            goracs: Default::default(),
         }
     }
 }

@@ -421,6 +421,7 @@ fn select_stage(
         } else {
             minirec_select::pipeline::Space::Hidden
         },
+        goracs: s.goracs.clone(),
         ..Default::default()
     };
     let m = &mut options.minirec;

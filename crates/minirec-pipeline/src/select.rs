@@ -69,6 +69,12 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
             .join("select-cache")
     });
     let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data));
+    if a.method == Method::Goracs && ds.valid.is_empty() {
+        anyhow::bail!(
+            "goracs needs validation samples, and {} has none: prepare it with --valid FILE or --hold-out-every N",
+            a.data.display()
+        );
+    }
     let needs_model = pipeline::needs_llm_scores(a.method);
     let loaded = match (&a.model, needs_model) {
         (Some(p), true) => Some(crate::model::load_llm(p, "scoring model", &device, dtype)?),
@@ -169,13 +175,24 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
         "timings".into(),
         serde_json::json!({"proxy_training_s": proxy_time, "phases": out.timings}),
     );
+    if let Some(g) = &out.goracs {
+        manifest
+            .outputs
+            .insert("goracs".into(), serde_json::to_value(g)?);
+    }
     manifest
         .outputs
         .insert("subset".into(), serde_json::json!(a.out));
     minirec_data::fsutil::write_json_atomic(&a.out.with_extension("manifest.json"), &manifest)?;
     let tm = &out.timings;
+    let trace = out.goracs.as_ref().map_or(String::new(), |g| {
+        format!(
+            "; POO {:.5} -> {:.5} in {} swaps ({} EMDs)",
+            g.greedy_poo, g.poo, g.swaps, g.trials
+        )
+    });
     Ok(format!(
-        "select {}: {} of {} samples -> {} (proxy {:.1} s, scoring {:.1} s, rollouts {:.1} s, surrogate {:.1} s, selection {:.2} s{})",
+        "select {}: {} of {} samples -> {} (proxy {:.1} s, scoring {:.1} s, rollouts {:.1} s, surrogate {:.1} s, selection {:.2} s{}){trace}",
         a.method,
         rows.len(),
         ds.train.len(),

@@ -75,7 +75,8 @@ pub fn cost_matrix(
     }
     if valid.rows == 0 {
         return Err(SelectError::Invalid(
-            "GORACS needs validation samples (a valid split, or hold_out_every when preparing)".into(),
+            "GORACS needs validation samples (a valid split, or hold_out_every when preparing)"
+                .into(),
         ));
     }
     if let Some(i) = grads.iter().position(|g| !g.is_finite() || *g < 0.0) {
@@ -273,20 +274,28 @@ pub fn itra(cost: &Matrix, size: usize, cfg: &GoracsConfig, progress: bool) -> R
     while swaps < cfg.swaps && members.len() < cost.rows {
         let f = swap_scores(cost, &members, &t.u);
         let (inner, outer) = candidates(&f, &members, cfg.candidates);
-        let mut accepted = None;
-        'search: for &slot in &inner {
-            for &o in &outer {
-                let mut trial = solver.clone();
-                let new: Vec<f64> = cost.row(o).iter().map(|&c| c as f64).collect();
-                trial.replace_row(slot, &new)?;
-                let r = trial.solve()?;
-                trials += 1;
-                if r.cost < t.cost - 1e-12 * t.cost.abs().max(1.0) {
-                    accepted = Some((slot, o, trial, r));
-                    break 'search;
+        let pairs: Vec<(usize, usize)> = inner
+            .iter()
+            .flat_map(|&slot| outer.iter().map(move |&o| (slot, o)))
+            .collect();
+        let solved = std::sync::atomic::AtomicUsize::new(0);
+        // Candidates are tried in parallel, but the first improving one *in order* is taken, as a sequential
+        // search would: the result does not depend on the thread count.
+        let accepted = pairs.par_iter().find_map_first(|&(slot, o)| {
+            let mut trial = solver.clone();
+            let new: Vec<f64> = cost.row(o).iter().map(|&c| c as f64).collect();
+            let r = trial.replace_row(slot, &new).and_then(|_| trial.solve());
+            solved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match r {
+                Ok(r) if r.cost < t.cost - 1e-12 * t.cost.abs().max(1.0) => {
+                    Some(Ok((slot, o, trial, r)))
                 }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
             }
-        }
+        });
+        trials += solved.into_inner();
+        let accepted = accepted.transpose()?;
         let Some((slot, o, trial, r)) = accepted else {
             break;
         };
@@ -324,7 +333,9 @@ fn candidates(f: &[f64], members: &[usize], k: usize) -> (Vec<usize>, Vec<usize>
 
 /// POO of an arbitrary subset: the exact EMD of its rows of `cost` to the uniform validation measure.
 pub fn poo(cost: &Matrix, members: &[usize]) -> Result<f64> {
-    Ok(Simplex::new(rows_f64(cost, members), members.len(), cost.dim)?
-        .solve()?
-        .cost)
+    Ok(
+        Simplex::new(rows_f64(cost, members), members.len(), cost.dim)?
+            .solve()?
+            .cost,
+    )
 }

@@ -19,16 +19,18 @@ pub enum Method {
     Grand,
     El2n,
     Dealrec,
+    Goracs,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Minirec,
         Method::Random,
         Method::Kmeans,
         Method::Grand,
         Method::El2n,
         Method::Dealrec,
+        Method::Goracs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Method {
             Method::Grand => "grand",
             Method::El2n => "el2n",
             Method::Dealrec => "dealrec",
+            Method::Goracs => "goracs",
         }
     }
 }
@@ -51,7 +54,7 @@ impl std::str::FromStr for Method {
             .find(|m| m.name() == s.to_ascii_lowercase())
             .ok_or_else(|| {
                 SelectError::Invalid(format!(
-                    "unknown selection method {s:?} (minirec, random, kmeans, grand, el2n, dealrec)"
+                    "unknown selection method {s:?} (minirec, random, kmeans, grand, el2n, dealrec, goracs)"
                 ))
             })
     }
@@ -311,4 +314,31 @@ pub fn select_stratified(
         })
         .collect();
     Ok(shuffled(rows, seed))
+}
+
+/// GORACS: ITRA's subset of the cost matrix (training rows × validation columns), trained in random order;
+/// each row's score is its normalised gradient norm, the term POO rewards.
+pub fn select_goracs(
+    ids: &[u64],
+    cost: &crate::Matrix,
+    grads: &[f32],
+    m: usize,
+    cfg: &crate::goracs::GoracsConfig,
+    seed: u64,
+    progress: bool,
+) -> Result<(Vec<SubsetRow>, crate::goracs::Itra)> {
+    check(ids, cost.rows, m)?;
+    let out = crate::goracs::itra(cost, m, cfg, progress)?;
+    let gmax = grads.iter().fold(0.0f32, |a, &g| a.max(g));
+    let rows = out
+        .picks
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let mut row = SubsetRow::new(ids[i], k, "goracs");
+            row.score = Some(if gmax > 0.0 { grads[i] / gmax } else { 0.0 });
+            row
+        })
+        .collect();
+    Ok((shuffled(rows, seed), out))
 }

@@ -48,6 +48,7 @@ pub struct SelectOptions {
     /// DEALRec: strata for coverage-centric sampling, and the weight of the effort score.
     pub strata: usize,
     pub dealrec_lambda: f32,
+    pub goracs: crate::goracs::GoracsConfig,
 }
 
 impl Default for SelectOptions {
@@ -64,6 +65,7 @@ impl Default for SelectOptions {
             kmeans_iters: 20,
             strata: 50,
             dealrec_lambda: 1.0,
+            goracs: Default::default(),
         }
     }
 }
@@ -84,6 +86,9 @@ pub struct Timings {
     pub rollouts_s: f64,
     pub surrogate_s: f64,
     pub select_s: f64,
+    /// GORACS: scoring the validation split (its embeddings).
+    #[serde(default)]
+    pub valid_scoring_s: f64,
     /// Phases read back from the cache instead of computed.
     pub cached: Vec<String>,
 }
@@ -170,6 +175,34 @@ impl ScoreCache {
         self.write_key("llm_scores")
     }
 
+    /// A matrix cached as `what.safetensors` for this key.
+    pub fn load_matrix(&self, what: &str) -> Result<Option<Matrix>> {
+        let Some(p) = self.path(&format!("{what}.safetensors")) else {
+            return Ok(None);
+        };
+        if !p.exists() || !self.key_ok(what) {
+            return Ok(None);
+        }
+        let t = candle_core::safetensors::load(&p, &Device::Cpu)?;
+        let m = t
+            .get("m")
+            .ok_or_else(|| SelectError::Invalid(format!("{}: no tensor m", p.display())))?;
+        Ok(Some(Matrix::from_tensor(m)?))
+    }
+
+    pub fn save_matrix(&self, what: &str, m: &Matrix) -> Result<()> {
+        let Some(p) = self.path(&format!("{what}.safetensors")) else {
+            return Ok(());
+        };
+        let dir = p.parent().expect("a file in a directory");
+        std::fs::create_dir_all(dir).map_err(|e| SelectError::io(dir, e))?;
+        let t = HashMap::from([("m".to_string(), m.to_tensor(&Device::Cpu)?)]);
+        let tmp = p.with_extension("tmp");
+        candle_core::safetensors::save(&t, &tmp)?;
+        std::fs::rename(&tmp, &p).map_err(|e| SelectError::io(&p, e))?;
+        self.write_key(what)
+    }
+
     pub fn load_vec(&self, what: &str) -> Result<Option<Vec<f32>>> {
         let Some(p) = self.path(&format!("{what}.json")) else {
             return Ok(None);
@@ -222,6 +255,8 @@ pub struct Outcome {
     pub rows: Vec<SubsetRow>,
     pub scores: Vec<SampleScore>,
     pub timings: Timings,
+    /// GORACS's trace (POO before and after the swaps, swaps, EMDs solved).
+    pub goracs: Option<crate::goracs::Itra>,
 }
 
 /// A surrogate's influence score per training sample (DEALRec); supplied by the caller.
@@ -245,6 +280,13 @@ pub fn select(
         return Err(SelectError::Invalid(format!(
             "--size must be between 1 and the {n} training samples, got {size}"
         )));
+    }
+    if method == Method::Goracs && ds.valid.is_empty() {
+        return Err(SelectError::Invalid(
+            "goracs needs validation samples: prepare the data with a validation split \
+             (--valid FILE or --hold-out-every N)"
+                .into(),
+        ));
     }
     let mut timings = Timings::default();
     let mut scores: Vec<SampleScore> = ids
@@ -335,6 +377,19 @@ pub fn select(
     } else {
         None
     };
+    let valid_hidden = if method == Method::Goracs {
+        let tv = Instant::now();
+        let v = valid_embeddings(ds, models, cache, opts.score_batch, progress)?;
+        if v.1 {
+            timings.cached.push("valid scoring".into());
+        } else {
+            timings.valid_scoring_s = tv.elapsed().as_secs_f64();
+        }
+        Some(v.0)
+    } else {
+        None
+    };
+    let mut goracs = None;
     let t = Instant::now();
     let device = models
         .scorer
@@ -403,6 +458,21 @@ pub fn select(
             }
             methods::select_stratified(&ids, &score, size, opts.strata, method, seed)?
         }
+        Method::Goracs => {
+            let s = llm.as_ref().expect("scored");
+            let valid = valid_hidden.as_ref().expect("scored");
+            let cost = crate::goracs::cost_matrix(
+                &s.hidden,
+                valid,
+                &s.grand,
+                opts.goracs.lambda,
+                &device,
+            )?;
+            let (rows, trace) =
+                methods::select_goracs(&ids, &cost, &s.grand, size, &opts.goracs, seed, progress)?;
+            goracs = Some(trace);
+            rows
+        }
         Method::Minirec => {
             let s = llm.as_ref().expect("scored");
             let d = match opts.space {
@@ -448,7 +518,31 @@ pub fn select(
         rows,
         scores,
         timings,
+        goracs,
     })
+}
+
+/// The validation samples' final hidden states (GORACS's μ_V), cached; and whether they came from the cache.
+fn valid_embeddings(
+    ds: &PreparedDataset,
+    models: &Models,
+    cache: &ScoreCache,
+    batch: usize,
+    progress: bool,
+) -> Result<(Matrix, bool)> {
+    if let Some(m) = cache
+        .load_matrix("valid_hidden")?
+        .filter(|m| m.rows == ds.valid.len())
+    {
+        return Ok((m, true));
+    }
+    let model = models
+        .scorer
+        .ok_or_else(|| SelectError::Invalid("goracs needs a model (--model)".into()))?;
+    let ex = encode_samples(ds, &ds.valid, models.tok)?;
+    let m = llm_scores(model, &ex, batch, None, progress)?.hidden;
+    cache.save_matrix("valid_hidden", &m)?;
+    Ok((m, false))
 }
 
 /// Writes every training sample's scores as JSONL (atomically).

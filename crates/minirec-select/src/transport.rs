@@ -247,7 +247,11 @@ impl Simplex {
                 let mut w = start;
                 while w != join {
                     let a = self.pred[w];
-                    self.flow[a] += if self.up[w] { sign * delta } else { -sign * delta };
+                    self.flow[a] += if self.up[w] {
+                        sign * delta
+                    } else {
+                        -sign * delta
+                    };
                     w = self.parent[w];
                 }
             }

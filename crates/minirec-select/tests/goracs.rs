@@ -9,7 +9,12 @@ use rand_chacha::ChaCha8Rng;
 
 fn random(rows: usize, dim: usize, seed: u64) -> Matrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Matrix::new(rows, dim, (0..rows * dim).map(|_| rng.random::<f32>()).collect()).unwrap()
+    Matrix::new(
+        rows,
+        dim,
+        (0..rows * dim).map(|_| rng.random::<f32>()).collect(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -64,7 +69,10 @@ fn the_greedy_start_adds_the_row_that_lowers_coverage_most() {
                 s.push(i);
                 (i, coverage(&cost, &s))
             })
-            .fold((usize::MAX, f32::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+            .fold(
+                (usize::MAX, f32::INFINITY),
+                |a, b| if b.1 < a.1 { b } else { a },
+            );
         assert_eq!(picks[k], best.0, "pick {k}");
     }
 }
@@ -75,11 +83,8 @@ fn with_more_columns_than_the_budget_every_member_is_some_columns_nearest() {
     let picks = greedy(&cost, 8).unwrap();
     assert_eq!(picks.len(), 8);
     for &i in &picks {
-        let nearest = (0..cost.dim).any(|j| {
-            picks
-                .iter()
-                .all(|&k| cost.row(i)[j] <= cost.row(k)[j])
-        });
+        let nearest =
+            (0..cost.dim).any(|j| picks.iter().all(|&k| cost.row(i)[j] <= cost.row(k)[j]));
         assert!(nearest, "member {i} is no column's nearest");
     }
     assert!(greedy(&cost, 0).is_err());
@@ -126,7 +131,9 @@ fn the_swap_estimate_matches_its_definition() {
     let cost = random(30, 11, 8);
     let members = vec![3, 17, 5, 22];
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let u: Vec<f64> = (0..members.len()).map(|_| rng.random::<f64>() - 0.5).collect();
+    let u: Vec<f64> = (0..members.len())
+        .map(|_| rng.random::<f64>() - 0.5)
+        .collect();
     let got = swap_scores(&cost, &members, &u);
     let want = naive_scores(&cost, &members, &u);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -157,7 +164,10 @@ fn itra_lowers_poo_with_every_swap_and_ends_where_no_swap_helps() {
         for o in (0..cost.rows).filter(|o| !out.picks.contains(o)) {
             let mut s = out.picks.clone();
             s[slot] = o;
-            assert!(poo(&cost, &s).unwrap() >= out.poo - 1e-12, "swap {slot}->{o} helps");
+            assert!(
+                poo(&cost, &s).unwrap() >= out.poo - 1e-12,
+                "swap {slot}->{o} helps"
+            );
         }
     }
 }

@@ -52,7 +52,10 @@ fn assert_certificate(t: &Transport, cost: &[f64], rows: usize, cols: usize) {
         col_mass[j] += p;
         primal += p * cost[i * cols + j];
         let slack = cost[i * cols + j] - t.u[i] - t.v[j];
-        assert!(slack.abs() < tol, "cell ({i},{j}) carries mass with slack {slack}");
+        assert!(
+            slack.abs() < tol,
+            "cell ({i},{j}) carries mass with slack {slack}"
+        );
     }
     for m in &row_mass {
         assert!((m - 1.0 / rows as f64).abs() < tol, "row mass {m}");
@@ -68,7 +71,11 @@ fn assert_certificate(t: &Transport, cost: &[f64], rows: usize, cols: usize) {
     }
     let dual = t.u.iter().sum::<f64>() / rows as f64 + t.v.iter().sum::<f64>() / cols as f64;
     assert!((primal - t.cost).abs() < tol);
-    assert!((dual - t.cost).abs() < tol, "dual {dual} vs primal {}", t.cost);
+    assert!(
+        (dual - t.cost).abs() < tol,
+        "dual {dual} vs primal {}",
+        t.cost
+    );
     let (mu, mv) = (
         t.u.iter().sum::<f64>() / rows as f64,
         t.v.iter().sum::<f64>() / cols as f64,
@@ -155,7 +162,10 @@ fn a_warm_start_after_a_row_change_gives_the_cold_optimum() {
         let cold = emd_uniform(&cost, rows, cols).unwrap();
         assert!((w.cost - cold.cost).abs() < 1e-12, "step {step}");
         assert_certificate(&w, &cost, rows, cols);
-        assert!(w.pivots - before < cold.pivots, "the warm start should take fewer pivots");
+        assert!(
+            w.pivots - before < cold.pivots,
+            "the warm start should take fewer pivots"
+        );
     }
 }
 

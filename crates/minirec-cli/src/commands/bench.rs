@@ -21,6 +21,8 @@ pub enum BenchCommand {
     Parity(ParityArgs),
     /// Time each selection phase (rollouts, HVP scoring, greedy, k-means) on a generated shop.
     Select(super::bench_select::SelectBenchArgs),
+    /// Time GORACS (cost matrix, greedy start, swaps with exact EMDs) for a budget out of large training sets.
+    Goracs(super::bench_goracs::GoracsBenchArgs),
     /// The machine's matrix-product rate through candle (the limit the model's phases are measured against).
     Gemm(GemmArgs),
 }
@@ -84,6 +86,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Beam(a) => beam(a),
         BenchCommand::Parity(a) => parity(a),
         BenchCommand::Select(a) => super::bench_select::run(a),
+        BenchCommand::Goracs(a) => super::bench_goracs::run(a),
         BenchCommand::Gemm(a) => gemm(a),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod bench_goracs;
 pub mod bench_select;
 pub mod compare;
 pub mod convert;

@@ -66,6 +66,15 @@ pub struct SelectArgs {
     /// A DEALRec surrogate (a `minirec baseline --model sasrec` run); trained on the fly if absent.
     #[arg(long)]
     pub surrogate: Option<PathBuf>,
+    /// GORACS: the weight λ of the gradient-norm term in its cost.
+    #[arg(long, default_value_t = 0.1)]
+    pub goracs_lambda: f32,
+    /// GORACS: at most this many accepted swaps after the greedy start.
+    #[arg(long, default_value_t = 100)]
+    pub goracs_swaps: usize,
+    /// GORACS: members and outsiders kept by the pruning, per side, for each swap search.
+    #[arg(long, default_value_t = 30)]
+    pub goracs_candidates: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[arg(long)]
@@ -85,6 +94,11 @@ impl SelectArgs {
             space: match self.space {
                 SpaceArg::Hidden => Space::Hidden,
                 SpaceArg::Param => Space::Param,
+            },
+            goracs: minirec_select::goracs::GoracsConfig {
+                lambda: self.goracs_lambda,
+                swaps: self.goracs_swaps,
+                candidates: self.goracs_candidates,
             },
             ..Default::default()
         };
