@@ -616,7 +616,8 @@ prompts_per_step = 4
 rollouts = 4
 keep = 4
 lr = 1e-5
-variants = ["riser", "grpo"]
+variants = ["riser", "grpo", "riser-demos"]
+demo_rollouts = 2
 
 [eval]
 sample = 40
@@ -652,6 +653,7 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         "| w/o diversity |",
         "| + GRPO |",
         "| + RISER |",
+        "| + RISER, in-context demos |",
         "| sasrec |",
     ] {
         assert!(report.contains(row), "{row} missing from\n{report}");
@@ -846,6 +848,51 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         "0",
         "--cpu",
     ]);
+    // In-context RL: demonstrations in 2 of the 4 rollouts; the log says how each kind fared.
+    ok(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        model.to_str().unwrap(),
+        "--out",
+        tmp.path().join("rl-demos").to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--rollouts",
+        "4",
+        "--keep",
+        "4",
+        "--demos",
+        "1",
+        "--demo-rollouts",
+        "2",
+        "--eval-every",
+        "0",
+        "--cpu",
+    ]);
+    let log = std::fs::read_to_string(tmp.path().join("rl-demos/rl_log.jsonl")).unwrap();
+    assert!(
+        log.contains("demo_reward") && log.contains("plain_reward"),
+        "{log}"
+    );
+    let e = fails(&[
+        "rl",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        model.to_str().unwrap(),
+        "--out",
+        tmp.path().join("rl-similar").to_str().unwrap(),
+        "--demos",
+        "1",
+        "--demo-rollouts",
+        "2",
+        "--demo-select",
+        "similar",
+        "--cpu",
+    ]);
+    assert!(e.contains("--demo-encoder"), "{e}");
 }
 
 #[test]

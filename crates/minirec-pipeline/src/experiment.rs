@@ -178,6 +178,13 @@ pub struct RlSection {
     pub micro_batch: Option<usize>,
     /// Optimiser steps per rollout batch (PPO-style; clipping and KL-Cov act from the second on).
     pub updates_per_batch: usize,
+    /// The "riser-demos" variant (In-Context RLVR): K demonstrations before the prompt of R of the m rollouts,
+    /// drawn at random per batch ("random") or retrieved by MiniLM similarity ("similar", needs
+    /// `demo_encoder`).
+    pub demos: usize,
+    pub demo_rollouts: usize,
+    pub demo_select: minirec_train::demos::DemoSelect,
+    pub demo_encoder: Option<PathBuf>,
 }
 
 impl Default for RlSection {
@@ -195,6 +202,10 @@ impl Default for RlSection {
             kl_cov_ratio: 5e-3,
             micro_batch: None,
             updates_per_batch: 2,
+            demos: 1,
+            demo_rollouts: 15,
+            demo_select: Default::default(),
+            demo_encoder: None,
         }
     }
 }
@@ -334,8 +345,24 @@ impl Experiment {
             bail!("[select] sizes is empty");
         }
         for v in &self.rl.variants {
-            if v != "riser" && v != "grpo" {
-                bail!("[rl] unknown variant {v:?} (riser, grpo)");
+            if !["riser", "grpo", "riser-demos"].contains(&v.as_str()) {
+                bail!("[rl] unknown variant {v:?} (riser, grpo, riser-demos)");
+            }
+        }
+        if self.rl.variants.iter().any(|v| v == "riser-demos") {
+            let r = &self.rl;
+            if r.demos == 0 || r.demo_rollouts == 0 || r.demo_rollouts > r.rollouts {
+                bail!(
+                    "[rl] riser-demos needs demos ≥ 1 and demo_rollouts between 1 and rollouts ({}), got {} and {}",
+                    r.rollouts,
+                    r.demos,
+                    r.demo_rollouts
+                );
+            }
+            if r.demo_select == minirec_train::demos::DemoSelect::Similar
+                && r.demo_encoder.is_none()
+            {
+                bail!("[rl] demo_select = \"similar\" needs demo_encoder (a MiniLM directory)");
             }
         }
         if self.rl.epochs.is_nan() || self.rl.epochs <= 0.0 {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{default_dtype, pick_device};
+use minirec_train::demos::{Demo, DemoPool, DemoSelect};
 use minirec_train::rl::{prompts_for, train, RlConfig};
 use minirec_train::sft::trainable;
 use minirec_train::SftConfig;
@@ -64,6 +65,8 @@ pub struct RlJob<'a> {
     /// Continue from the run's last checkpoint.
     pub resume: bool,
     pub cpu: bool,
+    /// The MiniLM sentence encoder that retrieves demonstrations (`demo_select = similar`).
+    pub demo_encoder: Option<&'a Path>,
 }
 
 /// RL on `samples` (in order) as `job` says, into `job.out` with a manifest; the shared core of `rl` and `run`.
@@ -82,6 +85,7 @@ pub fn train_rl(
         eval_samples,
         resume,
         cpu,
+        demo_encoder,
     } = *job;
     let device = pick_device(cpu)?;
     let dtype = default_dtype(&device);
@@ -95,6 +99,7 @@ pub fn train_rl(
     let prompts = prompts_for(ds, samples, &loaded.tokenizer)?;
     let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(eval_samples).collect();
     let valid = prompts_for(ds, &valid_samples, &loaded.tokenizer)?;
+    let demos = demo_pool(ds, samples, &loaded.tokenizer, &index, cfg, demo_encoder)?;
     let vars = trainable(
         &mut loaded.model,
         &SftConfig {
@@ -115,6 +120,7 @@ pub fn train_rl(
         &prompts,
         &valid,
         reference.as_ref(),
+        demos.as_ref(),
         cfg,
         out,
         &base,
@@ -129,4 +135,52 @@ pub fn train_rl(
         serde_json::to_value(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// In-context RL's demonstrations: every training sample's prompt and target title. With `similar`, each RL
+/// prompt's are ranked by the cosine of MiniLM embeddings of the two histories (titles joined).
+fn demo_pool(
+    ds: &PreparedDataset,
+    samples: &[&minirec_data::Sample],
+    tok: &minirec_model::TextTokenizer,
+    index: &ItemIndex,
+    cfg: &RlConfig,
+    encoder: Option<&Path>,
+) -> Result<Option<DemoPool>> {
+    if cfg.demos == 0 {
+        return Ok(None);
+    }
+    let pool: Vec<&minirec_data::Sample> = ds.train.iter().collect();
+    let demos: Vec<Demo> = prompts_for(ds, &pool, tok)?
+        .into_iter()
+        .map(|p| Demo {
+            response: index.sequences[p.target as usize].clone(),
+            prompt: p.prompt,
+        })
+        .collect();
+    if cfg.demo_select == DemoSelect::Random {
+        return Ok(Some(DemoPool::random(demos)?));
+    }
+    let dir =
+        encoder.context("demo_select = similar needs a MiniLM encoder (--demo-encoder DIR)")?;
+    let enc = minirec_baselines::minilm::MiniLm::load(dir, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the demonstration encoder {}", dir.display()))?;
+    let text = |s: &minirec_data::Sample| ds.history_titles(s).collect::<Vec<_>>().join("; ");
+    let keys = enc.encode(&pool.iter().map(|s| text(s)).collect::<Vec<_>>(), 64)?;
+    let queries = enc.encode(&samples.iter().map(|s| text(s)).collect::<Vec<_>>(), 64)?;
+    // One more than needed: a prompt's own sample is among its neighbours and is left out later.
+    let want = (cfg.demos * cfg.demo_rollouts + 1).min(pool.len());
+    let mut neighbours = Vec::with_capacity(samples.len());
+    for start in (0..samples.len()).step_by(256) {
+        let n = 256.min(samples.len() - start);
+        let sims: Vec<Vec<f32>> = queries.narrow(0, start, n)?.matmul(&keys.t()?)?.to_vec2()?;
+        for row in sims {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.select_nth_unstable_by(want - 1, |&a, &b| row[b].total_cmp(&row[a]));
+            order.truncate(want);
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            neighbours.push(order);
+        }
+    }
+    Ok(Some(DemoPool::retrieved(demos, neighbours)?))
 }

@@ -140,7 +140,8 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
             )?;
         }
         for variant in &e.rl.variants {
-            if variant == "grpo" && set.subset.is_some() && e.select.full {
+            // Trainer comparisons (GRPO, in-context demonstrations) run on the full set only, when there is one.
+            if variant != "riser" && set.subset.is_some() && e.select.full {
                 continue;
             }
             let name = format!("{}-{variant}", set.label);
@@ -513,6 +514,9 @@ fn rl_stage(
     if variant == "grpo" {
         cfg = cfg.plain_grpo();
     }
+    if variant == "riser-demos" {
+        (cfg.demos, cfg.demo_rollouts, cfg.demo_select) = (r.demos, r.demo_rollouts, r.demo_select);
+    }
     let resume = run.join("checkpoints").join("latest").is_file();
     let t = Instant::now();
     let job = crate::rl::RlJob {
@@ -523,6 +527,7 @@ fn rl_stage(
         eval_samples: 128,
         resume,
         cpu: e.cpu,
+        demo_encoder: r.demo_encoder.as_deref(),
     };
     let s = crate::rl::train_rl(ds, &samples, &cfg, &job, progress)?;
     times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;

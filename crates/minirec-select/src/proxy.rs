@@ -103,6 +103,7 @@ pub fn train_proxy(
         &prompts,
         &[],
         None,
+        None,
         &rl,
         &dir.join("rl"),
         "proxy",

@@ -2,6 +2,7 @@
 //! and exact resume.
 
 pub mod checkpoint;
+pub mod demos;
 pub mod error;
 pub mod logprobs;
 pub mod memory;

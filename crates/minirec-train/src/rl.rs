@@ -74,6 +74,15 @@ pub struct RlConfig {
     /// whole, as TRL does. The losses and gradients are the same either way.
     #[serde(default = "yes")]
     pub share_prompts: bool,
+    /// In-Context RLVR: demonstrations (K) before the prompt of each of `demo_rollouts` (R) of the m rollouts;
+    /// 0: none. Advantages are taken over the whole mixed group, every log-probability under the prompt the
+    /// rollout was sampled with. Evaluation never sees demonstrations.
+    #[serde(default)]
+    pub demos: usize,
+    #[serde(default)]
+    pub demo_rollouts: usize,
+    #[serde(default)]
+    pub demo_select: crate::demos::DemoSelect,
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
 }
@@ -114,6 +123,9 @@ impl Default for RlConfig {
             micro_batch: None,
             updates_per_batch: default_updates(),
             share_prompts: true,
+            demos: 0,
+            demo_rollouts: 0,
+            demo_select: Default::default(),
             interrupt_after: None,
         }
     }
@@ -194,6 +206,12 @@ pub struct StepLog {
     /// sequence re-runs its prompt today, which is what one prompt pass per group would save.
     #[serde(default)]
     pub tokens: usize,
+    /// In-context RL: mean reward of the rollouts sampled with demonstrations and of the plain ones (all m,
+    /// before de-duplication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo_reward: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_reward: Option<f64>,
 }
 
 /// Log-probabilities of the sequences' response tokens and the tokens run to get them, shared or not.
@@ -254,12 +272,13 @@ struct Groups<'a> {
 fn group_rollouts<'a>(
     batch: &[&'a RlPrompt],
     rolls: &'a [Vec<Sampled>],
+    sampled_with: &[Vec<&'a [u32]>],
     index: &'a ItemIndex,
     cfg: &RlConfig,
     rng: &mut ChaCha8Rng,
 ) -> Groups<'a> {
     let mut g = Groups::default();
-    for (p, r) in batch.iter().zip(rolls) {
+    for ((p, r), with) in batch.iter().zip(rolls).zip(sampled_with) {
         let titles: Vec<u32> = r.iter().map(|s| s.title).collect();
         g.distinct += titles
             .iter()
@@ -284,14 +303,14 @@ fn group_rollouts<'a>(
             g.hits += 1;
             let adv = group_advantages(&rewards);
             for (&k, a) in kept.iter().zip(adv) {
-                g.grpo.push((&p.prompt, &r[k].tokens, a));
+                g.grpo.push((with[k], &r[k].tokens, a));
             }
         } else {
             g.fails += 1;
             if cfg.simpo {
                 let chosen = &index.sequences[p.target as usize];
                 for &k in &kept {
-                    g.pairs.push((&p.prompt, chosen, &r[k].tokens));
+                    g.pairs.push((with[k], chosen, &r[k].tokens));
                 }
             }
         }
@@ -451,24 +470,102 @@ impl Update<'_> {
     }
 }
 
+/// The m rollouts of each prompt of a batch and the prompt each was sampled with: m − R plain, then R each
+/// after its own demonstrations (In-Context RLVR; R = 0 without a pool).
+struct Rollouts {
+    rolls: Vec<Vec<Sampled>>,
+    augmented: Vec<Vec<Vec<u32>>>,
+    plain: usize,
+}
+
+impl Rollouts {
+    fn draw(
+        model: &Decoder,
+        index: &ItemIndex,
+        batch: &[(usize, &RlPrompt)],
+        cfg: &RlConfig,
+        demos: Option<&crate::demos::DemoPool>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        let r = if demos.is_some() {
+            cfg.demo_rollouts
+        } else {
+            0
+        };
+        let plain = cfg.rollouts - r;
+        let prompts: Vec<Vec<u32>> = batch.iter().map(|(_, p)| p.prompt.clone()).collect();
+        let mut rolls = if plain > 0 {
+            sample(model, index, &prompts, plain, cfg.temperature, rng)?
+        } else {
+            vec![Vec::new(); batch.len()]
+        };
+        let augmented = match demos {
+            Some(pool) if r > 0 => pool.augment(batch, cfg.demos, r, rng)?,
+            _ => vec![Vec::new(); batch.len()],
+        };
+        if r > 0 {
+            let flat: Vec<Vec<u32>> = augmented.iter().flatten().cloned().collect();
+            let drawn = sample(model, index, &flat, 1, cfg.temperature, rng)?;
+            for (b, chunk) in drawn.chunks(r).enumerate() {
+                rolls[b].extend(chunk.iter().flatten().cloned());
+            }
+        }
+        Ok(Rollouts {
+            rolls,
+            augmented,
+            plain,
+        })
+    }
+
+    /// Per prompt, the prompt each rollout was sampled with.
+    fn sampled_with<'a>(&'a self, batch: &[(usize, &'a RlPrompt)]) -> Vec<Vec<&'a [u32]>> {
+        batch
+            .iter()
+            .zip(&self.augmented)
+            .map(|((_, p), aug)| {
+                let mut v: Vec<&[u32]> = vec![p.prompt.as_slice(); self.plain];
+                v.extend(aug.iter().map(Vec::as_slice));
+                v
+            })
+            .collect()
+    }
+
+    /// Mean reward of the plain rollouts and of those with demonstrations (None when there are none).
+    fn rewards_by_kind(&self, batch: &[(usize, &RlPrompt)]) -> (Option<f64>, Option<f64>) {
+        let (mut sums, mut counts) = ([0f64; 2], [0usize; 2]);
+        for ((_, p), r) in batch.iter().zip(&self.rolls) {
+            for (k, s) in r.iter().enumerate() {
+                let kind = usize::from(k >= self.plain);
+                sums[kind] += f64::from(u8::from(s.title == p.target));
+                counts[kind] += 1;
+            }
+        }
+        let mean = |i: usize| (counts[i] > 0).then(|| sums[i] / counts[i] as f64);
+        (mean(0), mean(1))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn one_step(
     model: &Decoder,
     reference: Option<&Decoder>,
     index: &ItemIndex,
-    batch: &[&RlPrompt],
+    batch: &[(usize, &RlPrompt)],
+    demos: Option<&crate::demos::DemoPool>,
     cfg: &RlConfig,
     opt: &mut AdamW,
     rng: &mut ChaCha8Rng,
     step: usize,
 ) -> Result<StepLog> {
     let t0 = Instant::now();
-    let prompts: Vec<Vec<u32>> = batch.iter().map(|p| p.prompt.clone()).collect();
-    let rolls = sample(model, index, &prompts, cfg.rollouts, cfg.temperature, rng)?;
+    let drawn = Rollouts::draw(model, index, batch, cfg, demos, rng)?;
     let rollout_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let groups = group_rollouts(batch, &rolls, index, cfg, rng);
+    let prompts: Vec<&RlPrompt> = batch.iter().map(|(_, p)| *p).collect();
+    let with = drawn.sampled_with(batch);
+    let groups = group_rollouts(&prompts, &drawn.rolls, &with, index, cfg, rng);
     let sums = update(model, reference, index, &groups, cfg, opt, step)?;
+    let (plain_reward, demo_reward) = drawn.rewards_by_kind(batch);
     let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
     let n = batch.len().max(1) as f64;
     let g = &groups;
@@ -490,6 +587,8 @@ fn one_step(
         rollout_s,
         update_s: t1.elapsed().as_secs_f64(),
         tokens: sums.tokens,
+        demo_reward: demos.and(demo_reward),
+        plain_reward: demos.and(plain_reward),
     })
 }
 
@@ -607,6 +706,24 @@ fn backward_part(
     Ok(v as f64)
 }
 
+/// The demonstration settings are consistent: K and R together, R within m, a pool when K > 0.
+fn check_demos(cfg: &RlConfig, demos: Option<&crate::demos::DemoPool>) -> Result<()> {
+    match (cfg.demos, cfg.demo_rollouts) {
+        (0, 0) => Ok(()),
+        (0, _) | (_, 0) => Err(TrainError::Invalid(
+            "in-context RL needs both --demos K and --demo-rollouts R (or neither)".into(),
+        )),
+        (_, r) if r > cfg.rollouts => Err(TrainError::Invalid(format!(
+            "--demo-rollouts {r} is more than the {} rollouts per prompt",
+            cfg.rollouts
+        ))),
+        _ if demos.is_none() => Err(TrainError::Invalid(
+            "--demos needs a pool of demonstrations".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Share of prompts whose best-ranked title (beam width 10) is their target.
 pub fn hr_at_1(model: &Decoder, index: &ItemIndex, prompts: &[RlPrompt]) -> Result<f64> {
     let mut hits = 0usize;
@@ -633,6 +750,7 @@ pub fn train(
     prompts: &[RlPrompt],
     valid: &[RlPrompt],
     reference: Option<&Decoder>,
+    demos: Option<&crate::demos::DemoPool>,
     cfg: &RlConfig,
     run: &Path,
     base: &str,
@@ -644,6 +762,8 @@ pub fn train(
             "RL needs prompts, and at least one prompt, rollout and kept rollout per step".into(),
         ));
     }
+    check_demos(cfg, demos)?;
+    let demos = demos.filter(|_| cfg.demos > 0);
     if cfg.kl_ref_beta.is_some() && reference.is_none() {
         return Err(TrainError::Invalid(
             "the KL penalty to the reference needs a reference model".into(),
@@ -715,15 +835,15 @@ pub fn train(
     }
     while st.step < cfg.max_steps {
         let from = st.step * cfg.prompts_per_step;
-        let batch: Vec<&RlPrompt> = (from..from + cfg.prompts_per_step)
-            .map(|i| &prompts[i % prompts.len()])
+        let batch: Vec<(usize, &RlPrompt)> = (from..from + cfg.prompts_per_step)
+            .map(|i| (i % prompts.len(), &prompts[i % prompts.len()]))
             .collect();
         // Seeded per step, so a resumed run samples exactly what the uninterrupted one did.
         let mut rng = ChaCha8Rng::seed_from_u64(
             cfg.seed ^ (st.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let entry = match one_step(
-            model, reference, index, &batch, cfg, &mut opt, &mut rng, st.step,
+            model, reference, index, &batch, demos, cfg, &mut opt, &mut rng, st.step,
         ) {
             Err(TrainError::NonFinite { step, loss, .. }) => {
                 pb.abandon();

@@ -5,6 +5,7 @@ use candle_core::{DType, Device};
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{preset_config, random_model};
 use minirec_model::{Decoder, TextTokenizer};
+use minirec_train::demos::{Demo, DemoPool};
 use minirec_train::rl::{train, RlConfig, RlPrompt};
 use minirec_train::sft::trainable;
 use minirec_train::{SftConfig, TrainError};
@@ -37,6 +38,30 @@ fn run(
     dir: &std::path::Path,
     resume: bool,
 ) -> Result<(Decoder, Vec<f64>), TrainError> {
+    let pool = (cfg.demos > 0).then(demo_pool);
+    run_with(cfg, dir, resume, pool.as_ref())
+}
+
+/// Six demonstrations: prompts of their own and catalog titles as answers.
+fn demo_pool() -> DemoPool {
+    let cat = catalog();
+    DemoPool::random(
+        (0..6u32)
+            .map(|j| Demo {
+                prompt: vec![11 + j % 3, 21 + j % 3, 20],
+                response: cat.sequences[(j as usize * 5) % 8].clone(),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+fn run_with(
+    cfg: &RlConfig,
+    dir: &std::path::Path,
+    resume: bool,
+    demos: Option<&DemoPool>,
+) -> Result<(Decoder, Vec<f64>), TrainError> {
     let mut m = tiny(3);
     let sft = SftConfig {
         lora: cfg.lora.clone(),
@@ -53,6 +78,7 @@ fn run(
         &prompts(),
         &prompts(),
         reference.as_ref(),
+        demos,
         cfg,
         dir,
         "tiny",
@@ -327,4 +353,136 @@ fn kl_cov_acts_only_from_the_second_update_of_a_batch() {
     // Two updates: the second sees a moved policy, and the penalty pulls the outliers back.
     let d2 = max_diff(&go(2, true, "k2-on"), &go(2, false, "k2-off"));
     assert!(d2 > 1e-4, "two updates: KL-Cov changed nothing ({d2})");
+}
+
+#[test]
+fn in_context_demos_train_as_the_per_sequence_path_and_log_both_kinds_of_reward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, _) = three_steps(None);
+    let cfg = RlConfig {
+        demos: 1,
+        demo_rollouts: 4,
+        ..base.clone()
+    };
+    let per_seq = RlConfig {
+        share_prompts: false,
+        ..cfg.clone()
+    };
+    let (a, _) = run(&cfg, &tmp.path().join("shared"), false).unwrap();
+    let (b, _) = run(&per_seq, &tmp.path().join("whole"), false).unwrap();
+    let (plain, _) = run(&base, &tmp.path().join("plain"), false).unwrap();
+    assert!(max_diff(&a, &b) < 1e-5, "{}", max_diff(&a, &b));
+    assert!(
+        max_diff(&a, &plain) > 1e-4,
+        "the demonstrations changed nothing"
+    );
+    for key in ["grpo_loss", "simpo_loss", "mean_reward"] {
+        let x = log_values(&tmp.path().join("shared"), key);
+        let y = log_values(&tmp.path().join("whole"), key);
+        assert_eq!(x.len(), y.len(), "{key}");
+        for (x, y) in x.iter().zip(&y) {
+            assert!((x - y).abs() < 1e-5 * (1.0 + x.abs()), "{key}: {x} vs {y}");
+        }
+    }
+    for key in ["demo_reward", "plain_reward"] {
+        let v = log_values(&tmp.path().join("shared"), key);
+        assert_eq!(v.len(), 3, "{key}");
+        assert!(v.iter().all(|r| (0.0..=1.0).contains(r)), "{key}: {v:?}");
+        assert!(log_values(&tmp.path().join("plain"), key).is_empty());
+    }
+    // A demonstration-augmented prompt is longer, so the shared pass runs more tokens than without demos.
+    let t_demo = log_values(&tmp.path().join("shared"), "tokens");
+    let t_plain = log_values(&tmp.path().join("plain"), "tokens");
+    assert!(t_demo.iter().sum::<f64>() > t_plain.iter().sum::<f64>());
+}
+
+#[test]
+fn in_context_rl_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = RlConfig {
+        max_steps: 6,
+        prompts_per_step: 2,
+        rollouts: 6,
+        keep: 4,
+        lr: 5e-3,
+        checkpoint_every: 2,
+        eval_every: 0,
+        demos: 1,
+        demo_rollouts: 3,
+        ..Default::default()
+    };
+    let (whole, _) = run(&cfg, &tmp.path().join("whole"), false).unwrap();
+    let crash = RlConfig {
+        interrupt_after: Some(3),
+        ..cfg.clone()
+    };
+    assert!(run(&crash, &tmp.path().join("split"), false).is_err());
+    let (resumed, _) = run(&cfg, &tmp.path().join("split"), true).unwrap();
+    assert!(max_diff(&whole, &resumed) < 1e-6);
+}
+
+#[test]
+fn inconsistent_demo_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = RlConfig {
+        max_steps: 1,
+        rollouts: 6,
+        keep: 4,
+        eval_every: 0,
+        ..Default::default()
+    };
+    let pool = demo_pool();
+    for (cfg, with_pool, want) in [
+        (
+            RlConfig {
+                demos: 1,
+                ..base.clone()
+            },
+            true,
+            "--demo-rollouts",
+        ),
+        (
+            RlConfig {
+                demo_rollouts: 2,
+                ..base.clone()
+            },
+            true,
+            "--demos",
+        ),
+        (
+            RlConfig {
+                demos: 1,
+                demo_rollouts: 7,
+                ..base.clone()
+            },
+            true,
+            "more than the 6 rollouts",
+        ),
+        (
+            RlConfig {
+                demos: 1,
+                demo_rollouts: 2,
+                ..base.clone()
+            },
+            false,
+            "pool",
+        ),
+        // 4 rollouts × 2 demonstrations need 8 distinct demonstrations; the pool has 6.
+        (
+            RlConfig {
+                demos: 2,
+                demo_rollouts: 4,
+                ..base.clone()
+            },
+            true,
+            "distinct demonstrations",
+        ),
+    ] {
+        let p = with_pool.then_some(&pool);
+        let err = match run_with(&cfg, &tmp.path().join(want), false, p) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{want}: accepted"),
+        };
+        assert!(err.contains(want), "{want}: {err}");
+    }
 }

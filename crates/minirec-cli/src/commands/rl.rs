@@ -5,6 +5,7 @@ use clap::Args;
 use minirec_data::PreparedDataset;
 use minirec_model::lora::LoraConfig;
 use minirec_pipeline::rl::{train_rl, training_order, RlJob};
+use minirec_train::demos::DemoSelect;
 use minirec_train::rl::RlConfig;
 
 #[derive(Args)]
@@ -74,12 +75,31 @@ pub struct RlArgs {
     /// Validation samples scored each time (the first ones of the valid split).
     #[arg(long, default_value_t = 128)]
     eval_samples: usize,
+    /// In-Context RLVR: K demonstrations (other training samples: a history's prompt and its next title)
+    /// before the prompt of --demo-rollouts R of the m rollouts. Evaluation never sees them.
+    #[arg(long, default_value_t = 0)]
+    demos: usize,
+    #[arg(long, default_value_t = 0)]
+    demo_rollouts: usize,
+    /// random: drawn once per batch and shared by its prompts (the authors' way); similar: each prompt's
+    /// nearest training samples by MiniLM embedding of the histories (needs --demo-encoder).
+    #[arg(long, value_enum, default_value = "random")]
+    demo_select: DemoSelectArg,
+    /// The all-MiniLM-L6-v2 directory (config.json, model.safetensors, tokenizer.json) for --demo-select similar.
+    #[arg(long)]
+    demo_encoder: Option<PathBuf>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     #[arg(long)]
     resume: bool,
     #[arg(long)]
     cpu: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoSelectArg {
+    Random,
+    Similar,
 }
 
 pub fn run(a: RlArgs, progress: bool) -> Result<()> {
@@ -112,6 +132,12 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         eval_every: a.eval_every,
         seed: a.seed,
         lora,
+        demos: a.demos,
+        demo_rollouts: a.demo_rollouts,
+        demo_select: match a.demo_select {
+            DemoSelectArg::Random => DemoSelect::Random,
+            DemoSelectArg::Similar => DemoSelect::Similar,
+        },
         ..Default::default()
     };
     let job = RlJob {
@@ -122,6 +148,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         eval_samples: a.eval_samples,
         resume: a.resume,
         cpu: a.cpu,
+        demo_encoder: a.demo_encoder.as_deref(),
     };
     let summary = train_rl(&ds, &samples, &cfg, &job, progress)?;
     println!(
