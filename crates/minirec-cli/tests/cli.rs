@@ -893,6 +893,40 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         "--cpu",
     ]);
     assert!(e.contains("--demo-encoder"), "{e}");
+    // Retrieval by MiniLM similarity, where the encoder is installed (MINIREC_MINILM_DIR); the embeddings are
+    // kept in the run directory for a resumed run.
+    if let Some(enc) = std::env::var_os("MINIREC_MINILM_DIR") {
+        let run = tmp.path().join("rl-similar");
+        ok(&[
+            "rl",
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            model.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--rollouts",
+            "4",
+            "--keep",
+            "4",
+            "--demos",
+            "2",
+            "--demo-rollouts",
+            "2",
+            "--demo-select",
+            "similar",
+            "--demo-encoder",
+            enc.to_str().unwrap(),
+            "--eval-every",
+            "0",
+            "--cpu",
+        ]);
+        assert!(run.join("demo_embeddings.safetensors").is_file());
+        let log = std::fs::read_to_string(run.join("rl_log.jsonl")).unwrap();
+        assert!(log.contains("demo_reward"), "{log}");
+    }
 }
 
 #[test]

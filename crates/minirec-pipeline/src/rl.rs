@@ -99,7 +99,15 @@ pub fn train_rl(
     let prompts = prompts_for(ds, samples, &loaded.tokenizer)?;
     let valid_samples: Vec<&minirec_data::Sample> = ds.valid.iter().take(eval_samples).collect();
     let valid = prompts_for(ds, &valid_samples, &loaded.tokenizer)?;
-    let demos = demo_pool(ds, samples, &loaded.tokenizer, &index, cfg, demo_encoder)?;
+    let demos = demo_pool(
+        ds,
+        samples,
+        &loaded.tokenizer,
+        &index,
+        cfg,
+        demo_encoder,
+        out,
+    )?;
     let vars = trainable(
         &mut loaded.model,
         &SftConfig {
@@ -146,6 +154,7 @@ fn demo_pool(
     index: &ItemIndex,
     cfg: &RlConfig,
     encoder: Option<&Path>,
+    run: &Path,
 ) -> Result<Option<DemoPool>> {
     if cfg.demos == 0 {
         return Ok(None);
@@ -163,11 +172,26 @@ fn demo_pool(
     }
     let dir =
         encoder.context("demo_select = similar needs a MiniLM encoder (--demo-encoder DIR)")?;
-    let enc = minirec_baselines::minilm::MiniLm::load(dir, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading the demonstration encoder {}", dir.display()))?;
-    let text = |s: &minirec_data::Sample| ds.history_titles(s).collect::<Vec<_>>().join("; ");
-    let keys = enc.encode(&pool.iter().map(|s| text(s)).collect::<Vec<_>>(), 64)?;
-    let queries = enc.encode(&samples.iter().map(|s| text(s)).collect::<Vec<_>>(), 64)?;
+    let keys = history_embeddings(ds, &pool, dir, run)?;
+    // RL prompts are training samples: their embeddings are rows of the pool's.
+    let row_of: std::collections::HashMap<u64, u32> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id, i as u32))
+        .collect();
+    let rows: Vec<u32> = samples
+        .iter()
+        .map(|s| {
+            row_of
+                .get(&s.id)
+                .copied()
+                .context("an RL sample outside the train split")
+        })
+        .collect::<Result<_>>()?;
+    let queries = keys.index_select(
+        &candle_core::Tensor::new(rows.as_slice(), keys.device())?,
+        0,
+    )?;
     // One more than needed: a prompt's own sample is among its neighbours and is left out later.
     let want = (cfg.demos * cfg.demo_rollouts + 1).min(pool.len());
     let mut neighbours = Vec::with_capacity(samples.len());
@@ -183,4 +207,68 @@ fn demo_pool(
         }
     }
     Ok(Some(DemoPool::retrieved(demos, neighbours)?))
+}
+
+/// MiniLM embeddings of `texts`, batched in order of length so that little padding is computed; rows in the
+/// texts' order.
+fn encode_by_length(
+    enc: &minirec_baselines::minilm::MiniLm,
+    texts: &[String],
+) -> Result<candle_core::Tensor> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let sorted: Vec<String> = order.iter().map(|&i| texts[i].clone()).collect();
+    let emb = enc.encode(&sorted, 32)?;
+    let mut back = vec![0u32; texts.len()];
+    for (k, &i) in order.iter().enumerate() {
+        back[i] = k as u32;
+    }
+    Ok(emb.index_select(&candle_core::Tensor::new(back.as_slice(), emb.device())?, 0)?)
+}
+
+/// MiniLM embeddings of every pool sample's history (titles joined), kept in the run directory so that a
+/// resumed run does not embed them again (keyed by the encoder's path and the pool's size).
+fn history_embeddings(
+    ds: &PreparedDataset,
+    pool: &[&minirec_data::Sample],
+    encoder: &Path,
+    run: &Path,
+) -> Result<candle_core::Tensor> {
+    let file = run.join("demo_embeddings.safetensors");
+    let key = format!(
+        "{} {}",
+        std::fs::canonicalize(encoder)
+            .unwrap_or(encoder.to_path_buf())
+            .display(),
+        pool.len()
+    );
+    let key_file = file.with_extension("key");
+    if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        if let Some(t) = candle_core::safetensors::load(&file, &candle_core::Device::Cpu)
+            .ok()
+            .and_then(|mut m| m.remove("keys"))
+        {
+            return Ok(t);
+        }
+    }
+    let enc = minirec_baselines::minilm::MiniLm::load(encoder, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading the demonstration encoder {}", encoder.display()))?;
+    let t = std::time::Instant::now();
+    let texts: Vec<String> = pool
+        .iter()
+        .map(|s| ds.history_titles(s).collect::<Vec<_>>().join("; "))
+        .collect();
+    let keys = encode_by_length(&enc, &texts)?;
+    tracing::info!(
+        "demonstrations: {} histories embedded with MiniLM in {:.1} s",
+        texts.len(),
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("keys".to_string(), keys.clone())]),
+        &file,
+    )?;
+    std::fs::write(&key_file, key).with_context(|| format!("writing {}", key_file.display()))?;
+    Ok(keys)
 }
