@@ -419,6 +419,10 @@ mod tests {
         );
         assert_eq!((e.sft.grad_accum, e.sft.valid_every), (2, 45));
         assert_eq!(e.eval.whole.len(), 3);
+        assert!(e.select.methods.iter().any(|m| m == "goracs"));
+        assert_eq!((e.select.goracs.lambda, e.select.goracs.swaps), (0.1, 100));
+        assert_eq!((e.rl.demos, e.rl.demo_rollouts), (1, 15));
+        e.check().unwrap();
     }
 
     #[test]
