@@ -156,19 +156,25 @@ impl Simplex {
                 }
                 let (t, h) = self.ends(a);
                 let child = if t == w { h } else { t };
-                self.parent[child] = w;
-                self.pred[child] = a;
-                self.up[child] = t == child;
-                self.depth[child] = self.depth[w] + 1;
-                let c = self.arc_cost(a);
-                self.pi[child] = if t == child {
-                    self.pi[w] - c
-                } else {
-                    self.pi[w] + c
-                };
+                self.attach(child, w, a);
                 stack.push(child);
             }
         }
+    }
+
+    /// Makes `parent` the tree parent of `child` through arc `a`, with the potential that makes `a` tight.
+    fn attach(&mut self, child: usize, parent: usize, a: usize) {
+        let from_child = self.ends(a).0 == child;
+        self.parent[child] = parent;
+        self.pred[child] = a;
+        self.up[child] = from_child;
+        self.depth[child] = self.depth[parent] + 1;
+        let c = self.arc_cost(a);
+        self.pi[child] = if from_child {
+            self.pi[parent] - c
+        } else {
+            self.pi[parent] + c
+        };
     }
 
     fn reduced(&self, a: usize) -> f64 {
@@ -273,16 +279,7 @@ impl Simplex {
         self.adj[h].push(entering);
         self.in_tree[entering] = true;
         let outer = if t == inner { h } else { t };
-        self.parent[inner] = outer;
-        self.pred[inner] = entering;
-        self.up[inner] = t == inner;
-        self.depth[inner] = self.depth[outer] + 1;
-        let c = self.arc_cost(entering);
-        self.pi[inner] = if t == inner {
-            self.pi[outer] - c
-        } else {
-            self.pi[outer] + c
-        };
+        self.attach(inner, outer, entering);
         self.hang(inner);
     }
 
