@@ -265,10 +265,13 @@ fn history_embeddings(
         t.elapsed().as_secs_f64()
     );
     std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
+    // Written aside and renamed, so that a kill mid-write leaves no file a later run would half-read.
+    let tmp = file.with_extension("tmp");
     candle_core::safetensors::save(
         &std::collections::HashMap::from([("keys".to_string(), keys.clone())]),
-        &file,
+        &tmp,
     )?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
     std::fs::write(&key_file, key).with_context(|| format!("writing {}", key_file.display()))?;
     Ok(keys)
 }
