@@ -636,6 +636,64 @@ epochs = 2
     (data, out)
 }
 
+/// A trainers-only experiment (the session-sized SmolLM2 file's shape): no selection table, the step cap stated.
+#[test]
+fn run_without_selection_methods_reports_the_trainers_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "120",
+        "--prepare-only",
+    ]);
+    let toml = format!(
+        r#"
+out = "exp"
+seed = 7
+cpu = true
+
+[data]
+prepared = "{data}"
+
+[model]
+preset = "tiny"
+
+[sft]
+lr = 3e-3
+batch_size = 32
+max_train = 64
+
+[select]
+methods = []
+full = true
+
+[rl]
+max_steps = 1
+prompts_per_step = 2
+rollouts = 4
+keep = 4
+variants = ["riser", "grpo"]
+
+[eval]
+sample = 16
+batch = 16
+"#,
+        data = demo.join("data").display()
+    );
+    let file = tmp.path().join("experiment.toml");
+    std::fs::write(&file, toml).unwrap();
+    ok(&["run", file.to_str().unwrap()]);
+    let report = std::fs::read_to_string(tmp.path().join("exp/report.md")).unwrap();
+    assert!(!report.contains("selected samples"), "{report}");
+    assert!(report.contains("(at most 1 step)"), "{report}");
+    for row in ["| + GRPO |", "| + RISER |", "| full-grpo | sft | 16 |"] {
+        assert!(report.contains(row), "{row} missing from\n{report}");
+    }
+}
+
 #[test]
 fn run_executes_every_stage_then_skips_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();

@@ -162,7 +162,7 @@ pub(crate) fn write_report(
         md,
         "Data: {} items / {} titles; train {}, valid {}, test {}. Model: {model}. Seed {}. \
          Evaluation: {} split ({n_eval} samples), all-ranking by trie-constrained beam search (width {}).\n\
-         RL: {} epoch(s) over each training set, {} prompts/step, {} rollouts kept to {}, lr {:e}.\n",
+         RL: {} epoch(s) over each training set{}, {} prompts/step, {} rollouts kept to {}, lr {:e}.\n",
         ds.catalog.len(),
         ds.catalog.num_titles(),
         ds.train.len(),
@@ -172,6 +172,7 @@ pub(crate) fn write_report(
         e.eval.split,
         e.eval.beam,
         e.rl.epochs,
+        step_cap(e.rl.max_steps),
         e.rl.prompts_per_step,
         e.rl.rollouts,
         e.rl.keep,
@@ -182,8 +183,13 @@ pub(crate) fn write_report(
             .first()
             .cloned()
             .unwrap_or_else(|| "riser".into());
-    // Selection methods (MiniRec Table 2).
-    for &size in &e.select.sizes {
+    // Selection methods (MiniRec Table 2); an experiment without methods trains on the full set only.
+    let sizes: &[usize] = if e.select.methods.is_empty() {
+        &[]
+    } else {
+        &e.select.sizes
+    };
+    for &size in sizes {
         writeln!(
             md,
             "## RL on {size} selected samples vs all ({main_variant})\n"
@@ -347,4 +353,12 @@ pub(crate) fn write_report(
         std::io::Write::write_all(w, md.as_bytes())
     })?;
     Ok(md)
+}
+
+/// The report's note of `[rl] max_steps` when it caps the runs.
+fn step_cap(max_steps: usize) -> String {
+    match max_steps {
+        0 => String::new(),
+        n => format!(" (at most {n} step{})", if n == 1 { "" } else { "s" }),
+    }
 }
