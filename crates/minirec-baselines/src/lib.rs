@@ -8,10 +8,12 @@ pub mod minilm;
 pub mod nn;
 pub mod pca;
 pub mod seqrec;
+pub mod shape;
 pub mod train;
 
 pub use error::{BaselineError, Result};
-pub use seqrec::{Kind, ModelShape, SeqRec};
+pub use seqrec::SeqRec;
+pub use shape::{Act, Kind, ModelShape, Norm};
 pub use train::{TrainConfig, TrainSummary};
 
 pub(crate) use minirec_data::progress::bar_if as bar;

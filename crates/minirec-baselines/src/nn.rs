@@ -89,3 +89,47 @@ pub fn softplus(x: &Tensor) -> Result<Tensor> {
 pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok((x.neg()?.exp()? + 1.0)?.recip()?)
 }
+
+/// Inverted dropout with masks drawn on the host from a seeded ChaCha8 stream: the same seed gives the same
+/// masks on any device (candle's own random source cannot be seeded on the CPU).
+pub struct Dropout {
+    p: f32,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Dropout {
+    pub fn new(p: f32, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Dropout {
+            p,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// x with each element zeroed with probability p and the rest scaled by 1/(1 − p).
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.random::<f32>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.dims(), x.device())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// Applies `d` to `x` in training (when there is one), passes `x` through otherwise.
+pub fn maybe_drop(d: &mut Option<&mut Dropout>, x: Tensor) -> Result<Tensor> {
+    match d {
+        Some(d) => d.apply(&x),
+        None => Ok(x),
+    }
+}

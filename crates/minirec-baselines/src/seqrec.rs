@@ -6,84 +6,48 @@
 //! - Caser (Tang & Wang 2018): horizontal convolutions of every height 1..L (max-pooled over time) and
 //!   vertical convolutions across the L positions, concatenated and projected.
 //!
-//! Dropout is not applied: candle's CPU random source cannot be seeded and runs must be reproducible.
+//! - Pop: no model, the most frequent training targets (one parameter per row: its score).
+//!
+//! Dropout masks come from a seeded host stream ([`Dropout`]), so training runs reproduce.
 
 use candle_core::{DType, Device, Tensor, D};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{BaselineError, Result};
-use crate::nn::{layer_norm, linear, sigmoid, Params};
+use crate::nn::{layer_norm, linear, maybe_drop, sigmoid, Dropout, Params};
+pub use crate::shape::{Act, Kind, ModelShape, Norm};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Sasrec,
-    Gru4rec,
-    Caser,
-}
+/// Layer-norm epsilon (Kang & McAuley's 1e-8; RecBole's 1e-12 is the same in f32).
+const LN_EPS: f64 = 1e-8;
 
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Sasrec => "sasrec",
-            Kind::Gru4rec => "gru4rec",
-            Kind::Caser => "caser",
+/// SASRec's positions, blocks and norms: post-norm models normalise the input embeddings, pre-norm ones
+/// the output.
+fn init_sasrec(
+    p: &mut Params,
+    shape: &ModelShape,
+    rng: &mut ChaCha8Rng,
+    dev: &Device,
+) -> Result<()> {
+    let (d, f, std) = (shape.dim, shape.ffn_width(), shape.weight_std());
+    p.normal("pos_emb", &[shape.max_len, d], std, rng, dev)?;
+    for b in 0..shape.layers {
+        for w in ["q", "k", "v", "o"] {
+            p.normal(&format!("b{b}.{w}"), &[d, d], std, rng, dev)?;
+        }
+        p.normal(&format!("b{b}.ff1"), &[f, d], std, rng, dev)?;
+        p.constant(&format!("b{b}.ff1_b"), &[f], 0.0, dev)?;
+        p.normal(&format!("b{b}.ff2"), &[d, f], std, rng, dev)?;
+        p.constant(&format!("b{b}.ff2_b"), &[d], 0.0, dev)?;
+        for n in ["ln1", "ln2"] {
+            p.constant(&format!("b{b}.{n}_w"), &[d], 1.0, dev)?;
+            p.constant(&format!("b{b}.{n}_b"), &[d], 0.0, dev)?;
         }
     }
-}
-
-impl std::str::FromStr for Kind {
-    type Err = BaselineError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "sasrec" => Ok(Kind::Sasrec),
-            "gru4rec" => Ok(Kind::Gru4rec),
-            "caser" => Ok(Kind::Caser),
-            _ => Err(BaselineError::Invalid(format!(
-                "unknown baseline {s:?} (sasrec, gru4rec, caser)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelShape {
-    pub kind: Kind,
-    /// Items + 1 (row 0 pads).
-    pub num_rows: usize,
-    pub dim: usize,
-    pub max_len: usize,
-    /// SASRec blocks.
-    pub layers: usize,
-    /// SASRec attention heads.
-    pub heads: usize,
-    /// Caser filters per height (horizontal) and vertical filters.
-    pub caser_h: usize,
-    pub caser_v: usize,
-}
-
-impl Default for ModelShape {
-    fn default() -> Self {
-        ModelShape {
-            kind: Kind::Sasrec,
-            num_rows: 1,
-            dim: 64,
-            max_len: 10,
-            layers: 2,
-            heads: 1,
-            caser_h: 16,
-            caser_v: 4,
-        }
-    }
+    let last = if shape.norm == Norm::Post { "ln_e" } else { "ln_f" };
+    p.constant(&format!("{last}_w"), &[d], 1.0, dev)?;
+    p.constant(&format!("{last}_b"), &[d], 0.0, dev)?;
+    Ok(())
 }
 
 pub struct SeqRec {
@@ -100,23 +64,16 @@ impl SeqRec {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
-        if shape.num_rows < 2 || shape.dim == 0 || shape.max_len == 0 {
-            return Err(BaselineError::Invalid(
-                "a model needs at least one item, a dimension and a history length".into(),
-            ));
-        }
-        if shape.kind == Kind::Sasrec && (shape.heads == 0 || shape.dim % shape.heads != 0) {
-            return Err(BaselineError::Invalid(format!(
-                "SASRec: {} heads do not divide dimension {}",
-                shape.heads, shape.dim
-            )));
-        }
+        shape.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut p = Params::default();
         let (d, l, dev) = (shape.dim, shape.max_len, device);
-        let std = 1.0 / (d as f32).sqrt();
-        match item_init {
-            Some(t) => {
+        let std = shape.weight_std();
+        match (item_init, shape.kind) {
+            (_, Kind::Pop) => {
+                p.constant("pop", &[shape.num_rows], 0.0, dev)?;
+            }
+            (Some(t), _) => {
                 if t.dims() != [shape.num_rows, d] {
                     return Err(BaselineError::Invalid(format!(
                         "item initialisation has shape {:?}, expected [{}, {d}]",
@@ -126,30 +83,14 @@ impl SeqRec {
                 }
                 p.add("item_emb", t.to_dtype(DType::F32)?.to_device(dev)?)?;
             }
-            None => {
+            (None, _) => {
                 p.normal("item_emb", &[shape.num_rows, d], std, &mut rng, dev)?;
             }
         }
         match shape.kind {
-            Kind::Sasrec => {
-                p.normal("pos_emb", &[l, d], std, &mut rng, dev)?;
-                for b in 0..shape.layers {
-                    for w in ["q", "k", "v", "o"] {
-                        p.normal(&format!("b{b}.{w}"), &[d, d], std, &mut rng, dev)?;
-                    }
-                    p.normal(&format!("b{b}.ff1"), &[d, d], std, &mut rng, dev)?;
-                    p.constant(&format!("b{b}.ff1_b"), &[d], 0.0, dev)?;
-                    p.normal(&format!("b{b}.ff2"), &[d, d], std, &mut rng, dev)?;
-                    p.constant(&format!("b{b}.ff2_b"), &[d], 0.0, dev)?;
-                    for n in ["ln1", "ln2"] {
-                        p.constant(&format!("b{b}.{n}_w"), &[d], 1.0, dev)?;
-                        p.constant(&format!("b{b}.{n}_b"), &[d], 0.0, dev)?;
-                    }
-                }
-                p.constant("ln_f_w", &[d], 1.0, dev)?;
-                p.constant("ln_f_b", &[d], 0.0, dev)?;
-            }
+            Kind::Sasrec => init_sasrec(&mut p, &shape, &mut rng, dev)?,
             Kind::Gru4rec => {
+                let std = 1.0 / (d as f32).sqrt();
                 for g in ["r", "z", "n"] {
                     p.normal(&format!("w_{g}"), &[d, d], std, &mut rng, dev)?;
                     p.normal(&format!("u_{g}"), &[d, d], std, &mut rng, dev)?;
@@ -180,6 +121,7 @@ impl SeqRec {
                 p.normal("fc", &[d, fin], 1.0 / (fin as f32).sqrt(), &mut rng, dev)?;
                 p.constant("fc_b", &[d], 0.0, dev)?;
             }
+            Kind::Pop => {}
         }
         Ok(SeqRec {
             shape,
@@ -230,10 +172,28 @@ impl SeqRec {
         ))
     }
 
-    /// User representations [B, d].
+    /// User representations [B, d] (inference: no dropout).
     pub fn represent(&self, histories: &[Vec<u32>]) -> Result<Tensor> {
+        self.represent_with(histories, None)
+    }
+
+    /// User representations [B, d] in training, with dropout drawn from `drop`.
+    pub fn represent_train(&self, histories: &[Vec<u32>], drop: &mut Dropout) -> Result<Tensor> {
+        self.represent_with(histories, Some(drop))
+    }
+
+    fn represent_with(
+        &self,
+        histories: &[Vec<u32>],
+        mut drop: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         if histories.is_empty() {
             return Err(BaselineError::Invalid("empty batch".into()));
+        }
+        if self.shape.kind == Kind::Pop {
+            return Err(BaselineError::Invalid(
+                "the popularity baseline has no user representation".into(),
+            ));
         }
         let (rows, mask, mask_host) = self.batch_rows(histories)?;
         let (b, l, d) = (histories.len(), self.shape.max_len, self.shape.dim);
@@ -242,20 +202,18 @@ impl SeqRec {
             .index_select(&rows.flatten_all()?, 0)?
             .reshape((b, l, d))?;
         let m3 = mask.unsqueeze(2)?;
+        let dr = &mut drop;
         match self.shape.kind {
-            Kind::Sasrec => self.sasrec(emb, &mask_host, &m3),
-            Kind::Gru4rec => self.gru(emb, &m3),
-            Kind::Caser => self.caser(emb.broadcast_mul(&m3)?),
+            Kind::Sasrec => self.sasrec(emb, &mask_host, &m3, dr),
+            Kind::Gru4rec => self.gru(maybe_drop(dr, emb)?, &m3),
+            Kind::Caser => self.caser(emb.broadcast_mul(&m3)?, dr),
+            Kind::Pop => unreachable!("handled above"),
         }
     }
 
-    fn sasrec(&self, emb: Tensor, mv: &[f32], m3: &Tensor) -> Result<Tensor> {
-        let (b, l, d) = emb.dims3()?;
-        let nh = self.shape.heads;
-        let hd = d / nh;
-        let mut x =
-            ((emb * (d as f64).sqrt())?.broadcast_add(&self.w("pos_emb"))?).broadcast_mul(m3)?;
-        // Attention bias: causal, and no attention to padding keys (a fully padded query row still sees itself).
+    /// Causal attention that never looks at padding keys (a fully padded query row still sees itself).
+    fn attention_bias(&self, mv: &[f32], b: usize) -> Result<Tensor> {
+        let l = self.shape.max_len;
         let mut bias = vec![0f32; b * l * l];
         for r in 0..b {
             for i in 0..l {
@@ -266,34 +224,79 @@ impl SeqRec {
                 }
             }
         }
-        let bias = Tensor::from_vec(bias, (b, 1, l, l), &self.device)?;
+        Ok(Tensor::from_vec(bias, (b, 1, l, l), &self.device)?)
+    }
+
+    fn sasrec(
+        &self,
+        emb: Tensor,
+        mv: &[f32],
+        m3: &Tensor,
+        dr: &mut Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let (b, l, d) = emb.dims3()?;
+        let post = self.shape.norm == Norm::Post;
+        let scale = if self.shape.emb_scale {
+            (d as f64).sqrt()
+        } else {
+            1.0
+        };
+        let mut x = (emb * scale)?.broadcast_add(&self.w("pos_emb"))?;
+        if post {
+            x = layer_norm(&x, &self.w("ln_e_w"), &self.w("ln_e_b"), LN_EPS)?;
+        }
+        x = maybe_drop(dr, x)?.broadcast_mul(m3)?;
+        let bias = self.attention_bias(mv, b)?;
         for blk in 0..self.shape.layers {
             let w = |n: &str| self.w(&format!("b{blk}.{n}"));
-            let h = layer_norm(&x, &w("ln1_w"), &w("ln1_b"), 1e-8)?;
-            let split = |t: Tensor| -> Result<Tensor> {
-                Ok(t.reshape((b, l, nh, hd))?.transpose(1, 2)?.contiguous()?)
+            let ln = |t: &Tensor, n: &str| layer_norm(t, &w(&format!("{n}_w")), &w(&format!("{n}_b")), LN_EPS);
+            let h = if post { x.clone() } else { ln(&x, "ln1")? };
+            let o = self.self_attention(&h, &bias, blk, dr)?;
+            let o = maybe_drop(dr, o)?;
+            x = if post { ln(&(x + o)?, "ln1")? } else { (x + o)? };
+            let h = if post { x.clone() } else { ln(&x, "ln2")? };
+            let inner = linear(&h, &w("ff1"), Some(&w("ff1_b")))?;
+            let inner = match self.shape.act {
+                Act::Relu => inner.relu()?,
+                Act::Gelu => inner.gelu_erf()?,
             };
-            let q = split(linear(&h, &w("q"), None)?)?;
-            let k = split(linear(&h, &w("k"), None)?)?;
-            let v = split(linear(&h, &w("v"), None)?)?;
-            let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&bias)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let o = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, l, d))?;
-            x = (x + linear(&o, &w("o"), None)?)?;
-            let h = layer_norm(&x, &w("ln2_w"), &w("ln2_b"), 1e-8)?;
-            let ff = linear(
-                &linear(&h, &w("ff1"), Some(&w("ff1_b")))?.relu()?,
-                &w("ff2"),
-                Some(&w("ff2_b")),
-            )?;
-            x = (x + ff)?.broadcast_mul(m3)?;
+            let ff = maybe_drop(dr, linear(&inner, &w("ff2"), Some(&w("ff2_b")))?)?;
+            x = if post { ln(&(x + ff)?, "ln2")? } else { (x + ff)? };
+            x = x.broadcast_mul(m3)?;
         }
-        let x = layer_norm(&x, &self.w("ln_f_w"), &self.w("ln_f_b"), 1e-8)?;
+        if !post {
+            x = layer_norm(&x, &self.w("ln_f_w"), &self.w("ln_f_b"), LN_EPS)?;
+        }
+        debug_assert_eq!(x.dims(), [b, l, d]);
         Ok(x.narrow(1, l - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Multi-head self-attention of block `blk` (before its output dropout), [B, L, d].
+    fn self_attention(
+        &self,
+        h: &Tensor,
+        bias: &Tensor,
+        blk: usize,
+        dr: &mut Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let (b, l, d) = h.dims3()?;
+        let nh = self.shape.heads;
+        let hd = d / nh;
+        let w = |n: &str| self.w(&format!("b{blk}.{n}"));
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((b, l, nh, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(linear(h, &w("q"), None)?)?;
+        let k = split(linear(h, &w("k"), None)?)?;
+        let v = split(linear(h, &w("v"), None)?)?;
+        let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
+        let att = maybe_drop(dr, candle_nn::ops::softmax(&att, D::Minus1)?)?;
+        let o = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, d))?;
+        linear(&o, &w("o"), None)
     }
 
     fn gru(&self, emb: Tensor, m3: &Tensor) -> Result<Tensor> {
@@ -315,7 +318,7 @@ impl SeqRec {
         linear(&h, &self.w("out"), Some(&self.w("out_b")))
     }
 
-    fn caser(&self, emb: Tensor) -> Result<Tensor> {
+    fn caser(&self, emb: Tensor, dr: &mut Option<&mut Dropout>) -> Result<Tensor> {
         let (b, l, d) = emb.dims3()?;
         let mut feats = Vec::with_capacity(l + 1);
         for h in 1..=l {
@@ -345,18 +348,27 @@ impl SeqRec {
             .contiguous()?
             .reshape((b, self.shape.caser_v * d))?;
         feats.push(v);
-        let all = Tensor::cat(&feats, 1)?;
+        let all = maybe_drop(dr, Tensor::cat(&feats, 1)?)?;
         Ok(linear(&all, &self.w("fc"), Some(&self.w("fc_b")))?.relu()?)
     }
 
     /// Scores of every item row for each history, [B, rows], padding row at −∞.
     pub fn score_all(&self, histories: &[Vec<u32>]) -> Result<Tensor> {
-        let rep = self.represent(histories)?;
-        let s = rep.matmul(&self.item_table().t()?)?;
         let n = self.shape.num_rows;
+        let s = if self.shape.kind == Kind::Pop {
+            self.w("pop").unsqueeze(0)?.repeat((histories.len(), 1))?
+        } else {
+            let rep = self.represent(histories)?;
+            self.score_reps(&rep)?
+        };
         let mut pad = vec![0f32; n];
         pad[0] = f32::NEG_INFINITY;
         Ok(s.broadcast_add(&Tensor::from_vec(pad, n, &self.device)?)?)
+    }
+
+    /// Every item row's score for user representations [B, d]: [B, rows] (the padding row included).
+    pub fn score_reps(&self, rep: &Tensor) -> Result<Tensor> {
+        Ok(rep.matmul(&self.item_table().t()?)?)
     }
 
     /// Scores of given (history, item) pairs: [B].

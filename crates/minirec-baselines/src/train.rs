@@ -1,12 +1,13 @@
-//! Training with BCE on sampled negatives (RISER App. C: Adam, dimension 64, batch 256), early stopping on
-//! validation NDCG@10 under the same title-level all-ranking protocol as the LLM, atomic per-epoch checkpoints
-//! and exact `--resume`.
+//! Training (Adam, dimension 64, batch 256 as RISER App. C) with cross-entropy over every item, BCE on k
+//! sampled negatives or BPR; early stopping on validation NDCG@10 under the same title-level all-ranking
+//! protocol as the LLM, atomic per-epoch checkpoints and exact `--resume`. The popularity baseline is counted,
+//! not trained.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use minirec_data::{PreparedDataset, Sample};
 use minirec_eval::{MetricsReport, RankingMetrics};
 use minirec_train::checkpoint;
@@ -17,12 +18,50 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BaselineError, Result};
-use crate::nn::softplus;
-use crate::seqrec::{ModelShape, SeqRec};
+use crate::nn::{softplus, Dropout};
+use crate::seqrec::{Kind, ModelShape, SeqRec};
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// Softmax cross-entropy over every item (RecBole's default).
+    Ce,
+    /// Binary cross-entropy: the target against k uniformly sampled negatives (Kang & McAuley).
+    Bce,
+    /// Bayesian personalised ranking: −log σ(s⁺ − s⁻), averaged over k sampled negatives.
+    Bpr,
+}
+
+impl std::str::FromStr for Loss {
+    type Err = BaselineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ce" => Ok(Loss::Ce),
+            "bce" => Ok(Loss::Bce),
+            "bpr" => Ok(Loss::Bpr),
+            _ => Err(BaselineError::Invalid(format!(
+                "unknown loss {s:?} (ce, bce, bpr)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loss::Ce => "ce",
+            Loss::Bce => "bce",
+            Loss::Bpr => "bpr",
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Defaults to BCE when absent: the loss runs were saved with before there was a choice.
+    pub loss: Loss,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -41,6 +80,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            loss: Loss::Bce,
             epochs: 100,
             batch_size: 256,
             lr: 1e-3,
@@ -97,14 +137,20 @@ pub fn train_valid(ds: &PreparedDataset) -> Result<(Vec<Sample>, Vec<Sample>, bo
     Ok((by_time, valid, true))
 }
 
-/// Ranked titles (best first, each once, at most `k`) for each sample.
-pub fn rank_titles(
+/// One sample's ranking: titles best first, each once, and item rows best first (both at most `k`).
+pub struct Ranked {
+    pub titles: Vec<String>,
+    pub rows: Vec<u32>,
+}
+
+/// Every sample's ranking over all items.
+pub fn rank(
     model: &SeqRec,
     ds: &PreparedDataset,
     samples: &[RowSample],
     k: usize,
     batch: usize,
-) -> Result<Vec<Vec<String>>> {
+) -> Result<Vec<Ranked>> {
     let mut out = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(batch.max(1)) {
         let hist: Vec<Vec<u32>> = chunk.iter().map(|s| s.history.clone()).collect();
@@ -113,20 +159,65 @@ pub fn rank_titles(
             let mut idx: Vec<u32> = (1..row.len() as u32).collect();
             idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
             let mut seen = std::collections::HashSet::new();
-            let mut list = Vec::with_capacity(k);
-            for r in idx {
+            let mut titles = Vec::with_capacity(k);
+            for &r in &idx {
                 let t = ds.catalog.title_of_item(r - 1);
                 if seen.insert(t) {
-                    list.push(t.to_string());
-                    if list.len() == k {
+                    titles.push(t.to_string());
+                    if titles.len() == k {
                         break;
                     }
                 }
             }
-            out.push(list);
+            idx.truncate(k);
+            out.push(Ranked { titles, rows: idx });
         }
     }
     Ok(out)
+}
+
+/// Ranked titles (best first, each once, at most `k`) for each sample.
+pub fn rank_titles(
+    model: &SeqRec,
+    ds: &PreparedDataset,
+    samples: &[RowSample],
+    k: usize,
+    batch: usize,
+) -> Result<Vec<Vec<String>>> {
+    Ok(rank(model, ds, samples, k, batch)?
+        .into_iter()
+        .map(|r| r.titles)
+        .collect())
+}
+
+/// A model's metrics on samples: at the title level (the LLM's metric: items sharing a title count as one)
+/// and at the item-id level (the classic protocol), with each sample's ranked titles.
+pub struct Evaluation {
+    pub titles: MetricsReport,
+    pub items: MetricsReport,
+    pub ranked: Vec<Vec<String>>,
+}
+
+pub fn evaluate_levels(
+    model: &SeqRec,
+    ds: &PreparedDataset,
+    samples: &[Sample],
+    ks: &[usize],
+) -> Result<Evaluation> {
+    let rows = encode(ds, samples)?;
+    let k = ks.iter().copied().max().unwrap_or(20);
+    let ranked = rank(model, ds, &rows, k, 512)?;
+    let mut by_title = RankingMetrics::new(ks);
+    let mut by_item = RankingMetrics::new(ks);
+    for ((s, row), r) in samples.iter().zip(&rows).zip(&ranked) {
+        by_title.add(ds.target_title(s), &r.titles);
+        by_item.add_rank(r.rows.iter().position(|&x| x == row.target));
+    }
+    Ok(Evaluation {
+        titles: by_title.report(),
+        items: by_item.report(),
+        ranked: ranked.into_iter().map(|r| r.titles).collect(),
+    })
 }
 
 /// Title-level metrics of the model on samples.
@@ -136,14 +227,8 @@ pub fn evaluate(
     samples: &[Sample],
     ks: &[usize],
 ) -> Result<(MetricsReport, Vec<Vec<String>>)> {
-    let rows = encode(ds, samples)?;
-    let k = ks.iter().copied().max().unwrap_or(20);
-    let ranked = rank_titles(model, ds, &rows, k, 512)?;
-    let mut m = RankingMetrics::new(ks);
-    for (s, r) in samples.iter().zip(&ranked) {
-        m.add(ds.target_title(s), r);
-    }
-    Ok((m.report(), ranked))
+    let e = evaluate_levels(model, ds, samples, ks)?;
+    Ok((e.titles, e.ranked))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -224,6 +309,107 @@ pub fn load_run(dir: &Path, device: &Device) -> Result<(SeqRec, RunConfig)> {
     Ok((model, cfg))
 }
 
+/// Separates the dropout stream from the shuffling and negative-sampling ones of the same seed.
+const DROPOUT_STREAM: u64 = 0xd40f_0a7e_5eed;
+
+/// One batch's loss. Negatives are drawn uniformly from every item but the target, as in SASRec's code.
+fn batch_loss(
+    model: &SeqRec,
+    cfg: &TrainConfig,
+    hist: &[Vec<u32>],
+    pos: &[u32],
+    rng: &mut ChaCha8Rng,
+    drop: &mut Dropout,
+) -> Result<Tensor> {
+    let rep = model.represent_train(hist, drop)?;
+    if cfg.loss == Loss::Ce {
+        return cross_entropy(model, &rep, pos);
+    }
+    let n_rows = model.shape.num_rows as u32;
+    let sp = model.score_pairs(&rep, pos)?;
+    let mut loss = match cfg.loss {
+        Loss::Bce => softplus(&sp.neg()?)?.mean_all()?,
+        _ => Tensor::zeros((), candle_core::DType::F32, &model.device)?,
+    };
+    for _ in 0..cfg.negatives {
+        let neg: Vec<u32> = pos
+            .iter()
+            .map(|&p| loop {
+                let r = rng.random_range(1..n_rows);
+                if r != p || n_rows == 2 {
+                    break r;
+                }
+            })
+            .collect();
+        let sn = model.score_pairs(&rep, &neg)?;
+        let term = match cfg.loss {
+            Loss::Bce => softplus(&sn)?,
+            _ => softplus(&(sn - &sp)?)?,
+        };
+        loss = (loss + (term.mean_all()? / cfg.negatives as f64)?)?;
+    }
+    Ok(loss)
+}
+
+/// Mean −log softmax(rep·Eᵀ)[target] over every item row but the padding one.
+fn cross_entropy(model: &SeqRec, rep: &Tensor, pos: &[u32]) -> Result<Tensor> {
+    let n = model.shape.num_rows;
+    let mut pad = vec![0f32; n];
+    pad[0] = -1e9;
+    let logits = model
+        .score_reps(rep)?
+        .broadcast_add(&Tensor::from_vec(pad, n, &model.device)?)?;
+    // The row maximum is a constant shift: detached, it keeps exp() in range without changing the gradient.
+    let max = logits.max_keepdim(1)?.detach();
+    let lse = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?;
+    let idx = Tensor::from_slice(pos, (pos.len(), 1), &model.device)?;
+    let target = logits.gather(&idx, 1)?;
+    Ok((lse - target)?.mean_all()?)
+}
+
+/// The popularity baseline: each item's score is how often it is a target among the training samples
+/// (all of them: there is nothing to stop early), ties broken by catalog order when ranked.
+fn count_targets(model: &SeqRec, rows: &[RowSample]) -> Result<()> {
+    let mut counts = vec![0f32; model.shape.num_rows];
+    for r in rows {
+        counts[r.target as usize] += 1.0;
+    }
+    let var = model
+        .params
+        .get("pop")
+        .ok_or_else(|| BaselineError::Invalid("not a popularity model".into()))?;
+    var.set(&Tensor::from_vec(counts, model.shape.num_rows, &model.device)?)?;
+    Ok(())
+}
+
+/// Counts the popularity model into `run`: its scores, its description, a summary with no epochs.
+fn train_pop(
+    model: &SeqRec,
+    ds: &PreparedDataset,
+    run_cfg: &RunConfig,
+    run: &Path,
+    valid_samples: usize,
+    held_out: bool,
+) -> Result<TrainSummary> {
+    let t = Instant::now();
+    let rows = encode(ds, &ds.train)?;
+    count_targets(model, &rows)?;
+    checkpoint::save_vars(&model.params.vars, &run.join("model.safetensors"))?;
+    minirec_data::fsutil::write_json_atomic(&run.join("baseline.json"), run_cfg)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        epochs_run: 0,
+        best_epoch: 0,
+        best_valid_ndcg10: 0.0,
+        train_samples: rows.len(),
+        valid_samples,
+        valid_held_out_from_train: held_out,
+        train_s: secs,
+        samples_per_s: rows.len() as f64 / secs.max(1e-9),
+        output: run.join("model.safetensors"),
+    })
+}
+
 /// Trains `model` into `run`. `text_init` names the encoder used for the initial item table, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
@@ -256,6 +442,9 @@ pub fn train(
         first_item: c.id(0).to_string(),
         last_item: c.id(c.len() as u32 - 1).to_string(),
     };
+    if model.shape.kind == Kind::Pop {
+        return train_pop(model, ds, &run_cfg, run, valid_s.len(), held_out);
+    }
     let mut opt = AdamW::new(model.params.vars.clone(), AdamWConfig::default())?;
     let mut st = State {
         epoch: 0,
@@ -288,7 +477,6 @@ pub fn train(
     }
     let log_path = run.join("train_log.jsonl");
     let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
-    let n_rows = model.shape.num_rows as u32;
     let pb = crate::bar(progress, cfg.epochs as u64, "baseline epochs");
     pb.set_position(st.epoch as u64);
     while !st.done && st.epoch < cfg.epochs {
@@ -298,6 +486,10 @@ pub fn train(
             cfg.seed ^ ((st.epoch as u64) << 20),
         ));
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(1 + st.epoch as u64));
+        let mut drop = Dropout::new(
+            model.shape.dropout,
+            (cfg.seed ^ DROPOUT_STREAM).wrapping_add(st.epoch as u64),
+        );
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
             let hist: Vec<Vec<u32>> = chunk
@@ -305,22 +497,7 @@ pub fn train(
                 .map(|&i| train_rows[i].history.clone())
                 .collect();
             let pos: Vec<u32> = chunk.iter().map(|&i| train_rows[i].target).collect();
-            let rep = model.represent(&hist)?;
-            let sp = model.score_pairs(&rep, &pos)?;
-            let mut loss = softplus(&sp.neg()?)?.mean_all()?;
-            for _ in 0..cfg.negatives {
-                let neg: Vec<u32> = pos
-                    .iter()
-                    .map(|&p| loop {
-                        let r = rng.random_range(1..n_rows);
-                        if r != p || n_rows == 2 {
-                            break r;
-                        }
-                    })
-                    .collect();
-                let sn = model.score_pairs(&rep, &neg)?;
-                loss = (loss + (softplus(&sn)?.mean_all()? / cfg.negatives as f64)?)?;
-            }
+            let loss = batch_loss(model, cfg, &hist, &pos, &mut rng, &mut drop)?;
             let lv = loss.to_scalar::<f32>()?;
             if !lv.is_finite() {
                 return Err(BaselineError::Invalid(format!(

@@ -29,6 +29,13 @@ pub struct EvalJob {
     pub cpu: bool,
 }
 
+/// An evaluation's metrics; for a classic baseline also its item-level metrics and per-seed results.
+pub struct Evaluated {
+    /// Title-level metrics (for a multi-seed baseline run: the means over its seeds).
+    pub report: MetricsReport,
+    pub baseline: Option<crate::baseline::BaselineEval>,
+}
+
 /// Ranks every title for each chosen sample of the split of the prepared dataset `data` and scores the
 /// lists; `model` is an LLM or a `minirec baseline` run.
 pub fn evaluate_model(
@@ -36,7 +43,7 @@ pub fn evaluate_model(
     data: &Path,
     a: &EvalJob,
     progress: bool,
-) -> Result<MetricsReport> {
+) -> Result<Evaluated> {
     let ks = &a.ks;
     let ds = PreparedDataset::load(data)?;
     let split = ds.split(a.split);
@@ -49,18 +56,21 @@ pub fn evaluate_model(
     let samples = by_prompt_length(&ds, samples);
     if crate::baseline::is_run(model) {
         let only: Vec<minirec_data::Sample> = samples.iter().map(|(_, s)| (*s).clone()).collect();
-        let (report, ranked) = crate::baseline::evaluate_run(model, &ds, &only, ks, a.cpu)?;
+        let e = crate::baseline::evaluate_run(model, &ds, &only, ks, a.cpu)?;
         if let Some(p) = &a.predictions_out {
             minirec_data::fsutil::write_jsonl_atomic(
                 p,
-                samples.iter().zip(ranked).map(|((i, s), r)| Prediction {
+                samples.iter().zip(&e.ranked).map(|((i, s), r)| Prediction {
                     target: ds.target_title(s).to_string(),
-                    ranked: r,
+                    ranked: r.clone(),
                     sample: Some(*i),
                 }),
             )?;
         }
-        return Ok(report);
+        return Ok(Evaluated {
+            report: e.titles.clone(),
+            baseline: Some(e),
+        });
     }
     let device = pick_device(a.cpu)?;
     let loaded = crate::model::load_llm(model, "model", &device, default_dtype(&device))?;
@@ -84,6 +94,10 @@ pub fn evaluate_model(
         a.resume,
         progress,
     )
+    .map(|report| Evaluated {
+        report,
+        baseline: None,
+    })
 }
 
 /// The split positions to evaluate: the first `limit`, or a seeded subset of `sample`, or all of them.

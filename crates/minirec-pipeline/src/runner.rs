@@ -558,23 +558,15 @@ fn baseline_stage(
         return Ok(r);
     }
     let run = e.out.join("baselines").join(name);
-    if !minirec_baselines::train::is_baseline_run(&run) {
-        let job = crate::baseline::BaselineJob {
-            model: kind.parse()?,
-            data: data_dir.to_path_buf(),
-            out: run.clone(),
-            epochs: e.baselines.epochs,
-            text_init: text,
-            encoder: e.baselines.encoder.clone(),
-            dim: 64,
-            batch_size: 256,
-            lr: 1e-3,
-            negatives: 1,
-            patience: 5,
-            seed: e.seed,
-            resume: run.join("checkpoints").join("latest").is_file(),
-            cpu: e.cpu,
-        };
+    if !crate::baseline::is_run(&run) {
+        let mut job =
+            crate::baseline::BaselineJob::new(kind.parse()?, data_dir.to_path_buf(), run.clone());
+        job.epochs = e.baselines.epochs;
+        job.text_init = text;
+        job.encoder = e.baselines.encoder.clone();
+        job.seeds = vec![e.seed];
+        job.resume = run.join("checkpoints").join("latest").is_file();
+        job.cpu = e.cpu;
         let t = Instant::now();
         println!("{}", crate::baseline::train_baseline(&job, progress)?);
         times.record(
@@ -587,7 +579,7 @@ fn baseline_stage(
         .into_iter()
         .map(|(_, s)| s.clone())
         .collect();
-    let (r, _) = crate::baseline::evaluate_run(&run, ds, &samples, &[5, 10, 20], e.cpu)?;
+    let r = crate::baseline::evaluate_run(&run, ds, &samples, &[5, 10, 20], e.cpu)?.titles;
     std::fs::create_dir_all(e.out.join("eval"))?;
     minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
     Ok(r)

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use minirec_data::Split;
 use minirec_eval::{parse_ks, score_predictions_file};
+use minirec_pipeline::baseline::{seed_std, BaselineEval};
 use minirec_pipeline::eval::{evaluate_model, EvalJob};
 
 #[derive(Args)]
@@ -53,8 +54,8 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
     let ks = parse_ks(&a.k).map_err(|e| anyhow::anyhow!("--k: {e}"))?;
-    let report = match (&a.predictions, &a.model) {
-        (Some(p), None) => score_predictions_file(p, &ks)?,
+    let (report, baseline) = match (&a.predictions, &a.model) {
+        (Some(p), None) => (score_predictions_file(p, &ks)?, None),
         (None, Some(m)) => {
             let data = a
                 .data
@@ -72,12 +73,16 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
                 resume: a.resume,
                 cpu: a.cpu,
             };
-            evaluate_model(m, data, &job, progress)?
+            let e = evaluate_model(m, data, &job, progress)?;
+            (e.report, e.baseline)
         }
         (Some(_), Some(_)) => bail!("give either --predictions or --model, not both"),
         (None, None) => bail!("give --predictions FILE, or --model PATH with --data DIR"),
     };
     print!("{}", report.table());
+    if let Some(b) = &baseline {
+        print!("{}", baseline_tables(b));
+    }
     if report.lists_with_repeats > 0 {
         tracing::warn!(
             "{} ranked lists repeated a title; repeats were dropped before ranking",
@@ -85,8 +90,49 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
         );
     }
     if let Some(out) = &a.json {
-        minirec_data::fsutil::write_json_atomic(out, &report.to_json())
+        let mut json = report.to_json();
+        if let Some(b) = &baseline {
+            json["item_level"] = b.items.to_json();
+            json["seeds"] = seeds_json(b);
+        }
+        minirec_data::fsutil::write_json_atomic(out, &json)
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// A classic model's item-level metrics and, for several seeds, mean ± std at both levels.
+fn baseline_tables(b: &BaselineEval) -> String {
+    let mut s = String::from("item-level (each item id on its own; the table above counts titles):\n");
+    s.push_str(&b.items.table());
+    if b.seeds.len() > 1 {
+        s.push_str(&format!("over {} seeds, mean ± std:\n", b.seeds.len()));
+        for (level, items) in [("title", false), ("item", true)] {
+            for m in b.titles.as_map().keys() {
+                let mean = if items { &b.items } else { &b.titles }.get(m).unwrap_or(0.0);
+                s.push_str(&format!(
+                    "  {level:<5} {m:<8} {mean:.4} ± {:.4}\n",
+                    seed_std(b, items, m)
+                ));
+            }
+        }
+    }
+    s
+}
+
+/// Each seed's metrics, and the standard deviations over them: `{"42": {...}, ..., "std": {...}}`.
+fn seeds_json(b: &BaselineEval) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (seed, t, i) in &b.seeds {
+        let mut v = t.to_json();
+        v["item_level"] = i.to_json();
+        m.insert(seed.map_or("single".into(), |s| s.to_string()), v);
+    }
+    let mut std = serde_json::Map::new();
+    for k in b.titles.as_map().keys() {
+        std.insert(k.clone(), seed_std(b, false, k).into());
+        std.insert(format!("item_{k}"), seed_std(b, true, k).into());
+    }
+    m.insert("std".into(), std.into());
+    m.into()
 }
