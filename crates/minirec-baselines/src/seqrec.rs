@@ -44,7 +44,11 @@ fn init_sasrec(
             p.constant(&format!("b{b}.{n}_b"), &[d], 0.0, dev)?;
         }
     }
-    let last = if shape.norm == Norm::Post { "ln_e" } else { "ln_f" };
+    let last = if shape.norm == Norm::Post {
+        "ln_e"
+    } else {
+        "ln_f"
+    };
     p.constant(&format!("{last}_w"), &[d], 1.0, dev)?;
     p.constant(&format!("{last}_b"), &[d], 0.0, dev)?;
     Ok(())
@@ -249,11 +253,17 @@ impl SeqRec {
         let bias = self.attention_bias(mv, b)?;
         for blk in 0..self.shape.layers {
             let w = |n: &str| self.w(&format!("b{blk}.{n}"));
-            let ln = |t: &Tensor, n: &str| layer_norm(t, &w(&format!("{n}_w")), &w(&format!("{n}_b")), LN_EPS);
+            let ln = |t: &Tensor, n: &str| {
+                layer_norm(t, &w(&format!("{n}_w")), &w(&format!("{n}_b")), LN_EPS)
+            };
             let h = if post { x.clone() } else { ln(&x, "ln1")? };
             let o = self.self_attention(&h, &bias, blk, dr)?;
             let o = maybe_drop(dr, o)?;
-            x = if post { ln(&(x + o)?, "ln1")? } else { (x + o)? };
+            x = if post {
+                ln(&(x + o)?, "ln1")?
+            } else {
+                (x + o)?
+            };
             let h = if post { x.clone() } else { ln(&x, "ln2")? };
             let inner = linear(&h, &w("ff1"), Some(&w("ff1_b")))?;
             let inner = match self.shape.act {
@@ -261,7 +271,11 @@ impl SeqRec {
                 Act::Gelu => inner.gelu_erf()?,
             };
             let ff = maybe_drop(dr, linear(&inner, &w("ff2"), Some(&w("ff2_b")))?)?;
-            x = if post { ln(&(x + ff)?, "ln2")? } else { (x + ff)? };
+            x = if post {
+                ln(&(x + ff)?, "ln2")?
+            } else {
+                (x + ff)?
+            };
             x = x.broadcast_mul(m3)?;
         }
         if !post {

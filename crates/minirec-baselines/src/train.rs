@@ -378,7 +378,11 @@ fn count_targets(model: &SeqRec, rows: &[RowSample]) -> Result<()> {
         .params
         .get("pop")
         .ok_or_else(|| BaselineError::Invalid("not a popularity model".into()))?;
-    var.set(&Tensor::from_vec(counts, model.shape.num_rows, &model.device)?)?;
+    var.set(&Tensor::from_vec(
+        counts,
+        model.shape.num_rows,
+        &model.device,
+    )?)?;
     Ok(())
 }
 

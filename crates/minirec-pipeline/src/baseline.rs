@@ -8,10 +8,12 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use minirec_baselines::minilm::MiniLm;
 use minirec_baselines::pca::pca_project;
-use minirec_baselines::train::{evaluate_levels, is_baseline_run, load_run, train, Loss, TrainConfig};
+use minirec_baselines::train::{
+    evaluate_levels, is_baseline_run, load_run, train, Loss, TrainConfig,
+};
 use minirec_baselines::{Act, Kind, ModelShape, Norm, SeqRec};
-use minirec_eval::MetricsReport;
 use minirec_data::PreparedDataset;
+use minirec_eval::MetricsReport;
 
 /// One classic baseline's training: one run, or one per seed under `out/seed-N` with `out/seeds.json`.
 pub struct BaselineJob {
@@ -96,8 +98,7 @@ pub fn member_runs(run: &Path) -> Result<Vec<(Option<u64>, PathBuf)>> {
         return Ok(vec![(None, run.to_path_buf())]);
     }
     let s: SeedRuns = minirec_data::fsutil::read_json(&index)?;
-    Ok(s
-        .seeds
+    Ok(s.seeds
         .iter()
         .map(|&k| (Some(k), seed_dir(run, k)))
         .collect())
@@ -156,18 +157,39 @@ pub fn train_baseline(a: &BaselineJob, progress: bool) -> Result<String> {
     let (init, enc_name) = if a.text_init && a.model != Kind::Pop {
         let dir = encoder_dir(a.encoder.as_deref())?;
         let name = dir.display().to_string();
-        (Some(text_item_table(&ds, &dir, a.shape.dim, &dev)?), Some(name))
+        (
+            Some(text_item_table(&ds, &dir, a.shape.dim, &dev)?),
+            Some(name),
+        )
     } else {
         (None, None)
     };
     if a.seeds.len() == 1 {
-        return train_one(a, &ds, &dev, init, enc_name.as_deref(), a.seeds[0], &a.out, progress);
+        return train_one(
+            a,
+            &ds,
+            &dev,
+            init,
+            enc_name.as_deref(),
+            a.seeds[0],
+            &a.out,
+            progress,
+        );
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut lines = Vec::new();
     for &seed in &a.seeds {
         let dir = seed_dir(&a.out, seed);
-        lines.push(train_one(a, &ds, &dev, init.clone(), enc_name.as_deref(), seed, &dir, progress)?);
+        lines.push(train_one(
+            a,
+            &ds,
+            &dev,
+            init.clone(),
+            enc_name.as_deref(),
+            seed,
+            &dir,
+            progress,
+        )?);
     }
     minirec_data::fsutil::write_json_atomic(
         &a.out.join(SEEDS_FILE),

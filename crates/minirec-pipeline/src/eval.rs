@@ -38,12 +38,7 @@ pub struct Evaluated {
 
 /// Ranks every title for each chosen sample of the split of the prepared dataset `data` and scores the
 /// lists; `model` is an LLM or a `minirec baseline` run.
-pub fn evaluate_model(
-    model: &Path,
-    data: &Path,
-    a: &EvalJob,
-    progress: bool,
-) -> Result<Evaluated> {
+pub fn evaluate_model(model: &Path, data: &Path, a: &EvalJob, progress: bool) -> Result<Evaluated> {
     let ks = &a.ks;
     let ds = PreparedDataset::load(data)?;
     let split = ds.split(a.split);

@@ -103,13 +103,16 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
 
 /// A classic model's item-level metrics and, for several seeds, mean ± std at both levels.
 fn baseline_tables(b: &BaselineEval) -> String {
-    let mut s = String::from("item-level (each item id on its own; the table above counts titles):\n");
+    let mut s =
+        String::from("item-level (each item id on its own; the table above counts titles):\n");
     s.push_str(&b.items.table());
     if b.seeds.len() > 1 {
         s.push_str(&format!("over {} seeds, mean ± std:\n", b.seeds.len()));
         for (level, items) in [("title", false), ("item", true)] {
             for m in b.titles.as_map().keys() {
-                let mean = if items { &b.items } else { &b.titles }.get(m).unwrap_or(0.0);
+                let mean = if items { &b.items } else { &b.titles }
+                    .get(m)
+                    .unwrap_or(0.0);
                 s.push_str(&format!(
                     "  {level:<5} {m:<8} {mean:.4} ± {:.4}\n",
                     seed_std(b, items, m)
