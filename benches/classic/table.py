@@ -1,5 +1,6 @@
 """One table of classic-baseline runs: mean ± std over seeds of title- and item-level NDCG@10 and HR@10.
-   python3 benches/classic/table.py OUT   (OUT holds runs with test.json, as benches/classic/ours.sh writes)
+   python3 benches/classic/table.py OUT [OUT ...]   (each OUT holds runs with test.json, as ours.sh or
+   recbole_peer.py write; with several, rows are named OUT's folder name / run and the same runs sit together)
 """
 import json
 import pathlib
@@ -13,16 +14,18 @@ def cell(seeds, key, item):
     return f"{m:.4f} ± {sd:.4f}", len(vals)
 
 
-def main(out):
+def main(outs):
     rows = []
-    for p in sorted(pathlib.Path(out).glob("*/test.json")):
+    paths = [(p.parent.name, o, p) for o in outs for p in pathlib.Path(o).glob("*/test.json")]
+    for run, out, p in sorted(paths):
         j = json.loads(p.read_text())
         seeds = j["seeds"]
         t10, n = cell(seeds, "ndcg@10", False)
         h10, _ = cell(seeds, "hr@10", False)
         i10, _ = cell(seeds, "ndcg@10", True)
         ih10, _ = cell(seeds, "hr@10", True)
-        rows.append((p.parent.name, n, t10, h10, i10, ih10))
+        name = f"{pathlib.Path(out).name} / {run}" if len(outs) > 1 else run
+        rows.append((name, n, t10, h10, i10, ih10))
     print("| run | seeds | NDCG@10 (title) | HR@10 (title) | NDCG@10 (item) | HR@10 (item) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -30,4 +33,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

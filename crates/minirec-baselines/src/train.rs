@@ -352,7 +352,7 @@ fn batch_loss(
 }
 
 /// Mean −log softmax(rep·Eᵀ)[target] over every item row but the padding one.
-fn cross_entropy(model: &SeqRec, rep: &Tensor, pos: &[u32]) -> Result<Tensor> {
+pub fn cross_entropy(model: &SeqRec, rep: &Tensor, pos: &[u32]) -> Result<Tensor> {
     let n = model.shape.num_rows;
     let mut pad = vec![0f32; n];
     pad[0] = -1e9;

@@ -1096,7 +1096,10 @@ fn baseline_trains_and_evaluates_like_any_model() {
         "2",
         "--cpu",
     ]);
-    assert!(out.contains("baseline gru4rec: 2 epochs"), "{out}");
+    assert!(
+        out.contains("baseline gru4rec (seed 42): 2 epochs"),
+        "{out}"
+    );
     let j = tmp.path().join("m.json");
     let p = tmp.path().join("p.jsonl");
     let table = ok(&[
@@ -1113,7 +1116,9 @@ fn baseline_trains_and_evaluates_like_any_model() {
     assert!(table.contains("NDCG@K"), "{table}");
     // The predictions file scores to the same numbers through the generic path.
     let again = ok(&["eval", "--predictions", p.to_str().unwrap()]);
-    assert_eq!(table, again);
+    // (the model's table is followed by its item-level one, which a predictions file cannot give).
+    assert!(table.starts_with(&again), "{table}\n{again}");
+    assert!(table.contains("item-level"), "{table}");
     assert!(json(&j)["ndcg@10"].as_f64().is_some());
     // Text initialisation needs the encoder and says where to get it.
     let e = fails(&[
@@ -1129,4 +1134,105 @@ fn baseline_trains_and_evaluates_like_any_model() {
         tmp.path().join("none").to_str().unwrap(),
     ]);
     assert!(e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn baseline_with_several_seeds_reports_mean_and_std_and_pop_needs_no_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "150",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let eval_json = |run: &std::path::Path| {
+        let j = tmp.path().join("e.json");
+        let table = ok(&[
+            "eval",
+            "--model",
+            run.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+            j.to_str().unwrap(),
+        ]);
+        (table, json(&j))
+    };
+    let run = tmp.path().join("sas");
+    let args = [
+        "baseline",
+        "--model",
+        "sasrec",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--seeds",
+        "5,6",
+        "--dim",
+        "16",
+        "--cpu",
+    ];
+    ok(&args);
+    assert!(run.join("seed-5").is_dir() && run.join("seed-6").is_dir());
+    let (table, j) = eval_json(&run);
+    assert!(table.contains("over 2 seeds, mean ± std"), "{table}");
+    let (a, b) = (
+        j["seeds"]["5"]["ndcg@10"].as_f64().unwrap(),
+        j["seeds"]["6"]["ndcg@10"].as_f64().unwrap(),
+    );
+    assert!(
+        (j["ndcg@10"].as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-12,
+        "{j}"
+    );
+    let sd = ((a - b) * (a - b) / 2.0).sqrt();
+    assert!(
+        (j["seeds"]["std"]["ndcg@10"].as_f64().unwrap() - sd).abs() < 1e-12,
+        "{j}"
+    );
+    assert!(
+        j["item_level"]["hr@10"].as_f64().is_some() && j["seeds"]["5"]["item_level"].is_object()
+    );
+    // Seeds are runs of their own: seed 5 alone is the same model as seed 5 of the pair.
+    let single = tmp.path().join("sas5");
+    let mut one = args;
+    one[6] = single.to_str().unwrap();
+    one[10] = "5";
+    ok(&one);
+    let (_, j5) = eval_json(&single);
+    assert_eq!(j5["ndcg@10"].as_f64().unwrap(), a);
+
+    let pop = tmp.path().join("pop");
+    let out = ok(&[
+        "baseline",
+        "--model",
+        "pop",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        pop.to_str().unwrap(),
+    ]);
+    assert!(out.contains("pop"), "{out}");
+    let (_, jp) = eval_json(&pop);
+    assert!(jp["hr@10"].as_f64().unwrap() > 0.0, "{jp}");
+    let o = minirec(&[
+        "baseline",
+        "--model",
+        "sasrec",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+        "--loss",
+        "hinge",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(e.contains("hinge"), "{e}");
 }

@@ -152,9 +152,12 @@ pub fn train_baseline(a: &BaselineJob, progress: bool) -> Result<String> {
     if a.seeds.is_empty() {
         bail!("give at least one seed");
     }
+    if a.text_init && a.model == Kind::Pop {
+        bail!("--text-init: the popularity baseline has no item embeddings to initialise");
+    }
     let ds = PreparedDataset::load(&a.data)?;
     let dev = device(a.cpu)?;
-    let (init, enc_name) = if a.text_init && a.model != Kind::Pop {
+    let (init, enc_name) = if a.text_init {
         let dir = encoder_dir(a.encoder.as_deref())?;
         let name = dir.display().to_string();
         (

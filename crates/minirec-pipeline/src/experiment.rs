@@ -243,7 +243,7 @@ impl Default for EvalSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BaselineSection {
-    /// Any of sasrec, gru4rec, caser.
+    /// Any of sasrec, gru4rec, caser, pop (pop gets no "*" text-initialised variant).
     pub models: Vec<String>,
     pub epochs: usize,
     /// Also the "*" variants (needs `encoder` or MINIREC_MINILM_DIR).
@@ -255,7 +255,7 @@ impl Default for BaselineSection {
     fn default() -> Self {
         BaselineSection {
             models: Vec::new(),
-            epochs: 100,
+            epochs: 200,
             text_init: false,
             encoder: None,
         }

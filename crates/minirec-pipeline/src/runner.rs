@@ -158,7 +158,8 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     // 5. Classic baselines.
     for kind in &e.baselines.models {
         let mut variants = vec![false];
-        if e.baselines.text_init {
+        // The popularity ranking has no embeddings to initialise from text.
+        if e.baselines.text_init && kind.as_str() != "pop" {
             variants.push(true);
         }
         for text in variants {
