@@ -1,6 +1,5 @@
 //! What the classic-baseline options promise: cross-entropy is the log-softmax over every real item,
-//! dropout is seeded and inverted, every parameter of the RecBole-like shape (post-norm, GELU, wide FFN,
-//! several heads, dropout) gets a gradient, and the popularity baseline ranks by training-target counts with
+//! dropout is seeded and inverted, and the popularity baseline ranks by training-target counts with
 //! item-level metrics as counted by hand.
 
 use std::collections::HashMap;
@@ -17,13 +16,11 @@ fn recbole_like(kind: Kind, rows: usize) -> ModelShape {
         num_rows: rows,
         dim: 16,
         max_len: 10,
-        layers: 2,
         heads: 2,
         ffn: 48,
         norm: Norm::Post,
         act: Act::Gelu,
         emb_scale: false,
-        dropout: 0.3,
         init_std: 0.02,
         ..Default::default()
     }
@@ -80,32 +77,6 @@ fn dropout_is_seeded_and_inverted() {
     let mut d = Dropout::new(0.4, 7);
     let a = to_vec2(&d.apply(&x).unwrap());
     assert_ne!(a, to_vec2(&d.apply(&x).unwrap()));
-}
-
-#[test]
-fn every_parameter_of_the_recbole_like_shape_gets_a_gradient() {
-    for kind in [Kind::Sasrec, Kind::Gru4rec, Kind::Caser] {
-        let m = SeqRec::new(recbole_like(kind, 30), None, 1, &Device::Cpu).unwrap();
-        let hist = vec![vec![3, 4, 5], vec![7], (1..15).collect::<Vec<u32>>()];
-        let rep = m.represent_train(&hist, &mut Dropout::new(0.3, 5)).unwrap();
-        let g = cross_entropy(&m, &rep, &[2, 9, 11])
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in &m.params.vars {
-            let gv = g
-                .get(v.as_tensor())
-                .unwrap_or_else(|| panic!("{kind}: no gradient for {name}"));
-            let norm = gv
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0, "{kind}: zero gradient for {name}");
-        }
-    }
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! without repeats, PCA recovers known components, and the surrogate influence is defined for every sample.
 
 use candle_core::{Device, Tensor};
+use minirec_baselines::nn::Dropout;
 use minirec_baselines::pca::pca_project;
-use minirec_baselines::train::{evaluate, load_run, rank_titles, train, RowSample};
-use minirec_baselines::{Kind, ModelShape, SeqRec, TrainConfig};
+use minirec_baselines::train::{cross_entropy, evaluate, load_run, rank_titles, train, RowSample};
+use minirec_baselines::{Act, Kind, ModelShape, Norm, SeqRec, TrainConfig};
 use minirec_data::{demo, prepare_generic, PrepareOptions, PreparedDataset};
 
 fn demo_data(dir: &std::path::Path, users: usize) -> PreparedDataset {
@@ -26,31 +27,53 @@ fn shape(kind: Kind, rows: usize) -> ModelShape {
     }
 }
 
+/// Every trainable tensor of `m` gets a non-zero gradient from `loss`.
+fn assert_every_parameter_has_a_gradient(m: &SeqRec, loss: &Tensor, what: &str) {
+    let g = loss.backward().unwrap();
+    for (name, v) in &m.params.vars {
+        let gv = g
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+        let norm = gv
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "{what}: zero gradient for {name}");
+    }
+}
+
 #[test]
 fn gradients_reach_every_parameter() {
+    let hist = vec![vec![3, 4, 5], vec![7], (1..15).collect::<Vec<u32>>()];
     for kind in [Kind::Sasrec, Kind::Gru4rec, Kind::Caser] {
+        // The 2026-11 shape (pre-norm, ReLU, FFN = width, one head), no dropout, a pairwise loss.
         let m = SeqRec::new(shape(kind, 30), None, 1, &Device::Cpu).unwrap();
-        let hist = vec![vec![3, 4, 5], vec![7], (1..15).collect::<Vec<u32>>()];
         let rep = m.represent(&hist).unwrap();
         let s = m.score_pairs(&rep, &[2, 9, 11]).unwrap();
         let loss = (s.sqr().unwrap().sum_all().unwrap() + s.sum_all().unwrap()).unwrap();
-        let g = loss.backward().unwrap();
-        for (name, v) in &m.params.vars {
-            let gv = g
-                .get(v.as_tensor())
-                .unwrap_or_else(|| panic!("{kind}: no gradient for {name}"));
-            let norm = gv
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0, "{kind}: zero gradient for {name}");
-        }
+        assert_every_parameter_has_a_gradient(&m, &loss, &format!("{kind}, old shape"));
         // Bad rows are errors, not panics.
         assert!(m.represent(&[vec![0]]).is_err());
         assert!(m.represent(&[vec![30]]).is_err());
+
+        // RecBole's shape (post-norm, GELU, two heads, a wider FFN) in training: dropout, cross-entropy.
+        let wide = ModelShape {
+            heads: 2,
+            ffn: 48,
+            norm: Norm::Post,
+            act: Act::Gelu,
+            emb_scale: false,
+            dropout: 0.3,
+            init_std: 0.02,
+            ..shape(kind, 30)
+        };
+        let m = SeqRec::new(wide, None, 1, &Device::Cpu).unwrap();
+        let rep = m.represent_train(&hist, &mut Dropout::new(0.3, 5)).unwrap();
+        let loss = cross_entropy(&m, &rep, &[2, 9, 11]).unwrap();
+        assert_every_parameter_has_a_gradient(&m, &loss, &format!("{kind}, RecBole's shape"));
     }
 }
 

@@ -1070,19 +1070,24 @@ fn select_and_run_reject_bad_input_clearly() {
     assert!(e.contains("123456789") && e.contains("s.jsonl"), "{e}");
 }
 
-#[test]
-fn baseline_trains_and_evaluates_like_any_model() {
-    let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
+/// The embedded demo shop with 150 users, prepared under `dir`; returns the prepared dataset.
+fn demo_shop(dir: &Path) -> PathBuf {
+    let demo = dir.join("demo");
     ok(&[
         "demo",
         "--out",
-        demo.to_str().unwrap(),
+        s(&demo),
         "--users",
         "150",
         "--prepare-only",
     ]);
-    let data = demo.join("data");
+    demo.join("data")
+}
+
+#[test]
+fn baseline_trains_and_evaluates_like_any_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_shop(tmp.path());
     let run = tmp.path().join("gru");
     let out = ok(&[
         "baseline",
@@ -1139,16 +1144,7 @@ fn baseline_trains_and_evaluates_like_any_model() {
 #[test]
 fn baseline_with_several_seeds_reports_mean_and_std_and_pop_needs_no_training() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
-    ok(&[
-        "demo",
-        "--out",
-        demo.to_str().unwrap(),
-        "--users",
-        "150",
-        "--prepare-only",
-    ]);
-    let data = demo.join("data");
+    let data = demo_shop(tmp.path());
     let eval_json = |run: &std::path::Path| {
         let j = tmp.path().join("e.json");
         let table = ok(&[
