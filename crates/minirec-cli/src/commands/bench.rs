@@ -39,6 +39,9 @@ pub struct GemmArgs {
     /// Timed products (after one warm-up).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Also time the same product with the weight in bf16 (AVX512_BF16; the frozen-weight kernel).
+    #[arg(long)]
+    bf16: bool,
 }
 
 #[derive(Args)]
@@ -132,6 +135,42 @@ fn gemm(a: GemmArgs) -> Result<()> {
         },
         best * 1e3,
         candle_core::utils::get_num_threads()
+    );
+    if a.bf16 {
+        gemm_bf16(&x, &w, transposed, a.reps)?;
+    }
+    Ok(())
+}
+
+/// The bf16-weight kernel's rate on the same operands (the weight packed once, outside the timing).
+fn gemm_bf16(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+    transposed: bool,
+    reps: usize,
+) -> Result<()> {
+    use minirec_model::kernels::bf16::PackedBf16;
+    let (m, k) = x.dims2()?;
+    let wt = if transposed {
+        w.clone()
+    } else {
+        w.t()?.contiguous()?
+    };
+    let n = wt.dims()[0];
+    let packed = PackedBf16::new(&wt.flatten_all()?.to_vec1::<f32>()?, n, k)
+        .context("this CPU has no AVX512_BF16")?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..=reps.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(packed.matmul_t(&xs, m));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "gemm bf16 weights {m}x{k}x{n}: best {:.2} ms, {:.1} GFLOP/s ({} threads)",
+        best * 1e3,
+        2.0 * (m * k * n) as f64 / best / 1e9,
+        rayon::current_num_threads()
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! ops make slow (single-threaded) or memory-hungry (every intermediate kept for backward).
 
 pub mod attention;
+pub mod bf16;
 pub mod decode_attention;
 pub mod frozen;
 pub mod gemm;
