@@ -24,6 +24,10 @@ struct Cli {
     /// RAYON_NUM_THREADS).
     #[arg(long, global = true, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
+    /// Inference (eval, recommend, the runner's evaluations, bench beam) holds frozen weights also in bf16 and
+    /// multiplies them on Intel AMX tiles, where the CPU has them (else f32, unchanged). Training stays f32.
+    #[arg(long, global = true)]
+    bf16_weights: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         // first used; nothing has run on another thread yet.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    minirec_model::kernels::bf16::set_wanted(cli.bf16_weights);
     init_logging(cli.verbose, cli.quiet);
     let progress = !cli.quiet;
     let result = match cli.command {

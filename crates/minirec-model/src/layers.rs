@@ -20,6 +20,8 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
+    /// A bf16 copy of the frozen weight for inference (`Decoder::pack_frozen_bf16`).
+    pub bf16: Option<crate::kernels::frozen::Bf16Weight>,
 }
 
 impl Linear {
@@ -28,6 +30,7 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            bf16: None,
         }
     }
 
@@ -54,7 +57,7 @@ impl Linear {
         } else {
             self.weight.clone()
         };
-        let mut y = crate::kernels::frozen::linear(&x2, &w)?;
+        let mut y = crate::kernels::frozen::linear(&x2, &w, self.bf16.as_ref())?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -41,6 +41,8 @@ pub struct Decoder {
     device: Device,
     /// Set: training passes recompute each layer in backward (see `recompute`); weight gradients wait here.
     recompute: Option<PendingGrads>,
+    /// The tied output embedding's bf16 copy for inference (`pack_frozen_bf16`).
+    head_bf16: Option<crate::kernels::frozen::Bf16Weight>,
 }
 
 /// The prompt part of the key/value cache: one entry per prompt, shared by all its rows.
@@ -257,6 +259,7 @@ impl Decoder {
             dtype,
             device: device.clone(),
             recompute: None,
+            head_bf16: None,
         })
     }
 
@@ -514,7 +517,8 @@ impl Decoder {
                 let h = hidden.reshape(((), self.cfg.hidden_size))?;
                 let mut out = dims;
                 *out.last_mut().expect("rank ≥ 1") = self.cfg.vocab_size;
-                crate::kernels::frozen::linear(&h, &self.embed)?.reshape(out)?
+                crate::kernels::frozen::linear(&h, &self.embed, self.head_bf16.as_ref())?
+                    .reshape(out)?
             }
         };
         softcap(&l.to_dtype(DType::F32)?, self.cfg.final_logit_softcapping)
@@ -765,6 +769,29 @@ impl Decoder {
             out.push(("lm_head.weight".to_string(), h.merged_weight()?));
         }
         Ok(out)
+    }
+
+    /// For inference: a bf16 copy of every frozen weight (the linear layers and the output projection), taken
+    /// by passes outside any autograd graph, when `--bf16-weights` asked for it and the CPU has AMX. Returns
+    /// the bytes packed (0 when nothing was). Trainable weights and adapters stay f32 only.
+    pub fn pack_frozen_bf16(&mut self) -> Result<usize> {
+        use crate::kernels::frozen::Bf16Weight;
+        if !crate::kernels::bf16::wanted() {
+            return Ok(0);
+        }
+        let mut bytes = 0;
+        for (_, lin) in self.linears_mut() {
+            lin.bf16 = match lin.lora {
+                None => Bf16Weight::pack(&lin.weight)?,
+                Some(_) => None,
+            };
+            bytes += lin.bf16.as_ref().map_or(0, |b| b.bytes());
+        }
+        if self.lm_head.is_none() {
+            self.head_bf16 = Bf16Weight::pack(&self.embed)?;
+            bytes += self.head_bf16.as_ref().map_or(0, |b| b.bytes());
+        }
+        Ok(bytes)
     }
 
     /// Folds every adapter into its base weight (W + scale·B·A) and drops the adapters.

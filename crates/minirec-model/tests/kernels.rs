@@ -533,3 +533,55 @@ fn decode_attention_matches_brute_force() {
     };
     assert!(decode_attention(&q, (&kp, &kp), (&kg, &kg), &spec).is_err());
 }
+
+/// Inference with bf16 frozen weights (AMX) stays close to f32, takes no part in training passes, and a
+/// weight replaced after packing (adapters merged, made trainable) is never multiplied by its stale copy.
+#[test]
+fn bf16_frozen_weights_serve_inference_only() {
+    use minirec_model::kernels::bf16;
+    use minirec_model::load::{preset_config, random_model};
+    if !bf16::available() {
+        eprintln!("skipped: no AMX on this CPU");
+        return;
+    }
+    let dev = candle_core::Device::Cpu;
+    let cfg = preset_config("tiny-64", 97).unwrap();
+    let mut model = random_model(cfg, candle_core::DType::F32, &dev, 3).unwrap();
+    let ids = vec![vec![5u32, 17, 40, 2, 66, 9]];
+    let mask = vec![vec![1u8; 6]];
+    let logits = |m: &minirec_model::Decoder| {
+        let (h, _) = m.forward(&ids, &mask, true, false).unwrap();
+        m.logits(&h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let f32_logits = logits(&model);
+    bf16::set_wanted(true);
+    let bytes = model.pack_frozen_bf16().unwrap();
+    bf16::set_wanted(false);
+    assert!(bytes > 0);
+    let bf_logits = logits(&model);
+    let worst = f32_logits
+        .iter()
+        .zip(&bf_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = f32_logits.iter().map(|a| a.abs()).fold(0f32, f32::max);
+    assert!(worst > 0.0, "the bf16 copy was not used");
+    assert!(
+        worst < 0.02 * scale.max(1.0),
+        "bf16 logits off by {worst} (scale {scale})"
+    );
+    // Trainable weights replace the packed tensors: the pass is f32 again.
+    let _vars = model.make_all_trainable().unwrap();
+    let again = logits(&model);
+    let worst = f32_logits
+        .iter()
+        .zip(&again)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "a stale bf16 copy was used ({worst})");
+}

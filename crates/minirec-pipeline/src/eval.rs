@@ -68,7 +68,8 @@ pub fn evaluate_model(model: &Path, data: &Path, a: &EvalJob, progress: bool) ->
         });
     }
     let device = pick_device(a.cpu)?;
-    let loaded = crate::model::load_llm(model, "model", &device, default_dtype(&device))?;
+    let loaded =
+        crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device))?;
     tracing::info!(
         "evaluating {} on {} {} samples",
         loaded.description,

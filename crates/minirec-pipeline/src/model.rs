@@ -20,3 +20,22 @@ pub fn load_llm(path: &Path, role: &str, device: &Device, dtype: DType) -> Resul
     tracing::info!("{role}: {} on {device:?}", loaded.description);
     Ok(loaded)
 }
+
+/// `load_llm` for a model that only runs inference (evaluation, recommendation): its frozen weights also get
+/// a bf16 copy for the AMX kernel when `--bf16-weights` asked for one and the CPU has AMX.
+pub fn load_llm_for_inference(
+    path: &Path,
+    role: &str,
+    device: &Device,
+    dtype: DType,
+) -> Result<LoadedModel> {
+    let mut loaded = load_llm(path, role, device, dtype)?;
+    let bytes = loaded.model.pack_frozen_bf16()?;
+    if bytes > 0 {
+        tracing::info!(
+            "{role}: frozen weights also in bf16 for AMX ({:.0} MB)",
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(loaded)
+}

@@ -363,7 +363,8 @@ fn eval_one(
     std::fs::create_dir_all(&dir)?;
     let samples = eval_samples(e, ds, whole)?;
     let device = pick_device(e.cpu)?;
-    let loaded = crate::model::load_llm(model, "model", &device, default_dtype(&device))?;
+    let loaded =
+        crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device))?;
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
     let job = crate::eval::BeamJob {

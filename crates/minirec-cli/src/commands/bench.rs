@@ -209,7 +209,7 @@ fn beam(a: BeamArgs) -> Result<()> {
     let dtype = default_dtype(&device);
     let (model, tok, what) = match &a.model {
         Some(p) => {
-            let l = minirec_pipeline::model::load_llm(p, "model", &device, dtype)?;
+            let l = minirec_pipeline::model::load_llm_for_inference(p, "model", &device, dtype)?;
             (l.model, l.tokenizer, l.description)
         }
         None => {

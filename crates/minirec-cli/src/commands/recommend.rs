@@ -43,8 +43,12 @@ pub fn recommend(
     cpu: bool,
 ) -> Result<Vec<(String, f32)>> {
     let device = pick_device(cpu)?;
-    let loaded =
-        minirec_pipeline::model::load_llm(model, "model", &device, default_dtype(&device))?;
+    let loaded = minirec_pipeline::model::load_llm_for_inference(
+        model,
+        "model",
+        &device,
+        default_dtype(&device),
+    )?;
     let titles = catalog.titles().to_vec();
     let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
     let text = prompt.render(history.iter().map(String::as_str));

@@ -19,6 +19,19 @@ const MR: usize = 32;
 /// Input pairs per tile row (64 bytes).
 const KT: usize = 16;
 
+static WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks inference (evaluation, recommendation, benchmarks) to hold frozen weights in bf16 where the CPU
+/// runs the AMX kernel (the CLI's `--bf16-weights`). Training never does: its passes stay f32.
+pub fn set_wanted(on: bool) {
+    WANTED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether inference should pack its frozen weights now: asked for and available.
+pub fn wanted() -> bool {
+    WANTED.load(std::sync::atomic::Ordering::Relaxed) && available()
+}
+
 /// Whether this CPU and OS run the AMX kernel (asks the OS for the tile state once per process).
 pub fn available() -> bool {
     static AMX: OnceLock<bool> = OnceLock::new();

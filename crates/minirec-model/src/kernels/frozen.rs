@@ -9,13 +9,50 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use super::bf16::PackedBf16;
+
 /// Whether `x · wᵀ` should take the frozen path: on the CPU, `x` in an autograd graph, `w` in none.
 fn frozen(x: &Tensor, w: &Tensor) -> bool {
     x.device().is_cpu() && x.track_op() && !w.track_op()
 }
 
+/// A frozen weight's bf16 copy for the AMX kernel, tied to the tensor it was packed from (a weight that is
+/// replaced — adapters merged, made trainable — no longer matches it, so a stale copy is never used).
+#[derive(Debug, Clone)]
+pub struct Bf16Weight {
+    id: candle_core::TensorId,
+    pack: std::sync::Arc<PackedBf16>,
+}
+
+impl Bf16Weight {
+    /// `None` where the weight trains, is not f32 on the CPU, or the CPU has no AMX.
+    pub fn pack(w: &Tensor) -> candle_core::Result<Option<Self>> {
+        if w.track_op() || !crate::kernels::supported(w) || w.rank() != 2 {
+            return Ok(None);
+        }
+        let (n, k) = w.dims2()?;
+        let data = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(PackedBf16::new(&data, n, k).map(|p| Bf16Weight {
+            id: w.id(),
+            pack: std::sync::Arc::new(p),
+        }))
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.pack.bytes()
+    }
+}
+
 /// `x [rows, in] · wᵀ` for a weight `w [out, in]`; differentiable in `x` only when `w` takes no gradient.
-pub fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+/// Outside any autograd graph, a matching bf16 copy of `w` takes the product instead.
+pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core::Result<Tensor> {
+    if let Some(b) =
+        bf16.filter(|b| b.id == w.id() && !x.track_op() && crate::kernels::supported(x))
+    {
+        let (rows, _) = x.dims2()?;
+        let y = b.pack.matmul_t(&x.flatten_all()?.to_vec1::<f32>()?, rows);
+        return Tensor::from_vec(y, (rows, b.pack.dims().0), x.device());
+    }
     if !frozen(x, w) {
         return x.matmul(&w.t()?);
     }
