@@ -379,7 +379,7 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     let w = rand_tensor(&mut rng, &[13, 7], 1.0);
     let x = Var::from_tensor(&rand_tensor(&mut rng, &[5, 7], 1.0)).unwrap();
     let g = rand_tensor(&mut rng, &[5, 13], 1.0);
-    let y = linear(x.as_tensor(), &w).unwrap();
+    let y = linear(x.as_tensor(), &w, None).unwrap();
     let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
     assert!(max_diff(&y, &want) < 1e-5);
     let gs = probe_grads(&y, &g);
@@ -399,7 +399,7 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     assert!(max_diff(gm.get(delta.as_tensor()).unwrap(), &r) < 1e-6);
     assert!(gm.get(&w).is_none());
     // Outside a graph (inference) both are the plain products.
-    let plain = linear(&x.as_tensor().detach(), &w).unwrap();
+    let plain = linear(&x.as_tensor().detach(), &w, None).unwrap();
     assert!(max_diff(&plain, &want) < 1e-5);
 }
 
