@@ -25,7 +25,8 @@ struct Cli {
     #[arg(long, global = true, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     threads: Option<usize>,
     /// Inference (eval, recommend, the runner's evaluations, bench beam) holds frozen weights also in bf16 and
-    /// multiplies them on Intel AMX tiles, where the CPU has them (else f32, unchanged). Training stays f32.
+    /// multiplies them on Intel AMX tiles or with AVX512_BF16 (AMD Zen 4), where the CPU has either (else
+    /// f32, unchanged). Training stays f32.
     #[arg(long, global = true)]
     bf16_weights: bool,
     #[command(subcommand)]

@@ -772,8 +772,8 @@ impl Decoder {
     }
 
     /// For inference: a bf16 copy of every frozen weight (the linear layers and the output projection), taken
-    /// by passes outside any autograd graph, when `--bf16-weights` asked for it and the CPU has AMX. Returns
-    /// the bytes packed (0 when nothing was). Trainable weights and adapters stay f32 only.
+    /// by passes outside any autograd graph, when `--bf16-weights` asked for it and the CPU runs a bf16
+    /// kernel. Returns the bytes packed (0 when nothing was). Trainable weights and adapters stay f32 only.
     pub fn pack_frozen_bf16(&mut self) -> Result<usize> {
         use crate::kernels::frozen::Bf16Weight;
         if !crate::kernels::bf16::wanted() {

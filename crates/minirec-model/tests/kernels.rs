@@ -534,14 +534,15 @@ fn decode_attention_matches_brute_force() {
     assert!(decode_attention(&q, (&kp, &kp), (&kg, &kg), &spec).is_err());
 }
 
-/// Inference with bf16 frozen weights (AMX) stays close to f32, takes no part in training passes, and a
-/// weight replaced after packing (adapters merged, made trainable) is never multiplied by its stale copy.
+/// Inference with bf16 frozen weights (AMX or AVX512_BF16) stays close to f32, takes no part in training
+/// passes, and a weight replaced after packing (adapters merged, made trainable) is never multiplied by its
+/// stale copy.
 #[test]
 fn bf16_frozen_weights_serve_inference_only() {
     use minirec_model::kernels::bf16;
     use minirec_model::load::{preset_config, random_model};
     if !bf16::available() {
-        eprintln!("skipped: no AMX on this CPU");
+        eprintln!("skipped: no bf16 kernel on this CPU");
         return;
     }
     let dev = candle_core::Device::Cpu;

@@ -22,7 +22,8 @@ pub fn load_llm(path: &Path, role: &str, device: &Device, dtype: DType) -> Resul
 }
 
 /// `load_llm` for a model that only runs inference (evaluation, recommendation): its frozen weights also get
-/// a bf16 copy for the AMX kernel when `--bf16-weights` asked for one and the CPU has AMX.
+/// a bf16 copy for the bf16 kernel when `--bf16-weights` asked for one and the CPU runs one (AMX or
+/// AVX512_BF16).
 pub fn load_llm_for_inference(
     path: &Path,
     role: &str,
@@ -33,7 +34,8 @@ pub fn load_llm_for_inference(
     let bytes = loaded.model.pack_frozen_bf16()?;
     if bytes > 0 {
         tracing::info!(
-            "{role}: frozen weights also in bf16 for AMX ({:.0} MB)",
+            "{role}: frozen weights also in bf16 for {} ({:.0} MB)",
+            minirec_model::kernels::bf16::kernel().map_or("-", |k| k.name()),
             bytes as f64 / 1e6
         );
     }

@@ -149,7 +149,7 @@ fn gemm_bf16(
     transposed: bool,
     reps: usize,
 ) -> Result<()> {
-    use minirec_model::kernels::bf16::PackedBf16;
+    use minirec_model::kernels::bf16::{kernel, PackedBf16};
     let (m, k) = x.dims2()?;
     let wt = if transposed {
         w.clone()
@@ -158,7 +158,7 @@ fn gemm_bf16(
     };
     let n = wt.dims()[0];
     let packed = PackedBf16::new(&wt.flatten_all()?.to_vec1::<f32>()?, n, k)
-        .context("this CPU has no AVX512_BF16")?;
+        .context("this CPU has neither AMX-BF16 nor AVX512_BF16")?;
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let mut best = f64::INFINITY;
     for _ in 0..=reps.max(1) {
@@ -167,7 +167,8 @@ fn gemm_bf16(
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "gemm bf16 weights {m}x{k}x{n}: best {:.2} ms, {:.1} GFLOP/s ({} threads)",
+        "gemm bf16 weights {m}x{k}x{n} ({}): best {:.2} ms, {:.1} GFLOP/s ({} threads)",
+        kernel().map_or("-", |k| k.name()),
         best * 1e3,
         2.0 * (m * k * n) as f64 / best / 1e9,
         rayon::current_num_threads()

@@ -16,7 +16,7 @@ fn frozen(x: &Tensor, w: &Tensor) -> bool {
     x.device().is_cpu() && x.track_op() && !w.track_op()
 }
 
-/// A frozen weight's bf16 copy for the AMX kernel, tied to the tensor it was packed from (a weight that is
+/// A frozen weight's bf16 copy for the bf16 kernel, tied to the tensor it was packed from (a weight that is
 /// replaced — adapters merged, made trainable — no longer matches it, so a stale copy is never used).
 #[derive(Debug, Clone)]
 pub struct Bf16Weight {
@@ -25,7 +25,7 @@ pub struct Bf16Weight {
 }
 
 impl Bf16Weight {
-    /// `None` where the weight trains, is not f32 on the CPU, or the CPU has no AMX.
+    /// `None` where the weight trains, is not f32 on the CPU, or the CPU has no bf16 kernel.
     pub fn pack(w: &Tensor) -> candle_core::Result<Option<Self>> {
         if w.track_op() || !crate::kernels::supported(w) || w.rank() != 2 {
             return Ok(None);

@@ -1,28 +1,68 @@
-//! Products with frozen weights stored in bf16, on Intel's AMX tile units (`tdpbf16ps`: a 16×32 bf16 tile
-//! times a 32×16 one into 16×16 f32 sums in one instruction; ≈ 2.3 TFLOP/s a core on this kind of CPU,
-//! against ≈ 0.13 for f32 AVX-512 FMAs).
+//! Products with frozen weights stored in bf16, on the CPU's bf16 units: Intel's AMX tiles (`tdpbf16ps`,
+//! ≈ 2.3 TFLOP/s a core on Sapphire Rapids against ≈ 0.13 for f32 AVX-512 FMAs) or, without AMX,
+//! AVX512_BF16's `vdpbf16ps` (pairs of bf16 products into f32 lanes; on AMD Zen 4 about twice its f32 rate).
 //!
 //! `y [m, n] = x [m, k] · wᵀ` for a frozen weight `w [n, k]`: the weight is packed once (`PackedBf16::new`),
 //! the f32 input is rounded to bf16 (nearest even) per product, and every sum is kept in f32. Where the CPU
-//! or the OS offers no AMX nothing is packed and the caller keeps the f32 product. (AVX512_BF16's
-//! `vdpbf16ps` alone measured slower than f32 FMAs on this CPU — 56 against 80 GFLOP/s a core — so it is no
-//! fallback; BENCHMARKS.md.)
+//! or the OS offers neither, nothing is packed and the caller keeps the f32 product. (On the Intel Xeon
+//! measured, `vdpbf16ps` was slower than f32 FMAs — 56 against 80 GFLOP/s a core — but AMX is there.)
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-/// Output columns per packed block: two 16-column tiles.
+mod amx;
+mod avx512;
+
+/// Output columns per packed block: two 16-column tiles or zmm vectors.
 const NR: usize = 32;
-/// Input rows per micro-tile: two 16-row tiles.
-const MR: usize = 32;
-/// Input pairs per tile row (64 bytes).
+/// Input rows per AMX micro-tile: two 16-row tiles.
+const AMX_MR: usize = 32;
+/// Input pairs per tile row (64 bytes); the packed weight's pairs are a multiple of it.
 const KT: usize = 16;
+
+/// The bf16 kernel this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Amx,
+    Avx512Bf16,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Amx => "AMX-BF16",
+            Kernel::Avx512Bf16 => "AVX512_BF16",
+        }
+    }
+
+    /// Input rows per micro-tile.
+    fn mr(self) -> usize {
+        match self {
+            Kernel::Amx => AMX_MR,
+            Kernel::Avx512Bf16 => avx512::MR,
+        }
+    }
+}
+
+/// The fastest bf16 kernel this CPU and OS run (asks the OS for the AMX tile state once per process).
+pub fn kernel() -> Option<Kernel> {
+    static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        if amx::enable() {
+            Some(Kernel::Amx)
+        } else if avx512::enable() {
+            Some(Kernel::Avx512Bf16)
+        } else {
+            None
+        }
+    })
+}
 
 static WANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Asks inference (evaluation, recommendation, benchmarks) to hold frozen weights in bf16 where the CPU
-/// runs the AMX kernel (the CLI's `--bf16-weights`). Training never does: its passes stay f32.
+/// runs a bf16 kernel (the CLI's `--bf16-weights`). Training never does: its passes stay f32.
 pub fn set_wanted(on: bool) {
     WANTED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -32,10 +72,9 @@ pub fn wanted() -> bool {
     WANTED.load(std::sync::atomic::Ordering::Relaxed) && available()
 }
 
-/// Whether this CPU and OS run the AMX kernel (asks the OS for the tile state once per process).
+/// Whether this CPU and OS run a bf16 kernel.
 pub fn available() -> bool {
-    static AMX: OnceLock<bool> = OnceLock::new();
-    *AMX.get_or_init(amx::enable)
+    kernel().is_some()
 }
 
 /// f32 → bf16 bits, rounded to nearest even (NaN kept a quiet NaN), as `vcvtne2ps2bf16` does.
@@ -59,8 +98,9 @@ fn pair(row: &[f32], p: usize) -> u32 {
     lo | (hi << 16)
 }
 
-/// A frozen weight [n, k] in bf16, laid out as AMX's B tiles: for each block of `NR` output columns and each
-/// pair of inputs (2p, 2p + 1), the block's `NR` pairs side by side (zero past n and k).
+/// A frozen weight [n, k] in bf16, laid out as both kernels read it (AMX B tiles, zmm rows): for each block
+/// of `NR` output columns and each pair of inputs (2p, 2p + 1), the block's `NR` pairs side by side (zero
+/// past n and k).
 pub struct PackedBf16 {
     n: usize,
     k: usize,
@@ -118,13 +158,15 @@ impl PackedBf16 {
         if m == 0 {
             return Vec::new();
         }
-        let rows = m.div_ceil(MR) * MR;
-        let a = pack_rows(x, m, rows, self.k, self.kp);
+        let kernel = kernel().expect("a pack exists only where a bf16 kernel runs");
+        let mr = kernel.mr();
+        let rows = m.div_ceil(mr) * mr;
+        let a = pack_rows(x, m, rows, self.k, self.kp, kernel);
         let blocks = self.n.div_ceil(NR);
         let ld = blocks * NR;
         let mut y = vec![0f32; rows * ld];
         // Rows per task: a chunk of packed input that stays in L2 (≈ 256 KB) while the column blocks pass.
-        let chunk = ((256 * 1024) / (self.kp * 4)).clamp(MR, 512) / MR * MR;
+        let chunk = ((256 * 1024) / (self.kp * 4)).clamp(mr, 512) / mr * mr;
         let tasks: Vec<(usize, usize)> = (0..rows.div_ceil(chunk))
             .flat_map(|r| (0..blocks).map(move |b| (r, b)))
             .collect();
@@ -132,20 +174,23 @@ impl PackedBf16 {
         tasks.par_iter().for_each(|&(rc, blk)| {
             let span = rc * chunk..((rc + 1) * chunk).min(rows);
             let b = &self.data[blk * self.kp * NR..(blk + 1) * self.kp * NR];
-            // SAFETY: `available()` held (there is a pack); each task writes the disjoint tile span × block
-            // of `y` (rows × ld, outliving the loop), reading `a` (rows × kp) and `b` (kp × NR) in bounds.
+            // SAFETY: `kernel` runs here (there is a pack); each task writes the disjoint tile span × block
+            // of `y` (rows × ld, outliving the loop), reading `a` (rows × kp, either layout: a row block
+            // starts at r · kp) and `b` (kp × NR) in bounds.
             unsafe {
-                amx::configure();
-                for r in span.step_by(MR) {
-                    amx::tile_32x32(
-                        a.as_ptr().add(r * self.kp),
-                        b.as_ptr(),
-                        self.kp,
-                        out.at(r * ld + blk * NR),
-                        ld,
-                    );
+                if kernel == Kernel::Amx {
+                    amx::configure();
                 }
-                amx::release();
+                for r in span.step_by(mr) {
+                    let (a, c) = (a.as_ptr().add(r * self.kp), out.at(r * ld + blk * NR));
+                    match kernel {
+                        Kernel::Amx => amx::tile_32x32(a, b.as_ptr(), self.kp, c, ld),
+                        Kernel::Avx512Bf16 => avx512::tile_7x32(a, b.as_ptr(), self.kp, c, ld),
+                    }
+                }
+                if kernel == Kernel::Amx {
+                    amx::release();
+                }
             }
         });
         compact(y, m, self.n, ld)
@@ -177,157 +222,27 @@ impl SyncPtr {
     }
 }
 
-/// The input rows as bf16 pairs [rows, kp] (zero past m and k).
-fn pack_rows(x: &[f32], m: usize, rows: usize, k: usize, kp: usize) -> Vec<u32> {
+/// The input rows as bf16 pairs (zero past m and k), `rows × kp` in all: row-major for AMX's tile loads; for
+/// AVX512_BF16, in panels of `MR` rows with each pair's rows side by side, so the micro-kernel's broadcasts
+/// read one stream.
+fn pack_rows(x: &[f32], m: usize, rows: usize, k: usize, kp: usize, kernel: Kernel) -> Vec<u32> {
+    let mr = kernel.mr();
     let mut a = vec![0u32; rows * kp];
-    a[..m * kp]
-        .par_chunks_mut(kp * 64)
-        .zip(x.par_chunks(k * 64))
-        .for_each(|(out, xs)| {
-            for (o, row) in out.chunks_mut(kp).zip(xs.chunks(k)) {
-                // SAFETY: no requirement beyond the slices' bounds.
-                unsafe { amx::pack_row(row, o) }
+    a[..m.div_ceil(mr) * mr * kp]
+        .par_chunks_mut(mr * kp)
+        .zip(x.par_chunks(mr * k))
+        .for_each(|(panel, xs)| {
+            for (r, row) in xs.chunks(k).enumerate() {
+                for p in 0..k.div_ceil(2) {
+                    let at = match kernel {
+                        Kernel::Amx => r * kp + p,
+                        Kernel::Avx512Bf16 => p * mr + r,
+                    };
+                    panel[at] = pair(row, p);
+                }
             }
         });
     a
-}
-
-#[cfg(target_arch = "x86_64")]
-mod amx {
-    use super::{pair, KT, NR};
-    use std::arch::x86_64::*;
-
-    /// AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22) and the OS's
-    /// permission for the tile state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA).
-    pub fn enable() -> bool {
-        // SAFETY: CPUID is always present on x86-64 (the intrinsic is safe from Rust 1.87, unsafe at our MSRV).
-        #[allow(unused_unsafe)]
-        let edx = unsafe { __cpuid_count(7, 0) }.edx;
-        if edx & (1 << 24) == 0 || edx & (1 << 22) == 0 {
-            return false;
-        }
-        request_tile_state()
-    }
-
-    #[cfg(target_os = "linux")]
-    fn request_tile_state() -> bool {
-        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-        const XFEATURE_XTILEDATA: libc::c_long = 18;
-        // SAFETY: a plain system call with integer arguments.
-        unsafe {
-            libc::syscall(
-                libc::SYS_arch_prctl,
-                ARCH_REQ_XCOMP_PERM,
-                XFEATURE_XTILEDATA,
-            ) == 0
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn request_tile_state() -> bool {
-        false
-    }
-
-    /// Palette 1, all eight tiles 16 rows × 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    const CONFIG: TileConfig = {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = 16;
-            t += 1;
-        }
-        TileConfig(c)
-    };
-
-    /// # Safety
-    /// `enable()` returned true.
-    pub unsafe fn configure() {
-        std::arch::asm!("ldtilecfg [{c}]", c = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
-    }
-
-    /// # Safety
-    /// `enable()` returned true.
-    pub unsafe fn release() {
-        std::arch::asm!("tilerelease", options(nostack, nomem));
-    }
-
-    /// C[32 × 32] (row stride `ldc` floats) = A[32 rows × kp pairs] · B[kp pairs × 32 columns] over all `kp`
-    /// (a multiple of 16) pairs.
-    ///
-    /// # Safety
-    /// Tiles configured (`configure`); `a` holds 32 rows of `kp` pairs, `b` `kp` rows of `NR` pairs, and `c`
-    /// 32 rows of 32 floats, `ldc` apart.
-    pub unsafe fn tile_32x32(a: *const u32, b: *const u32, kp: usize, c: *mut f32, ldc: usize) {
-        let a_stride = kp * 4;
-        let a_low = a.add(16 * kp);
-        let c_low = c.add(16 * ldc);
-        std::arch::asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "2:",
-            "tileloadd tmm4, [{a} + {sa}]",
-            "tileloadd tmm5, [{al} + {sa}]",
-            "tileloadd tmm6, [{b} + {sb}]",
-            "tileloadd tmm7, [{b} + {sb} + 64]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a}, 64",
-            "add {al}, 64",
-            "add {b}, {bstep}",
-            "dec {q}",
-            "jnz 2b",
-            "tilestored [{c} + {sc}], tmm0",
-            "tilestored [{c} + {sc} + 64], tmm1",
-            "tilestored [{cl} + {sc}], tmm2",
-            "tilestored [{cl} + {sc} + 64], tmm3",
-            a = inout(reg) a => _,
-            al = inout(reg) a_low => _,
-            b = inout(reg) b => _,
-            q = inout(reg) kp / KT => _,
-            sa = in(reg) a_stride,
-            sb = in(reg) NR * 4,
-            bstep = in(reg) KT * NR * 4,
-            c = in(reg) c,
-            cl = in(reg) c_low,
-            sc = in(reg) ldc * 4,
-            options(nostack),
-        );
-    }
-
-    /// One input row as bf16 pairs (zero past its end). Plain code the compiler vectorises: the AVX-512
-    /// conversion intrinsics need Rust 1.89, past this workspace's MSRV.
-    ///
-    /// # Safety
-    /// None beyond the signature's (kept `unsafe` like the stub off x86-64).
-    pub unsafe fn pack_row(row: &[f32], out: &mut [u32]) {
-        for (p, o) in out.iter_mut().enumerate().take(row.len().div_ceil(2)) {
-            *o = pair(row, p);
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod amx {
-    pub fn enable() -> bool {
-        false
-    }
-    pub unsafe fn configure() {}
-    pub unsafe fn release() {}
-    pub unsafe fn tile_32x32(_: *const u32, _: *const u32, _: usize, _: *mut f32, _: usize) {
-        unreachable!("bf16 weights are never packed off x86-64")
-    }
-    pub unsafe fn pack_row(_: &[f32], _: &mut [u32]) {
-        unreachable!("bf16 weights are never packed off x86-64")
-    }
 }
 
 #[cfg(test)]
@@ -372,7 +287,7 @@ mod tests {
     #[test]
     fn products_match_the_rounded_reference_at_odd_sizes() {
         if !available() {
-            eprintln!("skipped: no AMX on this CPU");
+            eprintln!("skipped: no bf16 kernel on this CPU");
             return;
         }
         for &(m, n, k) in &[
