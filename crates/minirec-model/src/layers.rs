@@ -20,7 +20,8 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
-    /// A bf16 copy of the frozen weight for inference (`Decoder::pack_frozen_bf16`).
+    /// A bf16 copy of the frozen weight (or LoRA's frozen base) for the bf16 kernel
+    /// (`Decoder::pack_frozen_bf16`).
     pub bf16: Option<crate::kernels::frozen::Bf16Weight>,
 }
 
@@ -50,8 +51,13 @@ impl Linear {
         // Over many rows (SFT batches) the adapter is folded into the weight for the pass: candle keeps every
         // op's output alive for backward, and the low-rank path keeps three row-sized outputs (rows × out)
         // per layer, the fold three weight-sized ones (out × in) — so fold past `in` rows. The low-rank path
-        // is cheaper in FLOPs at any size: the fold's backward adds the weight-sized gradient gᵀx.
-        let fold = self.lora.is_some() && rows > in_dim;
+        // is cheaper in FLOPs at any size: the fold's backward adds the weight-sized gradient gᵀx. A bf16 copy
+        // of the base serves only the base itself, so with one the adapter stays on its low-rank path.
+        let bf16_base = self
+            .bf16
+            .as_ref()
+            .is_some_and(|b| b.serves(&x2, &self.weight));
+        let fold = self.lora.is_some() && rows > in_dim && !bf16_base;
         let w = if fold {
             self.merged_weight()?
         } else {

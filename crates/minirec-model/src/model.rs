@@ -43,6 +43,8 @@ pub struct Decoder {
     recompute: Option<PendingGrads>,
     /// The tied output embedding's bf16 copy for inference (`pack_frozen_bf16`).
     head_bf16: Option<crate::kernels::frozen::Bf16Weight>,
+    /// Whether `pack_frozen_bf16` gave LoRA's bases copies that serve training passes.
+    bf16_trains: bool,
 }
 
 /// The prompt part of the key/value cache: one entry per prompt, shared by all its rows.
@@ -260,6 +262,7 @@ impl Decoder {
             device: device.clone(),
             recompute: None,
             head_bf16: None,
+            bf16_trains: false,
         })
     }
 
@@ -276,6 +279,11 @@ impl Decoder {
     /// such a pass must then come from `Decoder::backward`.
     pub fn set_recompute(&mut self, on: bool) {
         self.recompute = on.then(PendingGrads::default);
+    }
+
+    /// Whether training passes multiply LoRA's frozen bases on the bf16 kernel (`pack_frozen_bf16`).
+    pub fn bf16_trains(&self) -> bool {
+        self.bf16_trains
     }
 
     pub fn recomputes(&self) -> bool {
@@ -771,26 +779,31 @@ impl Decoder {
         Ok(out)
     }
 
-    /// For inference: a bf16 copy of every frozen weight (the linear layers and the output projection), taken
-    /// by passes outside any autograd graph, when `--bf16-weights` asked for it and the CPU runs a bf16
-    /// kernel. Returns the bytes packed (0 when nothing was). Trainable weights and adapters stay f32 only.
+    /// A bf16 copy of every frozen weight (the linear layers and the output projection), when `--bf16-weights`
+    /// asked for it and the CPU runs a bf16 kernel: for passes outside any autograd graph, and, for LoRA's
+    /// frozen bases and a frozen tied output embedding, for training passes too (their forward products
+    /// and input gradients; a second, transposed copy). Call it after adapters are added. Returns the bytes
+    /// packed (0 when nothing was). Trainable weights and adapters stay f32 only.
     pub fn pack_frozen_bf16(&mut self) -> Result<usize> {
         use crate::kernels::frozen::Bf16Weight;
         if !crate::kernels::bf16::wanted() {
             return Ok(0);
         }
+        let training = self.linears_mut().iter().any(|(_, l)| l.lora.is_some());
+        let pack = |w: &Tensor| match training {
+            true => Bf16Weight::pack_differentiable(w),
+            false => Bf16Weight::pack(w),
+        };
         let mut bytes = 0;
         for (_, lin) in self.linears_mut() {
-            lin.bf16 = match lin.lora {
-                None => Bf16Weight::pack(&lin.weight)?,
-                Some(_) => None,
-            };
+            lin.bf16 = pack(&lin.weight)?;
             bytes += lin.bf16.as_ref().map_or(0, |b| b.bytes());
         }
         if self.lm_head.is_none() {
-            self.head_bf16 = Bf16Weight::pack(&self.embed)?;
+            self.head_bf16 = pack(&self.embed)?;
             bytes += self.head_bf16.as_ref().map_or(0, |b| b.bytes());
         }
+        self.bf16_trains = training && bytes > 0;
         Ok(bytes)
     }
 

@@ -534,6 +534,9 @@ fn decode_attention_matches_brute_force() {
     assert!(decode_attention(&q, (&kp, &kp), (&kg, &kg), &spec).is_err());
 }
 
+/// `bf16::set_wanted` is process-wide: tests that set it take turns.
+static WANTED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Inference with bf16 frozen weights (AMX or AVX512_BF16) stays close to f32, takes no part in training
 /// passes, and a weight replaced after packing (adapters merged, made trainable) is never multiplied by its
 /// stale copy.
@@ -560,9 +563,13 @@ fn bf16_frozen_weights_serve_inference_only() {
             .unwrap()
     };
     let f32_logits = logits(&model);
-    bf16::set_wanted(true);
-    let bytes = model.pack_frozen_bf16().unwrap();
-    bf16::set_wanted(false);
+    let bytes = {
+        let _one_at_a_time = WANTED.lock().unwrap();
+        bf16::set_wanted(true);
+        let bytes = model.pack_frozen_bf16().unwrap();
+        bf16::set_wanted(false);
+        bytes
+    };
     assert!(bytes > 0);
     let bf_logits = logits(&model);
     let worst = f32_logits
@@ -585,4 +592,111 @@ fn bf16_frozen_weights_serve_inference_only() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-5, "a stale bf16 copy was used ({worst})");
+}
+
+/// LoRA's frozen base on the bf16 kernel in a training pass: the forward product and the input gradient
+/// stay close to f32 (both multiply bf16-rounded operands), the weight takes no gradient, and a copy packed
+/// for inference only never enters a training pass.
+#[test]
+fn bf16_differentiable_copies_give_the_input_gradient() {
+    use minirec_model::kernels::bf16;
+    use minirec_model::kernels::frozen::{linear, Bf16Weight};
+    if !bf16::available() {
+        eprintln!("skipped: no bf16 kernel on this CPU");
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let w = rand_tensor(&mut rng, &[29, 65], 1.0);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[37, 65], 1.0)).unwrap();
+    let g = rand_tensor(&mut rng, &[37, 29], 1.0);
+    let copy = Bf16Weight::pack_differentiable(&w).unwrap().unwrap();
+    let y = linear(x.as_tensor(), &w, Some(&copy)).unwrap();
+    let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+    let d = max_diff(&y, &want);
+    assert!(d > 0.0 && d < 0.15, "forward |Δ| {d}");
+    let gs = probe_grads(&y, &g);
+    let gw = probe_grads(&want, &g);
+    let d = max_diff(
+        gs.get(x.as_tensor()).unwrap(),
+        gw.get(x.as_tensor()).unwrap(),
+    );
+    assert!(d > 0.0 && d < 0.15, "input gradient |Δ| {d}");
+    assert!(gs.get(&w).is_none());
+    let inference = Bf16Weight::pack(&w).unwrap().unwrap();
+    let y = linear(x.as_tensor(), &w, Some(&inference)).unwrap();
+    assert!(
+        max_diff(&y, &want) < 1e-5,
+        "an inference copy served training"
+    );
+}
+
+/// A LoRA model whose bases are packed in bf16 trains through them: every adapter gets a gradient, close to
+/// the f32 one.
+#[test]
+fn bf16_lora_bases_give_every_adapter_a_gradient() {
+    use minirec_model::kernels::bf16;
+    use minirec_model::load::{preset_config, random_model};
+    use minirec_model::lora::{add_lora, LoraConfig};
+    if !bf16::available() {
+        eprintln!("skipped: no bf16 kernel on this CPU");
+        return;
+    }
+    let dev = candle_core::Device::Cpu;
+    let cfg = preset_config("tiny-64", 97).unwrap();
+    let ids = vec![vec![5u32, 17, 40, 2, 66, 9, 31, 8]];
+    let mask = vec![vec![1u8; 8]];
+    let lora = LoraConfig {
+        dropout: 0.0,
+        ..Default::default()
+    };
+    let grads = |packed: bool| {
+        let mut model = random_model(cfg.clone(), candle_core::DType::F32, &dev, 3).unwrap();
+        let vars = add_lora(&mut model, &lora, 5).unwrap();
+        // Non-zero B, so that A's gradients are too.
+        for (_, v) in &vars {
+            v.set(&(v.as_tensor() + 0.01).unwrap()).unwrap();
+        }
+        if packed {
+            let _one_at_a_time = WANTED.lock().unwrap();
+            bf16::set_wanted(true);
+            assert!(model.pack_frozen_bf16().unwrap() > 0);
+            bf16::set_wanted(false);
+        }
+        let (h, _) = model.forward(&ids, &mask, false, false).unwrap();
+        let loss = model.logits(&h).unwrap().sqr().unwrap().mean_all().unwrap();
+        let store = loss.backward().unwrap();
+        vars.iter()
+            .map(|(n, v)| (n.clone(), store.get(v.as_tensor()).cloned()))
+            .collect::<Vec<_>>()
+    };
+    let (f32_grads, bf16_grads) = (grads(false), grads(true));
+    let mut worst = 0f32;
+    for ((name, a), (_, b)) in f32_grads.iter().zip(&bf16_grads) {
+        let (a, b) = (
+            a.as_ref()
+                .unwrap_or_else(|| panic!("{name}: no f32 gradient")),
+            b.as_ref().unwrap_or_else(|| panic!("{name}: no gradient")),
+        );
+        let norm = a
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+        let diff = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+        assert!(norm > 0.0, "{name}: zero gradient");
+        worst = worst.max(diff / norm);
+    }
+    assert!(worst > 0.0, "the bf16 copies were not used");
+    assert!(worst < 0.05, "worst relative gradient difference {worst}");
 }

@@ -91,7 +91,9 @@ pub fn train_rl(
     let dtype = default_dtype(&device);
     let mut loaded = crate::model::load_llm(init, "initial policy", &device, dtype)?;
     let reference = match cfg.kl_ref_beta {
-        Some(_) => Some(crate::model::load_llm(init, "reference model", &device, dtype)?.model),
+        Some(_) => Some(
+            crate::model::load_llm_for_inference(init, "reference model", &device, dtype)?.model,
+        ),
         None => None,
     };
     let titles = ds.catalog.titles().to_vec();

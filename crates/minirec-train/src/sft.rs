@@ -234,10 +234,21 @@ pub fn export(
     })
 }
 
-/// The trainable variables: LoRA adapters (added here) or every weight.
+/// The trainable variables: LoRA adapters (added here) or every weight. With `--bf16-weights`, LoRA's frozen
+/// bases are also packed in bf16 for the training passes (`Decoder::pack_frozen_bf16`).
 pub fn trainable(model: &mut Decoder, cfg: &SftConfig) -> Result<Vec<(String, Var)>> {
     Ok(match &cfg.lora {
-        Some(l) => add_lora(model, l, cfg.seed)?,
+        Some(l) => {
+            let vars = add_lora(model, l, cfg.seed)?;
+            let bytes = model.pack_frozen_bf16()?;
+            if bytes > 0 {
+                tracing::info!(
+                    "LoRA bases also in bf16 for training passes ({:.0} MB)",
+                    bytes as f64 / 1e6
+                );
+            }
+            vars
+        }
         None => model.make_all_trainable()?,
     })
 }
@@ -262,7 +273,10 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<b
     let cpu = model.device().is_cpu();
     let have = crate::memory::available_bytes();
     let what = format!("an SFT batch of {b} samples padded to {longest} tokens");
-    let recompute = cfg.recompute && cpu;
+    // bf16 bases keep each adapter on its low-rank path (no fold), whose per-layer outputs take more memory
+    // than the recomputation costs time: with recomputation LoRA r 8 at batch 8 measured 0.51 against 0.47
+    // samples/s, 2.0 against 10.3 GB (BENCHMARKS.md).
+    let recompute = (cfg.recompute || model.bf16_trains()) && cpu;
     if !recompute && cpu && !crate::memory::fits(need(false), have) {
         tracing::warn!("{what} does not fit in memory as it is: recomputing layers in backward");
         crate::memory::check_fits(&what, need(true), have, LOWER_BATCH)?;

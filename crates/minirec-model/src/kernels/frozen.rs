@@ -9,6 +9,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use std::sync::Arc;
+
 use super::bf16::PackedBf16;
 
 /// Whether `x · wᵀ` should take the frozen path: on the CPU, `x` in an autograd graph, `w` in none.
@@ -21,34 +23,65 @@ fn frozen(x: &Tensor, w: &Tensor) -> bool {
 #[derive(Debug, Clone)]
 pub struct Bf16Weight {
     id: candle_core::TensorId,
-    pack: std::sync::Arc<PackedBf16>,
+    pack: Arc<PackedBf16>,
+    /// `w` transposed, for the input gradient `g · w` of a training pass (LoRA's frozen base).
+    backward: Option<Arc<PackedBf16>>,
 }
 
 impl Bf16Weight {
-    /// `None` where the weight trains, is not f32 on the CPU, or the CPU has no bf16 kernel.
+    /// A copy for passes outside any autograd graph. `None` where the weight trains, is not f32 on the CPU,
+    /// or the CPU has no bf16 kernel.
     pub fn pack(w: &Tensor) -> candle_core::Result<Option<Self>> {
+        Self::pack_with(w, false)
+    }
+
+    /// A copy that also serves training passes: their forward product and their input gradient.
+    pub fn pack_differentiable(w: &Tensor) -> candle_core::Result<Option<Self>> {
+        Self::pack_with(w, true)
+    }
+
+    fn pack_with(w: &Tensor, backward: bool) -> candle_core::Result<Option<Self>> {
         if w.track_op() || !crate::kernels::supported(w) || w.rank() != 2 {
             return Ok(None);
         }
         let (n, k) = w.dims2()?;
         let data = w.flatten_all()?.to_vec1::<f32>()?;
-        Ok(PackedBf16::new(&data, n, k).map(|p| Bf16Weight {
+        let Some(pack) = PackedBf16::new(&data, n, k) else {
+            return Ok(None);
+        };
+        let backward = match backward {
+            false => None,
+            true => {
+                let t = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                PackedBf16::new(&t, k, n).map(Arc::new)
+            }
+        };
+        Ok(Some(Bf16Weight {
             id: w.id(),
-            pack: std::sync::Arc::new(p),
+            pack: Arc::new(pack),
+            backward,
         }))
     }
 
     pub fn bytes(&self) -> usize {
-        self.pack.bytes()
+        self.pack.bytes() + self.backward.as_ref().map_or(0, |b| b.bytes())
+    }
+
+    /// Whether this copy can take `x · wᵀ` for `w`: the same tensor, and a pass it serves.
+    pub fn serves(&self, x: &Tensor, w: &Tensor) -> bool {
+        self.id == w.id()
+            && crate::kernels::supported(x)
+            && (!x.track_op() || self.backward.is_some())
     }
 }
 
 /// `x [rows, in] · wᵀ` for a weight `w [out, in]`; differentiable in `x` only when `w` takes no gradient.
-/// Outside any autograd graph, a matching bf16 copy of `w` takes the product instead.
+/// A matching bf16 copy of `w` takes the product instead where it serves the pass (`Bf16Weight::serves`).
 pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core::Result<Tensor> {
-    if let Some(b) =
-        bf16.filter(|b| b.id == w.id() && !x.track_op() && crate::kernels::supported(x))
-    {
+    if let Some(b) = bf16.filter(|b| b.serves(x, w)) {
+        if x.track_op() {
+            return x.contiguous()?.apply_op1(Bf16Linear { w: b.clone() });
+        }
         let (rows, _) = x.dims2()?;
         let y = b.pack.matmul_t(&x.flatten_all()?.to_vec1::<f32>()?, rows);
         return Tensor::from_vec(y, (rows, b.pack.dims().0), x.device());
@@ -138,5 +171,42 @@ impl CustomOp1 for AddToFrozen {
 
     fn bwd(&self, _d: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(g.clone()))
+    }
+}
+
+/// `x · wᵀ` on the bf16 kernel for a training pass, its backward `g · w` on the transposed copy.
+struct Bf16Linear {
+    w: Bf16Weight,
+}
+
+impl CustomOp1 for Bf16Linear {
+    fn name(&self) -> &'static str {
+        "minirec-bf16-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, k) = l.shape().dims2()?;
+        let (n, wk) = self.w.pack.dims();
+        if wk != k {
+            candle_core::bail!("bf16 linear: input {:?} for weight [{n}, {wk}]", l.shape());
+        }
+        let x = crate::kernels::cpu_f32("bf16 linear", s, l)?;
+        let y = self.w.pack.matmul_t(x, rows);
+        Ok((CpuStorage::F32(y), Shape::from((rows, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let back = self
+            .w
+            .backward
+            .as_ref()
+            .expect("only copies with a backward pack enter training passes");
+        let (rows, _) = g.dims2()?;
+        let gx = back.matmul_t(&g.flatten_all()?.to_vec1::<f32>()?, rows);
+        Ok(Some(Tensor::from_vec(
+            gx,
+            (rows, back.dims().0),
+            g.device(),
+        )?))
     }
 }
