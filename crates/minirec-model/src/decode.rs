@@ -105,7 +105,7 @@ fn gather_logprobs(logits: &Tensor, picks: &[u32], rows_of: &[u32]) -> Result<Ve
         return Ok(Vec::new());
     }
     let dev = logits.device();
-    let lse = logits.log_sum_exp(D::Minus1)?; // [N]
+    let lse = crate::kernels::log_sum_exp::log_sum_exp_rows(logits)?; // [N]
     let idx = Tensor::from_slice(picks, picks.len(), dev)?;
     let rows = Tensor::from_slice(rows_of, rows_of.len(), dev)?;
     let vals = logits.flatten_all()?.index_select(&idx, 0)?;
