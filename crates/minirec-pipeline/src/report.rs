@@ -161,7 +161,7 @@ pub(crate) fn write_report(
     writeln!(
         md,
         "Data: {} items / {} titles; train {}, valid {}, test {}. Model: {model}. Seed {}. \
-         Evaluation: {} split ({n_eval} samples), all-ranking by trie-constrained beam search (width {}).\n\
+         Evaluation: {} split ({n_eval} samples), all-ranking by trie-constrained beam search (width {}{}).\n\
          RL: {} epoch(s) over each training set{}, {} prompts/step, {} rollouts kept to {}, lr {:e}.\n",
         ds.catalog.len(),
         ds.catalog.num_titles(),
@@ -171,6 +171,11 @@ pub(crate) fn write_report(
         e.seed,
         e.eval.split,
         e.eval.beam,
+        if e.eval.bf16_weights {
+            "; frozen weights in bf16"
+        } else {
+            ""
+        },
         e.rl.epochs,
         step_cap(e.rl.max_steps),
         e.rl.prompts_per_step,

@@ -363,8 +363,15 @@ fn eval_one(
     std::fs::create_dir_all(&dir)?;
     let samples = eval_samples(e, ds, whole)?;
     let device = pick_device(e.cpu)?;
-    let loaded =
-        crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device))?;
+    let loaded = {
+        use minirec_model::kernels::bf16;
+        let asked = bf16::asked();
+        bf16::set_wanted(asked || e.eval.bf16_weights);
+        let loaded =
+            crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device));
+        bf16::set_wanted(asked);
+        loaded?
+    };
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
     let job = crate::eval::BeamJob {

@@ -67,6 +67,11 @@ pub fn set_wanted(on: bool) {
     WANTED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `set_wanted` asked for bf16 copies (whatever the CPU).
+pub fn asked() -> bool {
+    WANTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether inference should pack its frozen weights now: asked for and available.
 pub fn wanted() -> bool {
     WANTED.load(std::sync::atomic::Ordering::Relaxed) && available()
