@@ -55,6 +55,12 @@ pub fn add_lora(model: &mut Decoder, cfg: &LoraConfig, seed: u64) -> Result<Vec<
     if cfg.r == 0 {
         return Err(ModelError::Invalid("LoRA rank must be at least 1".into()));
     }
+    if model.f32_dropped() {
+        return Err(ModelError::Invalid(
+            "adding LoRA adapters: this model was loaded for inference and keeps its frozen weights in bf16 only"
+                .into(),
+        ));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let dev = model.device().clone();
     let mut vars = Vec::new();

@@ -729,3 +729,49 @@ fn log_sum_exp_rows_matches_the_composed_op() {
     let v = log_sum_exp_rows(&none).unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(v, vec![f32::NEG_INFINITY]);
 }
+
+/// An inference-only model frees its f32 linear weights once they have bf16 copies: its logits stay those of
+/// the bf16 copies, and training, adapters or a pass the copies cannot serve fail with a clear error instead of
+/// multiplying by the placeholders.
+#[test]
+fn inference_models_drop_their_f32_linears_and_refuse_training() {
+    use minirec_model::kernels::bf16;
+    use minirec_model::load::{preset_config, random_model};
+    use minirec_model::lora::{add_lora, LoraConfig};
+    if !bf16::available() {
+        eprintln!("skipped: no bf16 kernel on this CPU");
+        return;
+    }
+    let dev = candle_core::Device::Cpu;
+    let cfg = preset_config("tiny-64", 97).unwrap();
+    let mut model = random_model(cfg, candle_core::DType::F32, &dev, 3).unwrap();
+    {
+        let _one_at_a_time = WANTED.lock().unwrap();
+        bf16::set_wanted(true);
+        assert!(model.pack_frozen_bf16().unwrap() > 0);
+        bf16::set_wanted(false);
+    }
+    let ids = vec![vec![5u32, 17, 40, 2, 66, 9]];
+    let mask = vec![vec![1u8; 6]];
+    let logits = |m: &minirec_model::Decoder| {
+        let (h, _) = m.forward(&ids, &mask, true, false).unwrap();
+        m.logits(&h).unwrap()
+    };
+    let before = logits(&model);
+    let freed = model.drop_frozen_f32().unwrap();
+    assert!(freed > 0 && model.f32_dropped());
+    assert_eq!(max_diff(&before, &logits(&model)), 0.0);
+    let up = &model.blocks[0].mlp.up;
+    let x = Var::from_tensor(&Tensor::ones((3, up.in_dim()), DType::F32, &dev).unwrap()).unwrap();
+    let err = up.forward(x.as_tensor()).unwrap_err().to_string();
+    assert!(err.contains("bf16 only"), "{err}");
+    for err in [
+        model.make_all_trainable().map(|_| ()).unwrap_err(),
+        add_lora(&mut model, &LoraConfig::default(), 1)
+            .map(|_| ())
+            .unwrap_err(),
+        model.named_tensors().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("bf16 only"), "{err}");
+    }
+}

@@ -21,9 +21,9 @@ pub fn load_llm(path: &Path, role: &str, device: &Device, dtype: DType) -> Resul
     Ok(loaded)
 }
 
-/// `load_llm` for a model that only runs inference (evaluation, recommendation): its frozen weights also get
-/// a bf16 copy for the bf16 kernel when `--bf16-weights` asked for one and the CPU runs one (AMX or
-/// AVX512_BF16).
+/// `load_llm` for a model that only runs inference (evaluation, recommendation, RL's reference): when
+/// `--bf16-weights` asked for it and the CPU runs a bf16 kernel (AMX or AVX512_BF16), its frozen weights get
+/// a bf16 copy and their f32 copies are freed (`Decoder::drop_frozen_f32`).
 pub fn load_llm_for_inference(
     path: &Path,
     role: &str,
@@ -33,10 +33,12 @@ pub fn load_llm_for_inference(
     let mut loaded = load_llm(path, role, device, dtype)?;
     let bytes = loaded.model.pack_frozen_bf16()?;
     if bytes > 0 {
+        let freed = loaded.model.drop_frozen_f32()?;
         tracing::info!(
-            "{role}: frozen weights also in bf16 for {} ({:.0} MB)",
+            "{role}: frozen weights in bf16 for {} ({:.0} MB; {:.0} MB of f32 copies freed)",
             minirec_model::kernels::bf16::kernel().map_or("-", |k| k.name()),
-            bytes as f64 / 1e6
+            bytes as f64 / 1e6,
+            freed as f64 / 1e6
         );
     }
     Ok(loaded)

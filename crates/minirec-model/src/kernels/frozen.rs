@@ -26,6 +26,8 @@ pub struct Bf16Weight {
     pack: Arc<PackedBf16>,
     /// `w` transposed, for the input gradient `g · w` of a training pass (LoRA's frozen base).
     backward: Option<Arc<PackedBf16>>,
+    /// The f32 weight was replaced by a placeholder (`retie`): no pass may fall back to it.
+    f32_dropped: bool,
 }
 
 impl Bf16Weight {
@@ -60,11 +62,19 @@ impl Bf16Weight {
             id: w.id(),
             pack: Arc::new(pack),
             backward,
+            f32_dropped: false,
         }))
     }
 
     pub fn bytes(&self) -> usize {
         self.pack.bytes() + self.backward.as_ref().map_or(0, |b| b.bytes())
+    }
+
+    /// Ties the copy to `placeholder`, which stands in for the f32 weight from now on (same shape, no data):
+    /// passes the copy cannot serve then fail instead of multiplying by the placeholder.
+    pub fn retie(&mut self, placeholder: &Tensor) {
+        self.id = placeholder.id();
+        self.f32_dropped = true;
     }
 
     /// Whether this copy can take `x · wᵀ` for `w`: the same tensor, and a pass it serves.
@@ -78,6 +88,15 @@ impl Bf16Weight {
 /// `x [rows, in] · wᵀ` for a weight `w [out, in]`; differentiable in `x` only when `w` takes no gradient.
 /// A matching bf16 copy of `w` takes the product instead where it serves the pass (`Bf16Weight::serves`).
 pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core::Result<Tensor> {
+    if bf16.is_some_and(|b| b.f32_dropped && b.id == w.id() && !b.serves(x, w)) {
+        candle_core::bail!(
+            "this model keeps its frozen weights in bf16 only (loaded for inference), and a {} pass on \
+             {:?} {:?} needs them in f32",
+            if x.track_op() { "training" } else { "non-f32" },
+            x.device(),
+            x.dtype()
+        );
+    }
     if let Some(b) = bf16.filter(|b| b.serves(x, w)) {
         if x.track_op() {
             return x.contiguous()?.apply_op1(Bf16Linear { w: b.clone() });
