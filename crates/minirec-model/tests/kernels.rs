@@ -775,3 +775,34 @@ fn inference_models_drop_their_f32_linears_and_refuse_training() {
         assert!(err.to_string().contains("bf16 only"), "{err}");
     }
 }
+
+/// The fused target log-probability equals log_softmax + gather in value and in the logits' gradient, at odd
+/// sizes; a target outside the vocabulary is an error naming its row.
+#[test]
+fn target_logprobs_match_the_composed_ops_in_values_and_gradients() {
+    use minirec_model::kernels::target_logprob::target_logprobs;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    for &(rows, v) in &[(1, 1), (3, 7), (9, 130), (4, 4099)] {
+        let logits = Var::from_tensor(&rand_tensor(&mut rng, &[rows, v], 4.0)).unwrap();
+        let targets: Vec<u32> = (0..rows).map(|r| ((r * 31 + 5) % v) as u32).collect();
+        let probe = rand_tensor(&mut rng, &[rows], 1.0);
+        let got = target_logprobs(logits.as_tensor(), &targets).unwrap();
+        let tgt = Tensor::from_slice(&targets, (rows, 1), &Device::Cpu).unwrap();
+        let want = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1)
+            .unwrap()
+            .gather(&tgt, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        assert!(max_diff(&got, &want) < 1e-5, "{rows}×{v}: values");
+        let (gg, gw) = (probe_grads(&got, &probe), probe_grads(&want, &probe));
+        let d = max_diff(
+            gg.get(logits.as_tensor()).unwrap(),
+            gw.get(logits.as_tensor()).unwrap(),
+        );
+        assert!(d < 1e-5, "{rows}×{v}: gradient |Δ| {d}");
+    }
+    let x = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+    let err = target_logprobs(&x, &[1, 5]).unwrap_err().to_string();
+    assert!(err.contains("row 1"), "{err}");
+}

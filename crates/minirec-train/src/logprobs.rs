@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use minirec_model::Decoder;
 
 use crate::error::{Result, TrainError};
@@ -164,8 +164,7 @@ fn gather_logprobs(
     let dev = model.device();
     let sel = states.index_select(&Tensor::from_vec(at, targets.len(), dev)?, 0)?;
     let logits = model.logits(&sel)?;
-    let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let n = targets.len();
-    let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
-    Ok(lsm.gather(&tgt, 1)?.squeeze(1)?)
+    Ok(minirec_model::kernels::target_logprob::target_logprobs(
+        &logits, &targets,
+    )?)
 }

@@ -27,7 +27,7 @@ pub fn log_sum_exp_rows(x: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, rows, x.device())
 }
 
-fn row_lse(row: &[f32]) -> f32 {
+pub(crate) fn row_lse(row: &[f32]) -> f32 {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if m.is_infinite() {
         // All −∞ (nothing possible), or a +∞ logit.

@@ -10,6 +10,7 @@ pub mod log_sum_exp;
 pub mod rms_norm;
 pub mod rope;
 pub mod silu_mul;
+pub mod target_logprob;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Tensor};
