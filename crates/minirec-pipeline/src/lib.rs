@@ -14,6 +14,7 @@ pub mod report;
 pub mod rl;
 pub mod runner;
 pub mod select;
+pub mod serve;
 pub mod sft;
 
 pub use experiment::Experiment;
