@@ -51,6 +51,8 @@ enum Command {
     Rl(commands::rl::RlArgs),
     /// Recommend items for a history with trie-constrained beam search.
     Recommend(commands::recommend::RecommendArgs),
+    /// Serve recommendations over HTTP (POST /v1/recommend, POST /v1/items, GET /healthz, GET /metrics).
+    Serve(commands::serve::ServeArgs),
     /// Write any loadable model (GGUF, adapter) as a plain HF directory with tokenizer.json.
     Convert(commands::convert::ConvertArgs),
     /// Benchmarks and device checks.
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Select(a) => commands::select::run(a, progress),
         Command::Rl(a) => commands::rl::run(a, progress),
         Command::Recommend(a) => commands::recommend::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(c) => {
             let r = commands::bench::run(c);

@@ -41,6 +41,31 @@ pub struct Recommended {
     pub score: f32,
 }
 
+/// Checks a request against the limits a server takes (`max_beam`: the widest search allowed), naming the field
+/// at fault.
+pub fn check_request(r: &Request, max_beam: usize) -> std::result::Result<(), RequestError> {
+    let bad = |field, message: String| Err(RequestError { field, message });
+    if r.history.is_empty() {
+        return bad("history", "must hold at least one title".into());
+    }
+    if let Some(i) = r.history.iter().position(|t| t.trim().is_empty()) {
+        return bad("history", format!("entry {i} is empty"));
+    }
+    if r.k == 0 {
+        return bad("k", "must be at least 1".into());
+    }
+    if r.beam == 0 || r.beam > max_beam {
+        return bad("beam", format!("must be between 1 and {max_beam}"));
+    }
+    if r.k > r.beam {
+        return bad(
+            "k",
+            format!("{} is more than the beam width {}", r.k, r.beam),
+        );
+    }
+    Ok(())
+}
+
 pub struct Recommender {
     model: Decoder,
     tokenizer: TextTokenizer,
@@ -75,26 +100,7 @@ impl Recommender {
 
     /// Checks a request against the limits the engine serves (`max_beam`: the widest search allowed).
     pub fn check(&self, r: &Request, max_beam: usize) -> std::result::Result<(), RequestError> {
-        let bad = |field, message: String| Err(RequestError { field, message });
-        if r.history.is_empty() {
-            return bad("history", "must hold at least one title".into());
-        }
-        if let Some(i) = r.history.iter().position(|t| t.trim().is_empty()) {
-            return bad("history", format!("entry {i} is empty"));
-        }
-        if r.k == 0 {
-            return bad("k", "must be at least 1".into());
-        }
-        if r.beam == 0 || r.beam > max_beam {
-            return bad("beam", format!("must be between 1 and {max_beam}"));
-        }
-        if r.k > r.beam {
-            return bad(
-                "k",
-                format!("{} is more than the beam width {}", r.k, r.beam),
-            );
-        }
-        Ok(())
+        check_request(r, max_beam)
     }
 
     /// The search width a request needs: its beam, widened by the history titles it excludes.

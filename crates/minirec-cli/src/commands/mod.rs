@@ -14,4 +14,5 @@ pub mod recommend;
 pub mod rl;
 pub mod run;
 pub mod select;
+pub mod serve;
 pub mod sft;
