@@ -98,12 +98,8 @@ pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core:
         );
     }
     if let Some(b) = bf16.filter(|b| b.serves(x, w)) {
-        if x.track_op() {
-            return x.contiguous()?.apply_op1(Bf16Linear { w: b.clone() });
-        }
-        let (rows, _) = x.dims2()?;
-        let y = b.pack.matmul_t(&x.flatten_all()?.to_vec1::<f32>()?, rows);
-        return Tensor::from_vec(y, (rows, b.pack.dims().0), x.device());
+        // One op for both passes: it reads `x` in place, and records a backward only when `x` is tracked.
+        return x.contiguous()?.apply_op1(Bf16Linear { w: b.clone() });
     }
     if !frozen(x, w) {
         return x.matmul(&w.t()?);
@@ -193,7 +189,7 @@ impl CustomOp1 for AddToFrozen {
     }
 }
 
-/// `x · wᵀ` on the bf16 kernel for a training pass, its backward `g · w` on the transposed copy.
+/// `x · wᵀ` on the bf16 kernel; in a training pass its backward `g · w` runs on the transposed copy.
 struct Bf16Linear {
     w: Bf16Weight,
 }
@@ -221,7 +217,8 @@ impl CustomOp1 for Bf16Linear {
             .as_ref()
             .expect("only copies with a backward pack enter training passes");
         let (rows, _) = g.dims2()?;
-        let gx = back.matmul_t(&g.flatten_all()?.to_vec1::<f32>()?, rows);
+        let gx =
+            crate::kernels::with_host("bf16 linear backward", &[g], |s| back.matmul_t(s[0], rows))?;
         Ok(Some(Tensor::from_vec(
             gx,
             (rows, back.dims().0),

@@ -37,7 +37,7 @@ pub(crate) fn cpu_f32<'a>(
 
 /// Runs `f` on the f32 elements of each tensor in row-major order, read in place (a tensor that is not
 /// contiguous is copied once), for a backward pass.
-fn with_host<R>(
+pub(crate) fn with_host<R>(
     op: &str,
     ts: &[&Tensor],
     f: impl FnOnce(&[&[f32]]) -> R,
