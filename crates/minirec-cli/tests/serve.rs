@@ -70,6 +70,7 @@ fn serve_answers_batches_rejects_bad_input_and_drains_on_sigterm() {
             "--cpu",
         ])
         .args(["--max-body-bytes", "4096", "--max-beam", "1000", "--quiet"])
+        .args(["--timeout-ms", "5000", "--max-title-chars", "300"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -129,11 +130,36 @@ fn serve_answers_batches_rejects_bad_input_and_drains_on_sigterm() {
             "history_ids".into(),
         ),
         ("x".repeat(5000), 413, serde_json::Value::Null),
+        (
+            serde_json::json!({"history": ["y".repeat(301)], "allow_unknown": true}).to_string(),
+            422,
+            "history".into(),
+        ),
     ] {
         let (got, reply) = http(&addr, "POST", "/v1/recommend", &body);
         assert_eq!(got, code, "{body:.60}: {reply}");
         assert_eq!(json(&reply)["field"], field, "{reply}");
     }
+    // A history longer than the data's max_history is answered from its most recent titles.
+    let long: Vec<String> = (0..40).map(t).collect();
+    let (code, body) = http(&addr, "POST", "/v1/recommend", &ask(&long, 3));
+    assert_eq!(code, 200, "{body}");
+    let used = json(&body)["history_used"].as_u64().unwrap() as usize;
+    assert!((1..40).contains(&used), "{body}");
+    let recent = http(&addr, "POST", "/v1/recommend", &ask(&long[40 - used..], 3));
+    assert_eq!(titles(&json(&body)), titles(&json(&recent.1)));
+    // Misbehaving clients: garbage gets a 400 from the HTTP layer, a body that never arrives a 408.
+    let mut raw = TcpStream::connect(&addr).unwrap();
+    raw.write_all(b"\x00\x01GARBAGE\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).ok();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"hist")
+        .unwrap();
+    let mut reply = String::new();
+    slow.read_to_string(&mut reply).ok();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
     // An item id maps to its title; answers carry ids.
     let id = entries[0]["id"].as_str().unwrap();
     let by_id = serde_json::json!({"history_ids": [id], "k": 2, "beam": 4}).to_string();

@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// Largest request body accepted (413 beyond).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Most recent history titles put in the prompt (older ones are left out, as in training); default: the
+    /// prepared data's `max_history`, else 10.
+    #[arg(long)]
+    max_history: Option<usize>,
+    /// Longest history title accepted (422 beyond), so that no request can make a prompt of unbounded length.
+    #[arg(long, default_value_t = 1000)]
+    max_title_chars: usize,
     /// Run on the CPU even when a GPU is available.
     #[arg(long)]
     cpu: bool,
@@ -68,6 +75,8 @@ struct Shared {
     model: String,
     max_beam: usize,
     max_body: usize,
+    max_history: usize,
+    max_title_chars: usize,
     timeout: Duration,
     /// Shared with the worker, which must not hold the job queue's sender (it stops when the queue closes).
     metrics: Arc<Mutex<Metrics>>,
@@ -109,6 +118,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         model: loaded.description,
         max_beam: a.max_beam,
         max_body: a.max_body_bytes,
+        max_history: match a.max_history {
+            Some(n) => n.max(1),
+            None => trained_history_length(&a.data),
+        },
+        max_title_chars: a.max_title_chars,
         timeout: Duration::from_millis(a.timeout_ms),
         metrics: metrics.clone(),
     });
@@ -123,6 +137,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
     drop(shared);
     worker.join().ok();
     Ok(())
+}
+
+/// The history length the data was prepared with (its manifest's `protocol.max_history`), else 10.
+fn trained_history_length(data: &std::path::Path) -> usize {
+    let manifest: Option<Value> = std::fs::read_to_string(data.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    manifest
+        .and_then(|m| m.pointer("/config/options/protocol/max_history")?.as_u64())
+        .map_or(10, |n| (n as usize).max(1))
 }
 
 async fn listen(addr: &str, shared: Arc<Shared>) -> Result<()> {
@@ -241,10 +265,19 @@ fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) ->
 
 /// The body as JSON of type T, or the 4xx response that says what is wrong with it.
 async fn parse<T: serde::de::DeserializeOwned>(req: Request, s: &Shared) -> Result<T, Response> {
-    let bytes = to_bytes(req.into_body(), s.max_body).await.map_err(|_| {
-        let m = format!("body larger than {} bytes", s.max_body);
-        error(StatusCode::PAYLOAD_TOO_LARGE, None, m)
-    })?;
+    // A client that sends its body too slowly must not hold a connection open for ever.
+    let read = tokio::time::timeout(s.timeout, to_bytes(req.into_body(), s.max_body));
+    let bytes = match read.await {
+        Err(_) => {
+            let m = format!("body not received within {} ms", s.timeout.as_millis());
+            return Err(error(StatusCode::REQUEST_TIMEOUT, None, m));
+        }
+        Ok(Err(_)) => {
+            let m = format!("body larger than {} bytes", s.max_body);
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, None, m));
+        }
+        Ok(Ok(b)) => b,
+    };
     serde_json::from_slice(&bytes).map_err(|e| {
         let m = format!("malformed request: {e}");
         error(StatusCode::BAD_REQUEST, field_of(&e.to_string()), m)
@@ -272,10 +305,19 @@ async fn recommend(State(s): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 async fn answer(s: &Shared, b: RecommendBody, t: Instant) -> Response {
-    let history = match history_titles(s, &b) {
+    let mut history = match history_titles(s, &b) {
         Ok(h) => h,
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, Some(e.field), e.message),
     };
+    if let Some(i) = history
+        .iter()
+        .position(|t| t.chars().count() > s.max_title_chars)
+    {
+        let m = format!("entry {i} is longer than {} characters", s.max_title_chars);
+        return error(StatusCode::UNPROCESSABLE_ENTITY, Some("history"), m);
+    }
+    let used = history.len().min(s.max_history);
+    history.drain(..history.len() - used);
     let ask = Ask {
         history,
         k: b.k,
@@ -309,7 +351,8 @@ async fn answer(s: &Shared, b: RecommendBody, t: Instant) -> Response {
         .map(|x| json!({"title": x.title, "ids": ids.get(&x.title).cloned().unwrap_or_default(), "score": x.score}))
         .collect();
     let took = t.elapsed().as_secs_f64() * 1e3;
-    axum::Json(json!({"items": items, "model": s.model, "took_ms": took})).into_response()
+    let body = json!({"items": items, "model": s.model, "history_used": used, "took_ms": took});
+    axum::Json(body).into_response()
 }
 
 /// The engine's checks, without the engine (it lives on the worker thread).
