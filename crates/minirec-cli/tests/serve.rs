@@ -70,7 +70,7 @@ fn serve_answers_batches_rejects_bad_input_and_drains_on_sigterm() {
             "--cpu",
         ])
         .args(["--max-body-bytes", "4096", "--max-beam", "1000", "--quiet"])
-        .args(["--timeout-ms", "5000", "--max-title-chars", "300"])
+        .args(["--read-timeout-ms", "1500", "--max-title-chars", "300"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// A request not answered within this many milliseconds gets 503.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// A request body not received within this many milliseconds gets 408 (a client that sends it too slowly
+    /// must not hold a connection open for ever).
+    #[arg(long, default_value_t = 10_000)]
+    read_timeout_ms: u64,
     /// Widest beam a request may ask for.
     #[arg(long, default_value_t = 100)]
     max_beam: usize,
@@ -78,6 +82,7 @@ struct Shared {
     max_history: usize,
     max_title_chars: usize,
     timeout: Duration,
+    read_timeout: Duration,
     /// Shared with the worker, which must not hold the job queue's sender (it stops when the queue closes).
     metrics: Arc<Mutex<Metrics>>,
 }
@@ -124,6 +129,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
         max_title_chars: a.max_title_chars,
         timeout: Duration::from_millis(a.timeout_ms),
+        read_timeout: Duration::from_millis(a.read_timeout_ms),
         metrics: metrics.clone(),
     });
     let (max_batch, wait) = (a.max_batch.max(1), Duration::from_millis(a.max_wait_ms));
@@ -265,11 +271,10 @@ fn error(status: StatusCode, field: Option<&str>, message: impl Into<String>) ->
 
 /// The body as JSON of type T, or the 4xx response that says what is wrong with it.
 async fn parse<T: serde::de::DeserializeOwned>(req: Request, s: &Shared) -> Result<T, Response> {
-    // A client that sends its body too slowly must not hold a connection open for ever.
-    let read = tokio::time::timeout(s.timeout, to_bytes(req.into_body(), s.max_body));
+    let read = tokio::time::timeout(s.read_timeout, to_bytes(req.into_body(), s.max_body));
     let bytes = match read.await {
         Err(_) => {
-            let m = format!("body not received within {} ms", s.timeout.as_millis());
+            let m = format!("body not received within {} ms", s.read_timeout.as_millis());
             return Err(error(StatusCode::REQUEST_TIMEOUT, None, m));
         }
         Ok(Err(_)) => {
