@@ -45,6 +45,8 @@ def parse_args():
     p.add_argument("--label", default="")
     p.add_argument("--clients", default="1,4,8")
     p.add_argument("--requests", type=int, default=4, help="requests per client in each load phase")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="times the largest client count runs (RSS after each: memory growth)")
     p.add_argument("--references", type=int, default=8, help="distinct histories answered one at a time")
     p.add_argument("--beam", type=int, default=20)
     p.add_argument("--k", type=int, default=10)
@@ -324,6 +326,10 @@ def main():
         refs, lat = one_at_a_time(srv, hist, a)
         out["one_request"] = summary(lat, sum(lat))
         out["load"] = [load_phase(srv, hist, refs, c, a, deadline) for c in clients]
+        out["repeats"] = [load_phase(srv, hist, refs, clients[-1], a, deadline) for _ in range(a.repeats - 1)]
+        soak = [out["load"][-1]] + out["repeats"]
+        out["memory_growth_mb"] = round(soak[-1]["rss_after_mb"] - soak[0]["rss_after_mb"], 1)
+        out["rss_after_each_repeat_mb"] = [r["rss_after_mb"] for r in soak]
         threads, bad, idle = misbehaving(srv, hist, catalog_titles, a)
         beside = load_phase(srv, hist, refs, clients[-1], a, deadline)
         for th in threads:
@@ -335,7 +341,6 @@ def main():
             s.close()
         code, health, _ = post_get(srv, "/healthz")
         out["healthy_after"] = code == 200
-        out["memory_growth_mb"] = round(beside["rss_after_mb"] - out["load"][-1]["rss_after_mb"], 1)
         out["sigterm"] = sigterm_drain(srv, hist, refs, a)
     finally:
         srv.sampling = False
@@ -346,7 +351,8 @@ def main():
     with open(os.path.join(a.out, "load_test.json"), "w") as f:
         json.dump(out, f, indent=1)
     print_table(out)
-    ok = (all(not r["errors"] and r["answers_differing_from_one_request"] == 0 for r in out["load"] + [beside])
+    phases = out["load"] + out["repeats"] + [beside]
+    ok = (all(not r["errors"] and r["answers_differing_from_one_request"] == 0 for r in phases)
           and all(v["ok"] for v in bad.values()) and out["healthy_after"] and out["sigterm"]["ok"])
     sys.exit(0 if ok else 1)
 
@@ -397,7 +403,8 @@ def print_table(o):
     print("| clients | requests | requests/s | × one at a time | p50 s | p99 s | mean batch | errors | "
           "answers ≠ alone | RSS after MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in o["load"] + [dict(o["beside_misbehaving"], clients=f"{o['beside_misbehaving']['clients']} + bad")]:
+    repeats = [dict(r, clients=f"{r['clients']} (again)") for r in o["repeats"]]
+    for r in o["load"] + repeats + [dict(o["beside_misbehaving"], clients=f"{o['beside_misbehaving']['clients']} + bad")]:
         speed = r["requests_per_s"] / one["requests_per_s"] if r["requests_per_s"] else float("nan")
         print(f"| {r['clients']} | {r['requests']} | {r['requests_per_s']} | {speed:.2f} | {r['p50_s']} | "
               f"{r['p99_s']} | {r['mean_batch']} | {len(r['errors'])} | "
@@ -405,8 +412,9 @@ def print_table(o):
     for name, v in o["misbehaving"].items():
         print(f"- {name}: {v['got']} {'ok' if v['ok'] else 'UNEXPECTED'}")
     print(f"- {o['idle_connections_held']} idle connections held open meanwhile; healthy after: {o['healthy_after']}")
-    print(f"RSS after warm-up {o['rss_after_warmup_mb']} MB, peak {o['rss_peak_mb']} MB, growth over the last "
-          f"load phase {o['memory_growth_mb']} MB; SIGTERM: {o['sigterm']}")
+    print(f"RSS after warm-up {o['rss_after_warmup_mb']} MB, peak {o['rss_peak_mb']} MB; after each run of the "
+          f"largest load {o['rss_after_each_repeat_mb']} MB (growth {o['memory_growth_mb']} MB); "
+          f"SIGTERM: {o['sigterm']}")
 
 
 if __name__ == "__main__":
