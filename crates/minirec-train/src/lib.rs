@@ -8,6 +8,7 @@ pub mod logprobs;
 pub mod memory;
 pub mod optim;
 pub mod plot;
+pub mod proactive;
 pub mod riser;
 pub mod rl;
 pub mod sft;
