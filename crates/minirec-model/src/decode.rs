@@ -23,6 +23,63 @@ pub struct ItemIndex {
     csr: TrieCsr<u32>,
     /// Token sequence of each title.
     pub sequences: Vec<Vec<u32>>,
+    /// Each title's place in a depth-first walk of the trie, and each node's range of places: a node's subtree
+    /// holds exactly the titles whose place is in its range, which is what excluding titles asks.
+    place: Vec<u32>,
+    span: Vec<(u32, u32)>,
+}
+
+/// Titles a search may not produce for one prompt (the history, a path's earlier steps), as sorted places.
+#[derive(Debug, Clone, Default)]
+pub struct Excluded(Vec<u32>);
+
+impl Excluded {
+    pub fn new(index: &ItemIndex, titles: impl IntoIterator<Item = u32>) -> Self {
+        let mut v: Vec<u32> = titles
+            .into_iter()
+            .filter_map(|t| index.place.get(t as usize).copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        Excluded(v)
+    }
+
+    fn holds(&self, index: &ItemIndex, title: u32) -> bool {
+        self.0.binary_search(&index.place[title as usize]).is_ok()
+    }
+
+    /// Whether the subtree of `node` still holds a title that is not excluded.
+    fn open(&self, index: &ItemIndex, node: u32) -> bool {
+        let (a, b) = index.span[node as usize];
+        let lo = self.0.partition_point(|&p| p < a);
+        let hi = self.0.partition_point(|&p| p < b);
+        ((hi - lo) as u32) < b - a
+    }
+}
+
+/// Depth-first places of the titles (a node's own title before its children's) and each node's range.
+fn places(csr: &TrieCsr<u32>, titles: usize) -> (Vec<u32>, Vec<(u32, u32)>) {
+    let nodes = csr.offsets.len() - 1;
+    let mut place = vec![u32::MAX; titles];
+    let mut span = vec![(0u32, 0u32); nodes];
+    let mut next = 0u32;
+    // (node, whether its children have been pushed)
+    let mut stack = vec![(0u32, false)];
+    while let Some((node, expanded)) = stack.pop() {
+        if expanded {
+            span[node as usize].1 = next;
+            continue;
+        }
+        span[node as usize].0 = next;
+        if csr.values[node as usize] != NONE {
+            place[csr.values[node as usize] as usize] = next;
+            next += 1;
+        }
+        stack.push((node, true));
+        let (_, kids) = csr.children(node);
+        stack.extend(kids.iter().rev().map(|&c| (c, false)));
+    }
+    (place, span)
 }
 
 impl ItemIndex {
@@ -51,10 +108,13 @@ impl ItemIndex {
             }
         }
         let csr = trie.to_csr();
+        let (place, span) = places(&csr, sequences.len());
         Ok(ItemIndex {
             trie,
             csr,
             sequences,
+            place,
+            span,
         })
     }
 
@@ -81,6 +141,7 @@ impl ItemIndex {
             Inserted::New(_) => {
                 self.sequences.push(seq);
                 self.csr = self.trie.to_csr();
+                (self.place, self.span) = places(&self.csr, self.sequences.len());
                 Ok(id)
             }
             Inserted::Exists(_, other) => Ok(other),
@@ -244,6 +305,21 @@ pub fn beam_search_stats(
     prompts: &[Vec<u32>],
     width: usize,
 ) -> Result<(Vec<Vec<Scored>>, SearchStats)> {
+    beam_search_excluding(model, index, prompts, width, &[])
+}
+
+/// `beam_search_stats` where prompt i may not produce the titles in `exclude[i]` (an empty slice, or a
+/// missing entry, excludes nothing): a beam only enters a subtree that still holds an allowed title, so the
+/// result is the best `width` allowed titles, as if the excluded ones were not in the catalog.
+pub fn beam_search_excluding(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompts: &[Vec<u32>],
+    width: usize,
+    exclude: &[Excluded],
+) -> Result<(Vec<Vec<Scored>>, SearchStats)> {
+    let none = Excluded::default();
+    let banned = |i: usize| exclude.get(i).unwrap_or(&none);
     let mut stats = SearchStats::default();
     if width == 0 {
         return Err(ModelError::Invalid("beam width must be at least 1".into()));
@@ -279,6 +355,9 @@ pub fn beam_search_stats(
             for (k, beam) in st.live.iter().enumerate() {
                 let (toks, kids) = csr.children(beam.node);
                 for (&t, &c) in toks.iter().zip(kids) {
+                    if !banned(i).open(index, c) {
+                        continue;
+                    }
                     picks.push(beam.row * vocab + t);
                     rows.push(beam.row);
                     meta.push((i as u32, k as u32, t, c));
@@ -311,7 +390,8 @@ pub fn beam_search_stats(
             cands.sort_by(|x, y| y.0.total_cmp(&x.0));
             let mut next = Vec::with_capacity(width);
             for &(score, k, t, c) in cands.iter() {
-                if csr.values[c as usize] != NONE {
+                let value = csr.values[c as usize];
+                if value != NONE && !banned(i).holds(index, value) {
                     st.finished.push(Scored {
                         title: csr.values[c as usize],
                         score,
@@ -390,6 +470,27 @@ pub fn sample(
     temperature: f32,
     rng: &mut impl Rng,
 ) -> Result<Vec<Vec<Sampled>>> {
+    sample_excluding(model, index, prompts, m, temperature, &[], rng)
+}
+
+/// `sample` where prompt i's samples may not be the titles in `exclude[i]`: at each token the softmax runs over
+/// the allowed tokens whose subtree still holds an allowed title (the distribution of the catalog without them).
+pub fn sample_excluding(
+    model: &Decoder,
+    index: &ItemIndex,
+    prompts: &[Vec<u32>],
+    m: usize,
+    temperature: f32,
+    exclude: &[Excluded],
+    rng: &mut impl Rng,
+) -> Result<Vec<Vec<Sampled>>> {
+    let none = Excluded::default();
+    let banned = |r: usize| exclude.get(r / m).unwrap_or(&none);
+    if let Some(i) = (0..prompts.len()).find(|&i| !banned(i * m).open(index, 0)) {
+        return Err(ModelError::Invalid(format!(
+            "prompt {i}: every title of the catalog is excluded, nothing is left to sample"
+        )));
+    }
     if m == 0 || temperature.is_nan() || temperature <= 0.0 {
         return Err(ModelError::Invalid(
             "need at least one sample and a positive temperature".into(),
@@ -412,13 +513,19 @@ pub fn sample(
     let mut result: Vec<Option<u32>> = vec![None; n];
     for _step in 0..=index.max_len() {
         let (mut picks, mut rows, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        // Each candidate's place among its node's children.
+        let mut choice: Vec<u32> = Vec::new();
         for r in (0..n).filter(|&r| result[r].is_none()) {
             let lr = row[r];
-            let (ts, _) = csr.children(node[r]);
-            for &t in ts {
+            let (ts, kids) = csr.children(node[r]);
+            for (q, (&t, &c)) in ts.iter().zip(kids).enumerate() {
+                if !banned(r).open(index, c) {
+                    continue;
+                }
                 picks.push(lr * vocab + t);
                 rows.push(lr);
                 owner.push(r);
+                choice.push(q as u32);
             }
         }
         if picks.is_empty() {
@@ -448,14 +555,16 @@ pub fn sample(
                 u -= wq;
             }
             let (ts, kids) = csr.children(node[r]);
-            let (t, c) = (ts[pick], kids[pick]);
+            let q = choice[j + pick] as usize;
+            let (t, c) = (ts[q], kids[q]);
             toks[r].push(t);
             logprob[r] += lp[j + pick];
             node[r] = c;
             tokens[r] = t;
             // A title that is also the prefix of another ends here: the response format makes this rare.
-            if csr.values[c as usize] != NONE {
-                result[r] = Some(csr.values[c as usize]);
+            let value = csr.values[c as usize];
+            if value != NONE && !banned(r).holds(index, value) {
+                result[r] = Some(value);
             }
             j = end;
         }

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use minirec_model::decode::{
-    beam_search, beam_search_stats, dedup, sample, score_titles, ItemIndex,
+    beam_search, beam_search_excluding, beam_search_stats, dedup, sample, sample_excluding,
+    score_titles, Excluded, ItemIndex,
 };
 use minirec_model::weights::load_hf_dir;
 use minirec_model::Decoder;
@@ -438,4 +439,69 @@ fn dropping_hopeless_beams_keeps_the_plain_beam_search_result() {
             }
         }
     }
+}
+
+#[test]
+fn excluded_titles_are_never_produced_and_the_rest_rank_as_without_them() {
+    let m = model("llama");
+    for seed in 0..6u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Prefixes shared and titles that are prefixes of others, so exclusion must look into subtrees.
+        let index = ItemIndex::from_sequences(catalog(&mut rng, 16)).unwrap();
+        let prompts = vec![vec![5u32, 17, 33], vec![8u32, 55, 2, 9]];
+        let banned: Vec<Vec<u32>> = (0..2)
+            .map(|_| (0..16u32).filter(|_| rng.random_bool(0.4)).collect())
+            .collect();
+        let ex: Vec<Excluded> = banned
+            .iter()
+            .map(|b| Excluded::new(&index, b.iter().copied()))
+            .collect();
+        let (got, _) = beam_search_excluding(&m, &index, &prompts, 16, &ex).unwrap();
+        for (p, prompt) in prompts.iter().enumerate() {
+            let want: Vec<(u32, f32)> = brute_force(&m, &index, prompt)
+                .into_iter()
+                .filter(|(t, _)| !banned[p].contains(t))
+                .collect();
+            let titles: Vec<u32> = got[p].iter().map(|s| s.title).collect();
+            let wanted: Vec<u32> = want.iter().map(|w| w.0).collect();
+            assert_eq!(
+                titles, wanted,
+                "seed {seed} prompt {p}: the allowed titles, exactly ranked"
+            );
+            for (g, w) in got[p].iter().zip(&want) {
+                assert!(
+                    (g.score - w.1).abs() < 1e-4,
+                    "seed {seed}: score of {}",
+                    g.title
+                );
+            }
+        }
+        let mut srng = ChaCha8Rng::seed_from_u64(seed);
+        let drawn = sample_excluding(&m, &index, &prompts, 64, 1.0, &ex, &mut srng).unwrap();
+        for (p, d) in drawn.iter().enumerate() {
+            assert_eq!(d.len(), 64);
+            for s in d {
+                assert!(
+                    !banned[p].contains(&s.title),
+                    "seed {seed}: sampled an excluded title"
+                );
+                assert_eq!(
+                    s.tokens, index.sequences[s.title as usize],
+                    "tokens spell the title"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sampling_with_every_title_excluded_is_an_error() {
+    let m = model("llama");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let index = ItemIndex::from_sequences(catalog(&mut rng, 5)).unwrap();
+    let ex = vec![Excluded::new(&index, 0..5)];
+    let err = sample_excluding(&m, &index, &[vec![3u32]], 2, 1.0, &ex, &mut rng).unwrap_err();
+    assert!(err.to_string().contains("every title"), "{err}");
+    let (got, _) = beam_search_excluding(&m, &index, &[vec![3u32]], 4, &ex).unwrap();
+    assert!(got[0].is_empty());
 }
