@@ -62,6 +62,8 @@ enum Command {
     Baseline(commands::baseline::BaselineArgs),
     /// Run a whole experiment from a TOML file.
     Run(commands::run::RunArgs),
+    /// Proactive path recommendation (ProRL): SFT on paths, then naive PG / +SRC / +PSAE / ProRL, evaluated.
+    Proactive(commands::proactive::ProactiveArgs),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         }
         Command::Baseline(a) => commands::baseline::run(a, progress),
         Command::Run(a) => commands::run::run(a, progress),
+        Command::Proactive(a) => commands::proactive::run(a, progress),
     };
     // MINIREC_PROFILE=1: where any command's time went, phase by phase.
     for (name, secs, calls) in minirec_model::profile::report() {

@@ -159,6 +159,51 @@ pub fn paired_bootstrap(
     })
 }
 
+/// B − A of one per-sample metric (the same samples in the same order), with a paired-bootstrap 95% percentile
+/// interval over `resamples` seeded draws.
+pub fn paired_mean_diff(
+    metric: &str,
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Result<MetricDiff, String> {
+    let n = a.len();
+    if n == 0 || n != b.len() || resamples == 0 {
+        return Err(format!(
+            "{metric}: cannot pair {} with {} samples ({resamples} resamples)",
+            a.len(),
+            b.len()
+        ));
+    }
+    let d: Vec<f64> = b.iter().zip(a).map(|(y, x)| y - x).collect();
+    let (low, high) = bootstrap_interval(&d, resamples, seed);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    Ok(MetricDiff {
+        metric: metric.to_string(),
+        a: mean(a),
+        b: mean(b),
+        diff: mean(&d),
+        low,
+        high,
+    })
+}
+
+/// The 2.5% and 97.5% percentiles of the mean of `x` over `resamples` seeded bootstrap draws.
+pub fn bootstrap_interval(x: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    let n = x.len();
+    if n == 0 || resamples == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = SplitMix64(seed);
+    let mut boot: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| x[rng.below(n)]).sum::<f64>() / n as f64)
+        .collect();
+    boot.sort_by(f64::total_cmp);
+    let q = |p: f64| boot[((p * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
+    (q(0.025), q(0.975))
+}
+
 impl Comparison {
     /// A Markdown table: one row per metric, resolved differences marked.
     pub fn table(&self, name_a: &str, name_b: &str) -> String {
@@ -255,5 +300,25 @@ mod tests {
         assert!(paired_bootstrap(&a, &b, &[1], 10, 1)
             .unwrap_err()
             .contains("sample 1"));
+    }
+
+    #[test]
+    fn paired_mean_diff_of_a_constant_shift_is_exact() {
+        let a = [0.1, 0.5, 0.2, 0.9];
+        let b: Vec<f64> = a.iter().map(|x| x + 0.25).collect();
+        let d = paired_mean_diff("ioi@1", &a, &b, 500, 3).unwrap();
+        assert!(
+            (d.diff - 0.25).abs() < 1e-12
+                && (d.low - 0.25).abs() < 1e-12
+                && (d.high - 0.25).abs() < 1e-12
+        );
+        assert!(d.resolved());
+        // One sample moves by +1, three by 0: the mean moves by 0.25, and some draws miss the mover.
+        let c = [0.1, 0.5, 0.2, 1.9];
+        let e = paired_mean_diff("ioi@1", &a, &c, 2000, 3).unwrap();
+        assert!((e.diff - 0.25).abs() < 1e-12);
+        assert_eq!(e.low, 0.0);
+        assert!(e.high >= 0.5);
+        assert!(paired_mean_diff("x", &a, &c[..2], 10, 1).is_err());
     }
 }

@@ -5,7 +5,7 @@ pub mod metrics;
 pub mod predictions;
 pub mod subset;
 
-pub use compare::{paired_bootstrap, Comparison, MetricDiff};
+pub use compare::{bootstrap_interval, paired_bootstrap, paired_mean_diff, Comparison, MetricDiff};
 pub use metrics::{parse_ks, MetricsReport, RankingMetrics};
 pub use predictions::{read_predictions, score_predictions_file, Prediction};
 pub use subset::seeded_subset;

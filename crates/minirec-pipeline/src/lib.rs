@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod manifest;
 pub mod model;
 pub mod prepare;
+pub mod proactive;
 pub mod report;
 pub mod rl;
 pub mod runner;

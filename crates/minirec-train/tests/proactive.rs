@@ -54,7 +54,10 @@ fn sampled_paths_stay_in_the_catalog_without_repeats_or_banned_titles() {
         assert_eq!(group.len(), 40);
         for p in group {
             assert!(p.titles.len() <= 3);
-            assert!(p.ended || p.titles.len() == 3, "a path stops by END or at the limit");
+            assert!(
+                p.ended || p.titles.len() == 3,
+                "a path stops by END or at the limit"
+            );
             let mut seen = std::collections::HashSet::new();
             for &t in &p.titles {
                 assert!(t < pi.end, "off-catalog step {t}");
@@ -150,7 +153,13 @@ fn prompts() -> Vec<ProRlPrompt> {
 fn returns(cfg: &ProRlConfig) -> (f64, f64) {
     let mut m = tiny(3);
     let vars = trainable(&mut m, &SftConfig::default()).unwrap();
-    let before: Vec<f32> = vars[0].1.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+    let before: Vec<f32> = vars[0]
+        .1
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let rows: Vec<u32> = (1..=6).collect();
     let dir = tempfile::tempdir().unwrap();
     let reference = tiny(3);

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod prepare;
+pub mod proactive;
 pub mod recommend;
 pub mod rl;
 pub mod run;

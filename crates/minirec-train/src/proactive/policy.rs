@@ -48,7 +48,11 @@ pub struct PathIndex {
 }
 
 impl PathIndex {
-    pub fn build(tok: &TextTokenizer, template: &PromptTemplate, titles: &[String]) -> Result<Self> {
+    pub fn build(
+        tok: &TextTokenizer,
+        template: &PromptTemplate,
+        titles: &[String],
+    ) -> Result<Self> {
         let mut texts: Vec<String> = titles.iter().map(|t| template.response(t)).collect();
         texts.push(END.to_string());
         let seqs = tok.encode_batch(&texts)?;
@@ -198,7 +202,9 @@ pub fn beam_paths(
     max_len: usize,
 ) -> Result<Vec<Vec<Path>>> {
     if width == 0 {
-        return Err(TrainError::Invalid("path beam width must be at least 1".into()));
+        return Err(TrainError::Invalid(
+            "path beam width must be at least 1".into(),
+        ));
     }
     let mut done: Vec<Vec<Path>> = vec![Vec::new(); queries.len()];
     let mut live: Vec<Partial> = (0..queries.len())

@@ -290,7 +290,13 @@ pub fn train(
             .collect();
         let plan = plan_loss(pi, &batch, &paths, &adv, cfg.beta);
         let (loss, kl, norm) = update(model, reference, &mut opt, &plan, cfg, step, warmup)?;
-        let valid = || metrics.iter().flatten().flatten().filter(|s| s.kind == StepKind::Valid);
+        let valid = || {
+            metrics
+                .iter()
+                .flatten()
+                .flatten()
+                .filter(|s| s.kind == StepKind::Valid)
+        };
         let all_paths = || paths.iter().flatten();
         let line = ProRlStep {
             step: step + 1,
@@ -299,7 +305,12 @@ pub fn train(
             mean_ioi: mean(valid().map(|s| s.ioi)),
             mean_ior: mean(valid().map(|s| s.ior)),
             mean_ctr: mean(valid().map(|s| s.ctr)),
-            mean_step_reward: mean(groups.iter().flatten().flat_map(|r| r.rewards.iter().copied())),
+            mean_step_reward: mean(
+                groups
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| r.rewards.iter().copied()),
+            ),
             mean_return: mean(groups.iter().flatten().map(|r| r.rewards.iter().sum())),
             kl,
             loss,
@@ -308,8 +319,12 @@ pub fn train(
             stats_frozen: stats.frozen,
             seconds: t0.elapsed().as_secs_f64(),
         };
-        writeln!(log, "{}", serde_json::to_string(&line).expect("serialisable"))
-            .map_err(|e| TrainError::io(&log_path, e))?;
+        writeln!(
+            log,
+            "{}",
+            serde_json::to_string(&line).expect("serialisable")
+        )
+        .map_err(|e| TrainError::io(&log_path, e))?;
         tracing::info!(
             "prorl {} step {}/{}: len {:.2}, return {:+.3}, IoI {:+.3}, CTR {:.3}, kl {:+.4}",
             cfg.arm(),
