@@ -6,7 +6,9 @@ use candle_core::{DType, Device};
 use minirec_model::decode::{score_titles, ItemIndex};
 use minirec_model::load::{preset_config, random_model};
 use minirec_model::Decoder;
-use minirec_train::proactive::policy::{beam_paths, sample_paths, PathIndex, PathQuery};
+use minirec_train::proactive::policy::{
+    beam_paths, per_token, sample_paths, Path, PathIndex, PathQuery,
+};
 use minirec_train::proactive::reward::UserModel;
 use minirec_train::proactive::rl::{train, ProRlConfig, ProRlPrompt};
 use minirec_train::sft::trainable;
@@ -53,7 +55,10 @@ fn sampled_paths_stay_in_the_catalog_without_repeats_or_banned_titles() {
     for (q, group) in qs.iter().zip(&paths) {
         assert_eq!(group.len(), 40);
         for p in group {
-            assert!(p.titles.len() <= 3);
+            assert!(
+                (1..=3).contains(&p.titles.len()),
+                "a path holds 1 to 3 titles"
+            );
             assert!(
                 p.ended || p.titles.len() == 3,
                 "a path stops by END or at the limit"
@@ -70,15 +75,17 @@ fn sampled_paths_stay_in_the_catalog_without_repeats_or_banned_titles() {
     assert!(lengths.len() >= 3, "paths of several lengths: {lengths:?}");
 }
 
-/// Every path of at most `max_len` allowed distinct titles, with END after it, scored by teacher forcing.
+/// Every path of 1..=`max_len` allowed distinct titles, with END after it, scored by teacher forcing and
+/// ranked by log-probability per token.
 fn all_paths(m: &Decoder, pi: &PathIndex, q: &PathQuery, max_len: usize) -> Vec<(Vec<u32>, f32)> {
     let mut out = Vec::new();
     let mut stack: Vec<Vec<u32>> = vec![vec![]];
     while let Some(p) = stack.pop() {
-        let mut seqs = pi.response(&p, true);
-        let whole = ItemIndex::from_sequences(vec![std::mem::take(&mut seqs)]).unwrap();
-        let s = score_titles(m, &whole, &q.prompt, &[0], 1).unwrap()[0];
-        out.push((p.clone(), s));
+        if !p.is_empty() {
+            let whole = ItemIndex::from_sequences(vec![pi.response(&p, true)]).unwrap();
+            let s = score_titles(m, &whole, &q.prompt, &[0], 1).unwrap()[0];
+            out.push((p.clone(), s));
+        }
         if p.len() < max_len {
             for t in 0..pi.end {
                 if !p.contains(&t) && !q.banned.contains(&t) {
@@ -89,7 +96,17 @@ fn all_paths(m: &Decoder, pi: &PathIndex, q: &PathQuery, max_len: usize) -> Vec<
             }
         }
     }
-    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let norm = |(t, s): &(Vec<u32>, f32)| {
+        per_token(
+            pi,
+            &Path {
+                titles: t.clone(),
+                ended: true,
+                logprob: *s,
+            },
+        )
+    };
+    out.sort_by(|a, b| norm(b).total_cmp(&norm(a)));
     out
 }
 
@@ -112,9 +129,33 @@ fn a_wide_path_beam_search_ranks_every_path_exactly() {
     let narrow = beam_paths(&m, &pi, &qs, 3, 2).unwrap();
     for (q, g) in qs.iter().zip(&narrow) {
         assert_eq!(g.len(), 3);
-        assert!(g.windows(2).all(|w| w[0].logprob >= w[1].logprob));
-        let best = &all_paths(&m, &pi, q, 2)[0];
-        assert!(g[0].logprob <= best.1 + 1e-4);
+        assert!(g
+            .windows(2)
+            .all(|w| per_token(&pi, &w[0]) >= per_token(&pi, &w[1])));
+        assert!(g
+            .iter()
+            .all(|p| !p.titles.is_empty() && p.titles.len() <= 2));
+        let all = all_paths(&m, &pi, q, 2);
+        let best = &all[0];
+        let found = all
+            .iter()
+            .find(|(t, _)| t == &g[0].titles)
+            .expect("a real path");
+        assert!(
+            (found.1 - g[0].logprob).abs() < 1e-4,
+            "its score is its log-probability"
+        );
+        assert!(
+            per_token(&pi, &g[0])
+                <= per_token(
+                    &pi,
+                    &Path {
+                        titles: best.0.clone(),
+                        ended: true,
+                        logprob: best.1
+                    }
+                ) + 1e-5
+        );
     }
 }
 

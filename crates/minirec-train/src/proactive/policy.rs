@@ -104,13 +104,23 @@ fn prefix(pi: &PathIndex, q: &PathQuery, titles: &[u32]) -> Vec<u32> {
     p
 }
 
-/// What step t of a path may not produce: the query's titles and the path's so far; END is never banned.
+/// What the next step of a path may not produce: the query's titles and the path's so far, END before the
+/// first title (**[P]** a path recommends at least one item: SFT's paths all do, and an empty path has nothing
+/// to score), and every title once the path is `max_len` long (`allow_titles` false: only END is left).
 fn banned_for(pi: &PathIndex, q: &PathQuery, titles: &[u32], allow_titles: bool) -> Excluded {
     let mut b: Vec<u32> = q.banned.iter().chain(titles).copied().collect();
     if !allow_titles {
         b.extend(0..pi.end);
     }
+    if titles.is_empty() {
+        b.push(pi.end);
+    }
     Excluded::new(&pi.index, b)
+}
+
+/// HF `generate`'s ranking of finished beams (length_penalty 1): the log-probability per generated token.
+pub fn per_token(pi: &PathIndex, p: &Path) -> f32 {
+    p.logprob / pi.response(&p.titles, p.ended).len().max(1) as f32
 }
 
 /// `m` paths per query sampled at `temperature`, one constrained title per step (the trie restarts after
@@ -192,8 +202,10 @@ struct Partial {
 
 /// Beam search over paths for each query: every live path is extended by its `width` best next actions (a
 /// constrained title beam search from its prefix, END included), the `width` best partial paths of each query
-/// go on, and a path ends with END or at `max_len` titles. Scores are summed token log-probabilities (no
-/// length penalty). Returns up to `width` finished paths per query, best first.
+/// (by summed log-probability) go on, and a path ends with END (forced after `max_len` titles). Finished paths
+/// are ranked as HF `generate` ranks finished beams with its default length penalty, by log-probability per
+/// token ([`per_token`]): summed log-probabilities would favour the shortest paths. Returns up to `width`
+/// finished paths per query, best first; `logprob` stays the sum.
 pub fn beam_paths(
     model: &Decoder,
     pi: &PathIndex,
@@ -247,20 +259,17 @@ pub fn beam_paths(
         }
         live = Vec::new();
         for (q, mut g) in grown.into_iter().enumerate() {
-            let d = &mut done[q];
-            d.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
-            d.truncate(width);
-            // Extending a path only lowers its score: once `width` paths are done, one at or below the worst
-            // of them can never enter the list.
-            let floor = (d.len() >= width).then(|| d[width - 1].logprob);
+            rank(pi, &mut done[q], width);
             g.sort_by(|a, b| b.score.total_cmp(&a.score));
-            g.retain(|p| floor.is_none_or(|f| p.score > f));
             g.truncate(width);
             live.extend(g);
         }
     }
-    for d in &mut done {
-        d.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
-    }
     Ok(done)
+}
+
+/// Best `width` finished paths first, by log-probability per token.
+fn rank(pi: &PathIndex, done: &mut Vec<Path>, width: usize) {
+    done.sort_by(|a, b| per_token(pi, b).total_cmp(&per_token(pi, a)));
+    done.truncate(width);
 }
