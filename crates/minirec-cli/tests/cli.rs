@@ -1232,3 +1232,102 @@ fn baseline_with_several_seeds_reports_mean_and_std_and_pop_needs_no_training() 
     assert!(!o.status.success());
     assert!(e.contains("hinge"), "{e}");
 }
+
+#[test]
+fn proactive_runs_sft_the_arms_and_evaluation_then_skips_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_shop(tmp.path());
+    let model = tmp.path().join("model");
+    common::tiny_model_dir(&model, &data);
+    for kind in ["sasrec", "gru4rec"] {
+        let out = tmp.path().join(kind);
+        ok(&[
+            "baseline",
+            "--model",
+            kind,
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--epochs",
+            "2",
+            "--cpu",
+        ]);
+    }
+    let exp = tmp.path().join("pro");
+    let args = |arms: &str| -> Vec<String> {
+        [
+            "proactive",
+            "--data",
+            s(&data),
+            "--model",
+            s(&model),
+            "--user",
+            s(&tmp.path().join("sasrec")),
+            "--evaluator",
+            s(&tmp.path().join("gru4rec")),
+            "--out",
+            s(&exp),
+            "--max-len",
+            "2",
+            "--sft-samples",
+            "8",
+            "--rl-prompts",
+            "4",
+            "--arms",
+            arms,
+            "--rl-steps",
+            "2",
+            "--prompts-per-step",
+            "2",
+            "--rollouts",
+            "4",
+            "--eval-samples",
+            "5",
+            "--beam",
+            "3",
+            "--cpu",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let run = |arms: &str| {
+        let a = args(arms);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("naive-pg,prorl");
+    for row in [
+        "| sft |",
+        "| naive-pg |",
+        "| prorl |",
+        "Paired differences against SFT",
+    ] {
+        assert!(out.contains(row), "{row} missing from:\n{out}");
+    }
+    for arm in ["sft", "naive-pg", "prorl"] {
+        let r = json(&exp.join(format!("eval-{arm}.json")));
+        assert_eq!(r["n"], 5, "{arm}");
+        let lines = std::fs::read_to_string(exp.join(format!("eval-{arm}.jsonl"))).unwrap();
+        assert_eq!(lines.lines().count(), 5);
+        for l in lines.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for p in v["paths"].as_array().unwrap() {
+                let n = p.as_array().unwrap().len();
+                assert!((1..=2).contains(&n), "{arm}: a path of {n} titles");
+            }
+        }
+    }
+    let log = std::fs::read_to_string(exp.join("rl-prorl/prorl_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    // A rerun skips every finished stage and reports the same table.
+    let again = run("naive-pg,prorl");
+    assert_eq!(again, out);
+    let e = fails(
+        &args("greedy")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(e.contains("unknown arm \"greedy\""), "{e}");
+}

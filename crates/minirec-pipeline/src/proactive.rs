@@ -191,6 +191,9 @@ fn examples(
 
 /// Runs every stage that has no output yet; returns each arm's result (SFT first).
 pub fn run_proactive(job: &ProactiveJob, progress: bool) -> Result<Vec<ArmResult>> {
+    for arm in &job.arms {
+        arm_config(&job.rl, arm)?;
+    }
     let ds = PreparedDataset::load(job.data)?;
     let device = pick_device(job.cpu)?;
     let dtype = default_dtype(&device);
