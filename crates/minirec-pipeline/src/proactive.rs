@@ -297,7 +297,7 @@ fn train_sft_paths(
     let t0 = Instant::now();
     let mut loaded = crate::model::load_llm(job.model, "model", device, dtype)?;
     let tok = &loaded.tokenizer;
-    let pi = PathIndex::build(&tok, &ds.prompt, ds.catalog.titles())?;
+    let pi = PathIndex::build(tok, &ds.prompt, ds.catalog.titles())?;
     let tr = examples(ds, pp, &pi, tok, &data.sft)?;
     let va = examples(ds, pp, &pi, tok, &data.valid)?;
     let vars = trainable(&mut loaded.model, &job.sft)?;
