@@ -63,6 +63,17 @@ impl AdamW {
         })
     }
 
+    /// The default moments with decoupled weight decay `weight_decay`.
+    pub fn with_weight_decay(vars: Vec<(String, Var)>, weight_decay: f64) -> Result<Self> {
+        Self::new(
+            vars,
+            AdamWConfig {
+                weight_decay,
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn accumulator(&self) -> Accumulator {
         Accumulator {
             sums: vec![None; self.vars.len()],

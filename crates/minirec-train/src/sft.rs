@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
 pub use crate::logprobs::token_logprobs;
-use crate::optim::{lr_at, AdamW, AdamWConfig};
+use crate::optim::{lr_at, AdamW};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SftConfig {
@@ -362,13 +362,7 @@ pub fn train(
         .unwrap_or(usize::MAX)
         .min(cfg.epochs * steps_per_epoch);
     let warmup = (total as f64 * cfg.warmup_ratio).round() as usize;
-    let mut opt = AdamW::new(
-        vars,
-        AdamWConfig {
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = AdamW::with_weight_decay(vars, cfg.weight_decay)?;
     let mut st = LoopState {
         step: 0,
         epoch: 0,

@@ -22,7 +22,7 @@ use super::policy::{sample_paths, Path as GenPath, PathIndex, PathQuery};
 use super::reward::{self, score_paths, RewardConfig, Step, StepKind, StepStats, UserModel};
 use crate::error::{Result, TrainError};
 use crate::logprobs::token_logprobs;
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::AdamW;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProRlConfig {
@@ -225,13 +225,7 @@ pub fn train(
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let log_path = run.join("prorl_log.jsonl");
     let mut log = std::fs::File::create(&log_path).map_err(|e| TrainError::io(&log_path, e))?;
-    let mut opt = AdamW::new(
-        vars,
-        AdamWConfig {
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = AdamW::with_weight_decay(vars, cfg.weight_decay)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.shuffle(&mut rng);
