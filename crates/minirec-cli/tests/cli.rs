@@ -694,6 +694,114 @@ batch = 16
     }
 }
 
+/// A run restored on a new machine from its compact outputs (metrics, ranked lists, logs; no weights): the SFT
+/// is redone and checked against the recorded SFT lists, finished rows are not trained again, and a row whose
+/// evaluation is missing is trained from the new SFT model. An SFT that ranks differently stops the run.
+#[test]
+fn a_run_restored_without_weights_redoes_sft_checks_it_and_skips_finished_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        demo.to_str().unwrap(),
+        "--users",
+        "120",
+        "--prepare-only",
+    ]);
+    let toml = format!(
+        r#"
+out = "exp"
+seed = 7
+cpu = true
+
+[data]
+prepared = "{data}"
+
+[model]
+preset = "tiny"
+
+[sft]
+lr = 3e-3
+batch_size = 32
+max_train = 64
+
+[select]
+methods = ["random"]
+sizes = [8]
+full = true
+
+[rl]
+max_steps = 1
+prompts_per_step = 2
+rollouts = 4
+keep = 4
+variants = ["riser", "grpo"]
+
+[eval]
+sample = 12
+batch = 8
+"#,
+        data = demo.join("data").display()
+    );
+    let file = tmp.path().join("experiment.toml");
+    std::fs::write(&file, toml).unwrap();
+    ok(&["run", file.to_str().unwrap()]);
+    let exp = tmp.path().join("exp");
+    let report = std::fs::read_to_string(exp.join("report.md")).unwrap();
+    let lose_weights = || {
+        std::fs::remove_dir_all(exp.join("sft")).unwrap();
+        for run in std::fs::read_dir(exp.join("rl")).unwrap() {
+            let run = run.unwrap().path();
+            for d in ["model", "adapter", "checkpoints"] {
+                let _ = std::fs::remove_dir_all(run.join(d));
+            }
+        }
+    };
+
+    // Every row finished: nothing is trained, the report is the same.
+    lose_weights();
+    let out = ok(&["run", file.to_str().unwrap()]);
+    assert!(out.contains("no model is needed"), "{out}");
+    assert!(!exp.join("sft").exists());
+    assert_eq!(
+        std::fs::read_to_string(exp.join("report.md")).unwrap(),
+        report
+    );
+
+    // One row's evaluation missing: SFT again, checked, and only that row trained.
+    let grpo = json(&exp.join("eval/full-grpo.json"));
+    std::fs::remove_file(exp.join("eval/full-grpo.json")).unwrap();
+    std::fs::remove_file(exp.join("eval/full-grpo.predictions.jsonl")).unwrap();
+    let out = ok(&["run", file.to_str().unwrap()]);
+    assert!(
+        out.contains("ranks the recorded SFT evaluation's first 8 samples identically"),
+        "{out}"
+    );
+    assert!(out.contains("rl full-grpo: 1 steps"), "{out}");
+    assert!(!out.contains("rl full-riser:"), "{out}");
+    assert!(!out.contains("rl random-8-riser:"), "{out}");
+    assert_eq!(
+        json(&exp.join("eval/full-grpo.json")),
+        grpo,
+        "the same SFT model trains the same row"
+    );
+
+    // A recorded SFT list that the new SFT model does not reproduce: the run stops before training anything.
+    lose_weights();
+    std::fs::remove_file(exp.join("eval/full-grpo.json")).unwrap();
+    let lists = exp.join("eval/sft.predictions.jsonl");
+    let text = std::fs::read_to_string(&lists).unwrap();
+    let mut first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    first["ranked"].as_array_mut().unwrap().swap(0, 1);
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&lists, format!("{first}\n{}\n", rest.join("\n"))).unwrap();
+    let e = fails(&["run", file.to_str().unwrap()]);
+    assert!(e.contains("does not reproduce the recorded one"), "{e}");
+    assert!(e.contains("differs first at rank 1"), "{e}");
+    assert!(!exp.join("rl/full-grpo/model").exists());
+}
+
 #[test]
 fn run_executes_every_stage_then_skips_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();

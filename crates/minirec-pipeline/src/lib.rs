@@ -12,6 +12,7 @@ pub mod model;
 pub mod prepare;
 pub mod proactive;
 pub mod report;
+mod reproduce;
 pub mod rl;
 pub mod runner;
 pub mod select;

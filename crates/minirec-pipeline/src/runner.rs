@@ -92,6 +92,45 @@ fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
     sets
 }
 
+/// The trainers each set is trained with: plain GRPO and in-context demonstrations compare trainers, so they
+/// run on the full set only, when there is one.
+fn set_variants<'a>(e: &'a Experiment, set: &RlSet) -> Vec<&'a str> {
+    e.rl.variants
+        .iter()
+        .map(String::as_str)
+        .filter(|v| *v == "riser" || set.subset.is_none() || !e.select.full)
+        .collect()
+}
+
+/// Every LLM row of the report: SFT, then each set with each of its trainers.
+fn row_names(e: &Experiment, sets: &[RlSet]) -> Vec<String> {
+    let mut rows = vec!["sft".to_string()];
+    for set in sets {
+        rows.extend(
+            set_variants(e, set)
+                .into_iter()
+                .map(|v| format!("{}-{v}", set.label)),
+        );
+    }
+    rows
+}
+
+/// Whether row `name`'s evaluations are finished: its metrics on the `[eval]` samples, and on the whole split
+/// when `[eval] whole` names it. Such a row needs no model.
+fn row_finished(e: &Experiment, name: &str) -> bool {
+    let dir = e.out.join("eval");
+    let whole = e.eval.whole.iter().any(|w| w == name);
+    dir.join(format!("{name}.json")).is_file()
+        && (!whole || dir.join(format!("{name}.whole.json")).is_file())
+}
+
+/// The SFT model, which exists whenever a row is unfinished (the runner trains it then).
+fn sft_path(sft_model: &Option<PathBuf>) -> PathBuf {
+    sft_model
+        .clone()
+        .expect("the SFT stage runs while any row is unfinished")
+}
+
 /// Runs the whole experiment and returns the report's text.
 pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     let out = &e.out;
@@ -111,26 +150,48 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         ds.test.len()
     );
 
-    // 2. SFT, then its evaluation.
-    let sft_model = sft_stage(e, &ds, &data_dir, &mut times, progress)?;
+    // 2. SFT, then its evaluation. A run restored from its compact outputs on a new machine (the finished rows'
+    //    metrics and lists, no weights) redoes the SFT only while some row still needs a model, and first
+    //    checks that the new SFT model ranks as the recorded one did.
+    let sets = rl_sets(e, &out.join("select"));
+    let unfinished = row_names(e, &sets)
+        .into_iter()
+        .filter(|r| !row_finished(e, r))
+        .count();
+    let sft_model = if unfinished == 0 {
+        println!("every row's evaluation is finished: no model is needed");
+        None
+    } else {
+        let (model, trained_now) = sft_stage(e, &ds, &data_dir, &mut times, progress)?;
+        if trained_now {
+            crate::reproduce::check_sft_lists(e, &ds, &model, progress)?;
+        }
+        Some(model)
+    };
     let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
     results.insert(
         "sft".into(),
-        eval_stage(e, &ds, &sft_model, "sft", &mut times, progress)?,
+        eval_stage(e, &ds, sft_model.as_deref(), "sft", &mut times, progress)?,
     );
 
     // 3. RL on each training set with each trainer, then its evaluation: the full set's trainers first
-    //    (RISER Table 2), then each selection, made just before its RL, so finished rows land early. Plain
-    //    GRPO runs only on the full set (when there is one), as RISER Table 2 compares trainers, not subsets.
-    let sel_model = e.select.model.clone().unwrap_or_else(|| sft_model.clone());
-    let sets = rl_sets(e, &out.join("select"));
+    //    (RISER Table 2), then each selection, made just before its RL, so finished rows land early. A row
+    //    whose evaluation is finished needs neither its selection nor its RL again.
     for set in &sets {
-        if let (Some(path), Some(size)) = (&set.subset, set.size) {
+        let rows: Vec<(&str, String)> = set_variants(e, set)
+            .into_iter()
+            .map(|v| (v, format!("{}-{v}", set.label)))
+            .collect();
+        let pending = rows.iter().any(|(_, name)| !row_finished(e, name));
+        if let (Some(path), Some(size), true) = (&set.subset, set.size, pending) {
             select_stage(
                 e,
                 &ds,
                 &data_dir,
-                &sel_model,
+                &e.select
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| sft_path(&sft_model)),
                 &set.method,
                 size,
                 set.ablation.as_deref(),
@@ -139,19 +200,17 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
                 progress,
             )?;
         }
-        for variant in &e.rl.variants {
-            // Trainer comparisons (GRPO, in-context demonstrations) run on the full set only, when there is one.
-            if variant != "riser" && set.subset.is_some() && e.select.full {
-                continue;
-            }
-            let name = format!("{}-{variant}", set.label);
-            let model = rl_stage(
-                e, &ds, &data_dir, &sft_model, set, variant, &name, &mut times, progress,
-            )?;
-            results.insert(
-                name.clone(),
-                eval_stage(e, &ds, &model, &name, &mut times, progress)?,
-            );
+        for (variant, name) in rows {
+            let model = if row_finished(e, &name) {
+                None
+            } else {
+                let sft = sft_path(&sft_model);
+                Some(rl_stage(
+                    e, &ds, &data_dir, &sft, set, variant, &name, &mut times, progress,
+                )?)
+            };
+            let r = eval_stage(e, &ds, model.as_deref(), &name, &mut times, progress)?;
+            results.insert(name, r);
         }
     }
 
@@ -209,14 +268,14 @@ fn sft_stage(
     data_dir: &Path,
     times: &mut StageTimes,
     progress: bool,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, bool)> {
     if e.sft.skip {
-        return Ok(e.model.path.clone().expect("checked"));
+        return Ok((e.model.path.clone().expect("checked"), false));
     }
     let run = e.out.join("sft");
     if let Some(p) = exported(&run) {
         println!("sft: {} exists, skipping", p.display());
-        return Ok(p);
+        return Ok((p, false));
     }
     let device = pick_device(e.cpu)?;
     let (mut model, tok, base) = match (&e.model.path, &e.model.preset) {
@@ -279,11 +338,11 @@ fn sft_stage(
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "– (empty valid split)".into())
     );
-    Ok(s.output)
+    Ok((s.output, true))
 }
 
 /// The evaluation's samples with their split positions: the `[eval]` subset, or with `whole` the entire split.
-fn eval_samples<'a>(
+pub(crate) fn eval_samples<'a>(
     e: &Experiment,
     ds: &'a PreparedDataset,
     whole: bool,
@@ -316,7 +375,7 @@ fn eval_samples<'a>(
 fn eval_stage(
     e: &Experiment,
     ds: &PreparedDataset,
-    model: &Path,
+    model: Option<&Path>,
     name: &str,
     times: &mut StageTimes,
     progress: bool,
@@ -349,7 +408,7 @@ fn eval_stage(
 fn eval_one(
     e: &Experiment,
     ds: &PreparedDataset,
-    model: &Path,
+    model: Option<&Path>,
     name: &str,
     whole: bool,
     times: &mut StageTimes,
@@ -360,18 +419,11 @@ fn eval_one(
     if let Some(r) = crate::report::read_metrics(&json) {
         return Ok(r);
     }
+    let model =
+        model.with_context(|| format!("row {name}: no model and no finished evaluation"))?;
     std::fs::create_dir_all(&dir)?;
     let samples = eval_samples(e, ds, whole)?;
-    let device = pick_device(e.cpu)?;
-    let loaded = {
-        use minirec_model::kernels::bf16;
-        let asked = bf16::asked();
-        bf16::set_wanted(asked || e.eval.bf16_weights);
-        let loaded =
-            crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device));
-        bf16::set_wanted(asked);
-        loaded?
-    };
+    let loaded = load_for_eval(e, model)?;
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
     let job = crate::eval::BeamJob {
@@ -404,6 +456,21 @@ fn eval_one(
         samples.len()
     );
     Ok(r)
+}
+
+/// `model` loaded for ranking, with the experiment's `[eval] bf16_weights` (the process-wide flag is restored).
+pub(crate) fn load_for_eval(
+    e: &Experiment,
+    model: &Path,
+) -> Result<minirec_model::load::LoadedModel> {
+    use minirec_model::kernels::bf16;
+    let device = pick_device(e.cpu)?;
+    let asked = bf16::asked();
+    bf16::set_wanted(asked || e.eval.bf16_weights);
+    let loaded =
+        crate::model::load_llm_for_inference(model, "model", &device, default_dtype(&device));
+    bf16::set_wanted(asked);
+    loaded
 }
 
 #[allow(clippy::too_many_arguments)]

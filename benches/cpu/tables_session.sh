@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# examples/industrial-cpu-tables.toml across 3-hour sessions on machines that do not survive between them.
+# The run's compact outputs (metrics, per-sample ranked lists, logs, selections, report; never weights) live in
+# git under benches/results/industrial-cpu-tables/; a session restores them into a run directory, runs the
+# file (which redoes the small SFT, checks that it ranks the recorded SFT samples identically, skips every
+# finished row and trains the next ones), and saves what finished back.
+#   bash benches/cpu/tables_session.sh restore RUN     # committed outputs -> RUN (files already in RUN are kept)
+#   BIN=target/release/minirec bash benches/cpu/tables_session.sh run RUN    # restore, then run in the background
+#   bash benches/cpu/tables_session.sh save RUN        # RUN's compact outputs -> benches/results/...; commit them
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+KEEP="$ROOT/benches/results/industrial-cpu-tables"
+what=${1:?restore, run or save}
+RUN=${2:?run directory (outside the work tree)}
+
+# Compact outputs only: no model/, adapter/ or checkpoints/ directory, no binary cache file, and not the
+# prepared data (the run prepares it again in seconds; a restored manifest would make it skip that).
+compact() {
+  (cd "$1" && find . -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.svg' \
+    -o -name '*.log' \) -not -path '*/model/*' -not -path '*/adapter/*' -not -path '*/checkpoints/*' \
+    -not -path './data/*' | sort)
+}
+
+copy() { # from to: every compact file of `from` that `to` lacks
+  mkdir -p "$2"
+  compact "$1" | while read -r f; do
+    [ -e "$2/$f" ] || { mkdir -p "$2/$(dirname "$f")"; cp -p "$1/$f" "$2/$f"; }
+  done
+}
+
+case "$what" in
+  restore)
+    [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
+    ;;
+  run)
+    : "${BIN:?path to the minirec binary}"
+    [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
+    mkdir -p "$RUN"
+    cd "$ROOT"
+    nohup "$BIN" run examples/industrial-cpu-tables.toml --out "$RUN" >> "$RUN/console.log" 2>&1 &
+    echo "started: pid $!, log $RUN/console.log"
+    ;;
+  save)
+    mkdir -p "$KEEP"
+    # Files that change as a run goes on (stage times, the report, logs of an unfinished stage) are replaced.
+    compact "$RUN" | while read -r f; do
+      mkdir -p "$KEEP/$(dirname "$f")"; cp -p "$RUN/$f" "$KEEP/$f"
+    done
+    du -sh "$KEEP"
+    ;;
+  *) echo "unknown action $what: restore, run or save" >&2; exit 2 ;;
+esac
