@@ -130,6 +130,8 @@ pub struct SelectSection {
     pub proxy_rl_lr: f64,
     /// GORACS's λ, swap budget and candidates per side (`[select.goracs]`).
     pub goracs: minirec_select::goracs::GoracsConfig,
+    /// The proxy's rollouts on bf16 weights (AVX512_BF16 / AMX; as `--bf16-weights`); scoring stays f32.
+    pub bf16_weights: bool,
 }
 
 impl Default for SelectSection {
@@ -152,6 +154,7 @@ impl Default for SelectSection {
             proxy_rl_steps: 64,
             proxy_rl_lr: 1e-5,
             goracs: Default::default(),
+            bf16_weights: false,
         }
     }
 }

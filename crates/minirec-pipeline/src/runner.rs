@@ -529,7 +529,14 @@ fn select_stage(
         proxy_config,
     };
     let t = Instant::now();
-    let line = crate::select::select_into(&job, ds, progress)?;
+    let line = {
+        use minirec_model::kernels::bf16;
+        let asked = bf16::asked();
+        bf16::set_wanted(asked || s.bf16_weights);
+        let line = crate::select::select_into(&job, ds, progress);
+        bf16::set_wanted(asked);
+        line?
+    };
     let label = path
         .file_stem()
         .unwrap_or_default()

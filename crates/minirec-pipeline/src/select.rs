@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use minirec_data::PreparedDataset;
 use minirec_model::decode::ItemIndex;
 use minirec_model::load::{default_dtype, pick_device};
@@ -33,28 +33,76 @@ pub struct SelectJob {
     pub proxy_config: ProxyConfig,
 }
 
-/// The cache key: the scoring model's canonical path, its files' modification times and the data's manifest,
-/// so re-training either invalidates the cache.
-fn cache_key(model: Option<&Path>, data: &Path) -> String {
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    };
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or(p.to_path_buf());
-    match model {
+/// What the cached scores, rewards and proxy depend on: the content of the model's weights, config and
+/// tokenizer, and of the prepared dataset (not paths or times), so a model trained again bit for bit — a run
+/// restored on a new machine — finds the scores its first run cached.
+fn cache_key(model: Option<&Path>, data: &Path) -> Result<String> {
+    let data_files = [
+        "catalog.jsonl",
+        "train.jsonl",
+        "valid.jsonl",
+        "test.jsonl",
+        "prompt.json",
+    ];
+    let data_key = content_digest(data, &|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| data_files.contains(&n))
+    })?;
+    Ok(match model {
         Some(m) => format!(
-            "model={} ({}) data={} ({})",
-            canon(m).display(),
-            stamp(m),
-            canon(data).display(),
-            stamp(&data.join("manifest.json"))
+            "model={} data={data_key}",
+            content_digest(m, &is_model_file)?
         ),
-        None => format!("data={}", canon(data).display()),
+        None => format!("data={data_key}"),
+    })
+}
+
+/// A model's content: weights, its config and tokenizer, an adapter's config; not logs or manifests (which
+/// hold times), nor checkpoints.
+fn is_model_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".safetensors")
+        || name.ends_with(".gguf")
+        || ["config.json", "tokenizer.json", "adapter_config.json"].contains(&name)
+}
+
+/// SHA-256 over the relative paths and bytes of the files under `path` that `keep` accepts, in path order
+/// (a file on its own: its bytes). `checkpoints/` folders are skipped.
+fn content_digest(path: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &Path, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = entry?.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "checkpoints") {
+                    walk(&p, keep, out)?;
+                }
+            } else if keep(&p) {
+                out.push(p);
+            }
+        }
+        Ok(())
     }
+    let mut files = Vec::new();
+    if path.is_dir() {
+        walk(path, keep, &mut files)?;
+    } else {
+        files.push(path.to_path_buf());
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        h.update(
+            f.strip_prefix(path)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        let mut r = std::fs::File::open(f).with_context(|| format!("reading {}", f.display()))?;
+        std::io::copy(&mut r, &mut h).with_context(|| format!("reading {}", f.display()))?;
+    }
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Runs one selection and writes the subset, the scores and a manifest; returns a one-line summary.
@@ -68,7 +116,7 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
             .unwrap_or(Path::new("."))
             .join("select-cache")
     });
-    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data));
+    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data)?);
     if a.method == Method::Goracs && ds.valid.is_empty() {
         anyhow::bail!(
             "goracs needs validation samples, and {} has none: prepare it with --valid FILE or --hold-out-every N",
@@ -102,7 +150,7 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
     {
         let idx = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
         let t = std::time::Instant::now();
-        proxy = Some(match &a.proxy {
+        let mut p = match &a.proxy {
             Some(p) => crate::model::load_llm(p, "proxy", &device, dtype)?.model,
             None if cache.key_ok("proxy")
                 && cache_dir.join("proxy/rl/model/config.json").is_file() =>
@@ -134,7 +182,18 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
                 cache.write_key("proxy")?;
                 l.model
             }
-        });
+        };
+        // The rollouts are inference: with --bf16-weights (`[select] bf16_weights`) the proxy samples on the
+        // bf16 kernel.
+        let packed = p.pack_frozen_bf16()?;
+        if packed > 0 {
+            p.drop_frozen_f32()?;
+            tracing::info!(
+                "proxy: rollouts with bf16 weights ({:.0} MB)",
+                packed as f64 / 1e6
+            );
+        }
+        proxy = Some(p);
         proxy_time = t.elapsed().as_secs_f64();
         index = Some(idx);
     }
@@ -208,4 +267,58 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
             format!("; cached: {}", tm.cached.join(", "))
         }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_cache_key_follows_content_not_paths_times_or_logs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b, data) = (
+            tmp.path().join("a"),
+            tmp.path().join("b"),
+            tmp.path().join("d"),
+        );
+        let model = [
+            ("model/model.safetensors", "weights"),
+            ("model/config.json", "{}"),
+            ("manifest.json", "{\"created_unix\": 1}"),
+            ("train_log.jsonl", "{\"seconds\": 1}"),
+            ("checkpoints/step-1/model.safetensors", "old"),
+        ];
+        write(&a, &model);
+        write(
+            &data,
+            &[("train.jsonl", "x"), ("manifest.json", "{\"t\": 1}")],
+        );
+        let key = cache_key(Some(&a), &data).unwrap();
+        // Another copy, written later, with other logs, manifest and checkpoints: the same key.
+        write(&b, &model);
+        write(
+            &b,
+            &[
+                ("manifest.json", "{\"created_unix\": 2}"),
+                ("train_log.jsonl", "{\"seconds\": 2}"),
+                ("checkpoints/step-2/model.safetensors", "other"),
+            ],
+        );
+        assert_eq!(cache_key(Some(&b), &data).unwrap(), key);
+        write(&data, &[("manifest.json", "{\"t\": 2}")]);
+        assert_eq!(cache_key(Some(&b), &data).unwrap(), key);
+        // Other weights or other data: another key.
+        write(&b, &[("model/model.safetensors", "weightz")]);
+        assert_ne!(cache_key(Some(&b), &data).unwrap(), key);
+        write(&data, &[("train.jsonl", "y")]);
+        assert_ne!(cache_key(Some(&a), &data).unwrap(), key);
+    }
 }

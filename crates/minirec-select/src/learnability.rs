@@ -9,7 +9,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
 
-/// r̄ for every prompt from `n` trie-constrained samples at `temperature`, `batch` prompts per call.
+/// r̄ for every prompt from `n` trie-constrained samples at `temperature`, `batch` prompts per call. Each
+/// call draws from its own random stream (the seed's stream number = the call's index), so a call's rollouts
+/// do not depend on the calls before it: `done` holds r̄ of the prompts finished earlier (whole calls, in
+/// order), which are kept, and `on_batch` receives each new call's r̄ as it finishes — a stopped run resumes
+/// where it was and ends with the values an uninterrupted one has.
 #[allow(clippy::too_many_arguments)]
 pub fn mean_rewards(
     proxy: &Decoder,
@@ -19,18 +23,29 @@ pub fn mean_rewards(
     temperature: f32,
     batch: usize,
     seed: u64,
+    done: Vec<f32>,
+    on_batch: &mut dyn FnMut(&[f32]) -> Result<()>,
     progress: bool,
 ) -> Result<Vec<f32>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let batch = batch.max(1);
+    let mut out = done;
+    out.truncate(out.len() / batch * batch);
     let pb = crate::bar(progress, prompts.len() as u64, "proxy rollouts");
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch.max(1)) {
+    pb.set_position(out.len().min(prompts.len()) as u64);
+    for (k, chunk) in prompts.chunks(batch).enumerate().skip(out.len() / batch) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(k as u64);
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.prompt.clone()).collect();
         let rolls = sample(proxy, index, &ids, n, temperature, &mut rng)?;
-        for (p, r) in chunk.iter().zip(rolls) {
-            let hits = r.iter().filter(|s| s.title == p.target).count();
-            out.push(hits as f32 / r.len().max(1) as f32);
-        }
+        let rbar: Vec<f32> = chunk
+            .iter()
+            .zip(rolls)
+            .map(|(p, r)| {
+                r.iter().filter(|s| s.title == p.target).count() as f32 / r.len().max(1) as f32
+            })
+            .collect();
+        on_batch(&rbar)?;
+        out.extend(rbar);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

@@ -221,6 +221,82 @@ impl ScoreCache {
         }
         Ok(())
     }
+
+    /// The values an interrupted computation of `what` under `key` finished (`what.partial.jsonl`: the key's
+    /// line, then one line of values per finished part); empty without such a file, or when it was made under
+    /// another key. A last line cut off mid-write is ignored.
+    pub fn load_partial(&self, what: &str, key: &str) -> Result<Vec<f32>> {
+        let Some(p) = self.path(&format!("{what}.partial.jsonl")) else {
+            return Ok(Vec::new());
+        };
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SelectError::io(&p, e)),
+        };
+        let mut lines = text.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+        if lines
+            .next()
+            .and_then(|l| serde_json::from_str::<String>(l).ok())
+            .as_deref()
+            != Some(key)
+        {
+            std::fs::remove_file(&p).map_err(|e| SelectError::io(&p, e))?;
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for line in lines {
+            let Ok(part) = serde_json::from_str::<Vec<f32>>(line) else {
+                break;
+            };
+            out.extend(part);
+        }
+        Ok(out)
+    }
+
+    /// Appends one finished part of `what`'s values under `key` (the file starts with the key).
+    pub fn append_partial(&self, what: &str, key: &str, values: &[f32]) -> Result<()> {
+        let Some(p) = self.path(&format!("{what}.partial.jsonl")) else {
+            return Ok(());
+        };
+        let io = |e| SelectError::io(&p, e);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(io)?;
+        }
+        let fresh = !p.exists();
+        let mut line = Vec::new();
+        if fresh {
+            line.extend(
+                serde_json::to_string(key)
+                    .expect("a string serialises")
+                    .bytes(),
+            );
+            line.push(b'\n');
+        }
+        line.extend(
+            serde_json::to_string(values)
+                .expect("numbers serialise")
+                .bytes(),
+        );
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(io)?;
+        // One write per part, so a kill leaves whole lines and at most one cut line.
+        f.write_all(&line).map_err(io)
+    }
+
+    /// Removes `what`'s partial file once its values are complete.
+    pub fn remove_partial(&self, what: &str) -> Result<()> {
+        if let Some(p) = self.path(&format!("{what}.partial.jsonl")) {
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| SelectError::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The models a job may use. `scorer` gives features, HVPs, EL2N and GraNd; `proxy` gives r̄.
@@ -359,6 +435,13 @@ pub fn select(
                 let t = Instant::now();
                 let samples: Vec<&minirec_data::Sample> = ds.train.iter().collect();
                 let prompts = prompts_for(ds, &samples, models.tok)?;
+                // A run stopped during the rollouts (they take most of a selection) keeps each finished call's
+                // values in a partial file and resumes from it.
+                let key = format!(
+                    "{} rollouts={} temperature={} batch={} seed={seed}",
+                    cache.key, opts.rollouts, opts.temperature, opts.rollout_batch
+                );
+                let done = cache.load_partial("rewards", &key)?;
                 let v = crate::learnability::mean_rewards(
                     proxy,
                     index,
@@ -367,10 +450,13 @@ pub fn select(
                     opts.temperature,
                     opts.rollout_batch,
                     seed,
+                    done,
+                    &mut |b| cache.append_partial("rewards", &key, b),
                     progress,
                 )?;
                 timings.rollouts_s = t.elapsed().as_secs_f64();
                 cache.save_vec("rewards", &v)?;
+                cache.remove_partial("rewards")?;
                 v
             }
         })

@@ -61,7 +61,18 @@ pub fn run(a: SelectBenchArgs) -> Result<()> {
         let samples: Vec<&minirec_data::Sample> = ds.train.iter().collect();
         let prompts = prompts_for(&ds, &samples, &tok)?;
         let t = Instant::now();
-        mean_rewards(&model, &index, &prompts, a.rollouts, 1.0, 64, 1, true)?;
+        mean_rewards(
+            &model,
+            &index,
+            &prompts,
+            a.rollouts,
+            1.0,
+            64,
+            1,
+            Vec::new(),
+            &mut |_| Ok(()),
+            true,
+        )?;
         rows.push((
             format!("rollouts ({} per sample)", a.rollouts),
             t.elapsed().as_secs_f64(),
