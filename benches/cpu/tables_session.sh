@@ -18,7 +18,7 @@ RUN=${2:?run directory (outside the work tree)}
 # prepared data (the run prepares it again in seconds; a restored manifest would make it skip that).
 compact() {
   (cd "$1" && find . -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.md' -o -name '*.svg' \
-    -o -name '*.log' \) -not -path '*/model/*' -not -path '*/adapter/*' -not -path '*/checkpoints/*' \
+    -o -name '*.log' -o -name '*.key' \) -not -path '*/model/*' -not -path '*/adapter/*' -not -path '*/checkpoints/*' \
     -not -path './data/*' | sort)
 }
 
