@@ -694,6 +694,68 @@ batch = 16
     }
 }
 
+/// `bench rollouts`: one row per temperature, hit shares that grow with m (the first m of the same draws), and
+/// a clear error for a temperature that is not positive.
+#[test]
+fn bench_rollouts_reports_hits_per_temperature_and_group_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = tmp.path().join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        s(&demo),
+        "--users",
+        "120",
+        "--prepare-only",
+    ]);
+    let data = demo.join("data");
+    let model = tmp.path().join("model");
+    common::tiny_model_dir(&model, &data);
+    let out_json = tmp.path().join("probe.json");
+    let table = ok(&[
+        "bench",
+        "rollouts",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--samples",
+        "6",
+        "--ms",
+        "2,8",
+        "--temperatures",
+        "0.5,2",
+        "--batch",
+        "4",
+        "--cpu",
+        "--json",
+        s(&out_json),
+    ]);
+    assert!(table.contains("prompts with a hit, m = 8"), "{table}");
+    let rows = json(&out_json);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let reward = r["mean_reward"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&reward));
+        let share = |k: usize| r["with_hit"][k][1].as_f64().unwrap();
+        assert!(share(0) <= share(1), "{r}");
+        assert!(r["distinct"].as_f64().unwrap() >= 1.0);
+    }
+    let e = fails(&[
+        "bench",
+        "rollouts",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--temperatures",
+        "0",
+        "--cpu",
+    ]);
+    assert!(e.contains("temperature 0 is not positive"), "{e}");
+}
+
 /// A run restored on a new machine from its compact outputs (metrics, ranked lists, logs; no weights): the SFT
 /// is redone and checked against the recorded SFT lists, finished rows are not trained again, and a row whose
 /// evaluation is missing is trained from the new SFT model. An SFT that ranks differently stops the run.

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod model;
 pub mod prepare;
 pub mod proactive;
+pub mod probe;
 pub mod report;
 mod reproduce;
 pub mod rl;

@@ -25,6 +25,39 @@ pub enum BenchCommand {
     Goracs(super::bench_goracs::GoracsBenchArgs),
     /// The machine's matrix-product rate through candle (the limit the model's phases are measured against).
     Gemm(GemmArgs),
+    /// Whether RL will have a signal: a model's rollouts on a seeded slice at several temperatures — mean
+    /// reward and the share of prompts with a hit among m rollouts (1 − GRPO's all-fail share).
+    Rollouts(RolloutsArgs),
+}
+
+#[derive(Args)]
+pub struct RolloutsArgs {
+    /// The model (any model path or run directory).
+    #[arg(long)]
+    model: PathBuf,
+    /// A prepared dataset.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Prompts in the seeded slice.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// Group sizes m to report (the largest is drawn).
+    #[arg(long, value_delimiter = ',', default_value = "4,8,20,40")]
+    ms: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "0.7,1.0,1.3")]
+    temperatures: Vec<f32>,
+    /// Prompts per sampling call.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long)]
+    cpu: bool,
+    /// Write the rows as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -91,7 +124,28 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Select(a) => super::bench_select::run(a),
         BenchCommand::Goracs(a) => super::bench_goracs::run(a),
         BenchCommand::Gemm(a) => gemm(a),
+        BenchCommand::Rollouts(a) => rollouts(a),
     }
+}
+
+fn rollouts(a: RolloutsArgs) -> Result<()> {
+    let job = minirec_pipeline::probe::ProbeJob {
+        model: &a.model,
+        data: &a.data,
+        split: a.split.parse().map_err(|m: String| anyhow::anyhow!(m))?,
+        samples: a.samples,
+        ms: a.ms,
+        temperatures: a.temperatures,
+        batch: a.batch,
+        seed: a.seed,
+        cpu: a.cpu,
+    };
+    let rows = minirec_pipeline::probe::probe_rollouts(&job, true)?;
+    print!("{}", minirec_pipeline::probe::table(&rows));
+    if let Some(p) = &a.json {
+        minirec_data::fsutil::write_json_atomic(p, &rows)?;
+    }
+    Ok(())
 }
 
 /// f32 GEMM rate on the CPU through candle's matmul, best of `reps`.
