@@ -636,15 +636,14 @@ epochs = 2
     (data, out)
 }
 
-/// A trainers-only experiment (the session-sized SmolLM2 file's shape): no selection table, the step cap stated.
-#[test]
-fn run_without_selection_methods_reports_the_trainers_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
+/// A small experiment file on a 120-user demo shop: tiny model, SFT on 64 samples, one RL step of GRPO and
+/// RISER, `methods` (a TOML list) at size 8, every row on `eval_sample` samples in batches of `eval_batch`.
+fn small_experiment(dir: &Path, methods: &str, eval_sample: usize, eval_batch: usize) -> PathBuf {
+    let demo = dir.join("demo");
     ok(&[
         "demo",
         "--out",
-        demo.to_str().unwrap(),
+        s(&demo),
         "--users",
         "120",
         "--prepare-only",
@@ -667,7 +666,8 @@ batch_size = 32
 max_train = 64
 
 [select]
-methods = []
+methods = {methods}
+sizes = [8]
 full = true
 
 [rl]
@@ -678,13 +678,21 @@ keep = 4
 variants = ["riser", "grpo"]
 
 [eval]
-sample = 16
-batch = 16
+sample = {eval_sample}
+batch = {eval_batch}
 "#,
         data = demo.join("data").display()
     );
-    let file = tmp.path().join("experiment.toml");
+    let file = dir.join("experiment.toml");
     std::fs::write(&file, toml).unwrap();
+    file
+}
+
+/// A trainers-only experiment (the session-sized SmolLM2 file's shape): no selection table, the step cap stated.
+#[test]
+fn run_without_selection_methods_reports_the_trainers_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), "[]", 16, 16);
     ok(&["run", file.to_str().unwrap()]);
     let report = std::fs::read_to_string(tmp.path().join("exp/report.md")).unwrap();
     assert!(!report.contains("selected samples"), "{report}");
@@ -762,52 +770,7 @@ fn bench_rollouts_reports_hits_per_temperature_and_group_size() {
 #[test]
 fn a_run_restored_without_weights_redoes_sft_checks_it_and_skips_finished_rows() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
-    ok(&[
-        "demo",
-        "--out",
-        demo.to_str().unwrap(),
-        "--users",
-        "120",
-        "--prepare-only",
-    ]);
-    let toml = format!(
-        r#"
-out = "exp"
-seed = 7
-cpu = true
-
-[data]
-prepared = "{data}"
-
-[model]
-preset = "tiny"
-
-[sft]
-lr = 3e-3
-batch_size = 32
-max_train = 64
-
-[select]
-methods = ["random"]
-sizes = [8]
-full = true
-
-[rl]
-max_steps = 1
-prompts_per_step = 2
-rollouts = 4
-keep = 4
-variants = ["riser", "grpo"]
-
-[eval]
-sample = 12
-batch = 8
-"#,
-        data = demo.join("data").display()
-    );
-    let file = tmp.path().join("experiment.toml");
-    std::fs::write(&file, toml).unwrap();
+    let file = small_experiment(tmp.path(), "[\"random\"]", 12, 8);
     ok(&["run", file.to_str().unwrap()]);
     let exp = tmp.path().join("exp");
     let report = std::fs::read_to_string(exp.join("report.md")).unwrap();
