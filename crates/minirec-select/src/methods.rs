@@ -206,7 +206,12 @@ fn shuffled(mut rows: Vec<SubsetRow>, seed: u64) -> Vec<SubsetRow> {
 pub fn select_random(ids: &[u64], m: usize, seed: u64) -> Result<Vec<SubsetRow>> {
     check(ids, ids.len(), m)?;
     let mut idx: Vec<usize> = (0..ids.len()).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    // Stream 1 of the seed: the full set trains in the order of a plain shuffle with the same seed (stream 0),
+    // so with the same RL step cap a Random subset drawn from that stream would train on exactly the Full
+    // row's first prompts.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    idx.shuffle(&mut rng);
     Ok(idx[..m]
         .iter()
         .enumerate()

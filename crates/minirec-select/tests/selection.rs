@@ -234,3 +234,34 @@ fn minirec_ablations_and_output_file() {
         .to_string()
         .contains(":2: not JSON"));
 }
+
+/// The full set trains in the order of a plain shuffle with the run's seed (`rl::training_order`); a Random
+/// subset must not be that order's first m samples, or under a step cap the two rows train identically.
+#[test]
+fn random_subsets_are_not_the_full_sets_first_prompts() {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let ids: Vec<u64> = (0..500).collect();
+    for seed in [1, 42, 7] {
+        let mut full = ids.clone();
+        full.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let mut first: Vec<u64> = full[..64].to_vec();
+        let mut picked: Vec<u64> = select_random(&ids, 64, seed)
+            .unwrap()
+            .iter()
+            .map(|r| r.sample_id)
+            .collect();
+        first.sort_unstable();
+        picked.sort_unstable();
+        let shared = picked
+            .iter()
+            .filter(|i| first.binary_search(i).is_ok())
+            .count();
+        assert!(shared < 32, "seed {seed}: {shared} of 64 shared");
+        // Still seeded: the same seed picks the same subset.
+        assert_eq!(
+            select_random(&ids, 64, seed).unwrap(),
+            select_random(&ids, 64, seed).unwrap()
+        );
+    }
+}
