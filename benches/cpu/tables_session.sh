@@ -44,7 +44,11 @@ case "$what" in
   save)
     mkdir -p "$KEEP"
     # Files that change as a run goes on (stage times, the report, logs of an unfinished stage) are replaced.
+    # An RL run whose row is not evaluated yet is left out: it restarts next time (its log with it).
     compact "$RUN" | while read -r f; do
+      case "$f" in
+        ./rl/*/*) row=${f#./rl/}; row=${row%%/*}; [ -e "$RUN/eval/$row.json" ] || continue ;;
+      esac
       mkdir -p "$KEEP/$(dirname "$f")"; cp -p "$RUN/$f" "$KEEP/$f"
     done
     du -sh "$KEEP"
