@@ -80,7 +80,8 @@ pub fn probe_rollouts(job: &ProbeJob, progress: bool) -> Result<Vec<ProbeRow>> {
     if m_max == 0 || job.temperatures.is_empty() || job.samples == 0 {
         bail!("probe: give at least one group size m ≥ 1, one temperature and one sample");
     }
-    if let Some(t) = job.temperatures.iter().find(|t| !(**t > 0.0)) {
+    // NaN is refused too.
+    if let Some(t) = job.temperatures.iter().find(|t| t.is_nan() || **t <= 0.0) {
         bail!("probe: temperature {t} is not positive");
     }
     let ds = PreparedDataset::load(job.data)?;

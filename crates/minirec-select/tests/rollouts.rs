@@ -29,7 +29,7 @@ fn setup() -> (minirec_model::Decoder, ItemIndex, Vec<RlPrompt>) {
     let prompts = (0..11)
         .map(|i| RlPrompt {
             prompt: vec![1, 10 + i % 7, 20 + i % 5, 3],
-            target: (i % 5) as u32,
+            target: i % 5,
         })
         .collect();
     (model, index, prompts)
