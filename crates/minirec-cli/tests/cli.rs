@@ -886,7 +886,7 @@ fn run_executes_every_stage_then_skips_finished_ones() {
     assert!(!exp.join("rl/random-16-grpo").exists());
     // A second run finds every output and only rewrites the report.
     let again = ok(&["run", tmp.path().join("experiment.toml").to_str().unwrap()]);
-    assert!(again.contains("exists, skipping"), "{again}");
+    assert!(again.contains("no model is needed"), "{again}");
     assert!(!again.contains("rl random-16-riser: 2 steps"), "{again}");
     assert_eq!(
         std::fs::read_to_string(exp.join("report.md")).unwrap(),
@@ -899,6 +899,8 @@ fn run_executes_every_stage_then_skips_finished_ones() {
     let proxy_steps = std::fs::read_to_string(&proxy_log).unwrap().lines().count();
     std::fs::remove_file(cache.join("rewards.json")).unwrap();
     std::fs::remove_file(exp.join("select/minirec-16.jsonl")).unwrap();
+    // (The row's evaluation goes too: a finished row needs no selection.)
+    std::fs::remove_file(exp.join("eval/minirec-16-riser.json")).unwrap();
     ok(&["run", tmp.path().join("experiment.toml").to_str().unwrap()]);
     assert!(exp.join("select/minirec-16.jsonl").is_file());
     assert_eq!(

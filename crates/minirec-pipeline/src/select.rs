@@ -116,7 +116,6 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
             .unwrap_or(Path::new("."))
             .join("select-cache")
     });
-    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(a.model.as_deref(), &a.data)?);
     if a.method == Method::Goracs && ds.valid.is_empty() {
         anyhow::bail!(
             "goracs needs validation samples, and {} has none: prepare it with --valid FILE or --hold-out-every N",
@@ -129,6 +128,9 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
         (None, true) => anyhow::bail!("--method {} needs --model", a.method),
         _ => None,
     };
+    // After the model loaded: a model that is not there is named by the loader, not by the key's hashing.
+    let keyed_model = a.model.as_deref().filter(|_| needs_model);
+    let cache = ScoreCache::new(Some(&cache_dir), &cache_key(keyed_model, &a.data)?);
     let tok_holder;
     let tok = match &loaded {
         Some(l) => &l.tokenizer,
