@@ -639,15 +639,7 @@ epochs = 2
 /// A small experiment file on a 120-user demo shop: tiny model, SFT on 64 samples, one RL step of GRPO and
 /// RISER, `methods` (a TOML list) at size 8, every row on `eval_sample` samples in batches of `eval_batch`.
 fn small_experiment(dir: &Path, methods: &str, eval_sample: usize, eval_batch: usize) -> PathBuf {
-    let demo = dir.join("demo");
-    ok(&[
-        "demo",
-        "--out",
-        s(&demo),
-        "--users",
-        "120",
-        "--prepare-only",
-    ]);
+    let data = common::demo_data(dir, 120);
     let toml = format!(
         r#"
 out = "exp"
@@ -681,7 +673,7 @@ variants = ["riser", "grpo"]
 sample = {eval_sample}
 batch = {eval_batch}
 "#,
-        data = demo.join("data").display()
+        data = data.display()
     );
     let file = dir.join("experiment.toml");
     std::fs::write(&file, toml).unwrap();
@@ -707,16 +699,7 @@ fn run_without_selection_methods_reports_the_trainers_only() {
 #[test]
 fn bench_rollouts_reports_hits_per_temperature_and_group_size() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = tmp.path().join("demo");
-    ok(&[
-        "demo",
-        "--out",
-        s(&demo),
-        "--users",
-        "120",
-        "--prepare-only",
-    ]);
-    let data = demo.join("data");
+    let data = common::demo_data(tmp.path(), 120);
     let model = tmp.path().join("model");
     common::tiny_model_dir(&model, &data);
     let out_json = tmp.path().join("probe.json");

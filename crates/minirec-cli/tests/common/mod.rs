@@ -55,6 +55,20 @@ pub fn tiny_model_dir(dir: &Path, data: &Path) {
     save_hf_dir(&m, Some(&tok), dir).unwrap();
 }
 
+/// The demo shop of `users` users, prepared under `dir/demo/data` (`minirec demo --prepare-only`).
+pub fn demo_data(dir: &Path, users: usize) -> std::path::PathBuf {
+    let demo = dir.join("demo");
+    ok(&[
+        "demo",
+        "--out",
+        s(&demo),
+        "--users",
+        &users.to_string(),
+        "--prepare-only",
+    ]);
+    demo.join("data")
+}
+
 /// Runs the built `minirec` with `args` and `--quiet`.
 pub fn minirec(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_minirec"))
