@@ -1188,24 +1188,10 @@ fn select_and_run_reject_bad_input_clearly() {
     assert!(e.contains("123456789") && e.contains("s.jsonl"), "{e}");
 }
 
-/// The embedded demo shop with 150 users, prepared under `dir`; returns the prepared dataset.
-fn demo_shop(dir: &Path) -> PathBuf {
-    let demo = dir.join("demo");
-    ok(&[
-        "demo",
-        "--out",
-        s(&demo),
-        "--users",
-        "150",
-        "--prepare-only",
-    ]);
-    demo.join("data")
-}
-
 #[test]
 fn baseline_trains_and_evaluates_like_any_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = demo_shop(tmp.path());
+    let data = common::demo_data(tmp.path(), 150);
     let run = tmp.path().join("gru");
     let out = ok(&[
         "baseline",
@@ -1262,7 +1248,7 @@ fn baseline_trains_and_evaluates_like_any_model() {
 #[test]
 fn baseline_with_several_seeds_reports_mean_and_std_and_pop_needs_no_training() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = demo_shop(tmp.path());
+    let data = common::demo_data(tmp.path(), 150);
     let eval_json = |run: &std::path::Path| {
         let j = tmp.path().join("e.json");
         let table = ok(&[
@@ -1354,7 +1340,7 @@ fn baseline_with_several_seeds_reports_mean_and_std_and_pop_needs_no_training() 
 #[test]
 fn proactive_runs_sft_the_arms_and_evaluation_then_skips_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = demo_shop(tmp.path());
+    let data = common::demo_data(tmp.path(), 150);
     let model = tmp.path().join("model");
     common::tiny_model_dir(&model, &data);
     for kind in ["sasrec", "gru4rec"] {
