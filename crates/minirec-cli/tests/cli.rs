@@ -781,6 +781,21 @@ fn a_run_restored_without_weights_redoes_sft_checks_it_and_skips_finished_rows()
     let grpo = json(&exp.join("eval/full-grpo.json"));
     std::fs::remove_file(exp.join("eval/full-grpo.json")).unwrap();
     std::fs::remove_file(exp.join("eval/full-grpo.predictions.jsonl")).unwrap();
+    // The report so far: the finished rows as before, the missing one empty, and nothing trained.
+    let so_far = ok(&["run", file.to_str().unwrap(), "--report-only"]);
+    assert!(
+        so_far.contains("report so far: 3 finished row(s)"),
+        "{so_far}"
+    );
+    assert!(so_far.contains("| + GRPO | – | – |"), "{so_far}");
+    assert!(!so_far.contains("| full-grpo | sft |"), "{so_far}");
+    let riser_row = |r: &str| {
+        r.lines()
+            .find(|l| l.starts_with("| + RISER |"))
+            .map(str::to_owned)
+    };
+    assert_eq!(riser_row(&so_far), riser_row(&report));
+    assert!(!exp.join("sft").exists());
     let out = ok(&["run", file.to_str().unwrap()]);
     assert!(
         out.contains("ranks the recorded SFT evaluation's first 8 samples identically"),

@@ -21,4 +21,4 @@ pub mod serve;
 pub mod sft;
 
 pub use experiment::Experiment;
-pub use runner::run_experiment;
+pub use runner::{report_so_far, run_experiment};

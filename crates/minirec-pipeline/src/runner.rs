@@ -232,6 +232,34 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     Ok(report)
 }
 
+/// The report of whatever rows have finished, without training or evaluating anything: a run in progress (or
+/// cut off) shows its table so far. Unfinished rows read "–".
+pub fn report_so_far(e: &Experiment) -> Result<String> {
+    let data_dir = prepare_stage(e, false)?;
+    let ds = PreparedDataset::load(&data_dir)?;
+    let sets = rl_sets(e, &e.out.join("select"));
+    let eval = e.out.join("eval");
+    let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
+    for name in row_names(e, &sets) {
+        if let Some(r) = crate::report::read_metrics(&eval.join(format!("{name}.json"))) {
+            results.insert(name, r);
+        }
+    }
+    for kind in &e.baselines.models {
+        for suffix in ["", "-text"] {
+            let name = format!("{kind}{suffix}");
+            if let Some(r) =
+                crate::report::read_metrics(&eval.join(format!("baseline-{name}.json")))
+            {
+                results.insert(format!("baseline:{name}"), r);
+            }
+        }
+    }
+    let report = crate::report::write_report(e, &ds, &sets, &results, &StageTimes::load(&e.out))?;
+    println!("report so far: {} finished row(s)", results.len());
+    Ok(report)
+}
+
 fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
     if let Some(p) = &e.data.prepared {
         return Ok(p.clone());

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use minirec_pipeline::{run_experiment, Experiment};
+use minirec_pipeline::{report_so_far, run_experiment, Experiment};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -13,6 +13,10 @@ pub struct RunArgs {
     /// Write the run here instead of the file's `out` (e.g. outside a work tree that is laid anew).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only write report.md from the rows finished so far (e.g. while the run goes on, or after it was cut
+    /// off); trains and evaluates nothing.
+    #[arg(long)]
+    pub report_only: bool,
 }
 
 pub fn run(a: RunArgs, progress: bool) -> Result<()> {
@@ -20,7 +24,11 @@ pub fn run(a: RunArgs, progress: bool) -> Result<()> {
     if let Some(out) = a.out {
         e.out = out;
     }
-    let report = run_experiment(&e, progress)?;
+    let report = if a.report_only {
+        report_so_far(&e)?
+    } else {
+        run_experiment(&e, progress)?
+    };
     println!("{report}");
     Ok(())
 }
