@@ -7,7 +7,8 @@
 #   bash benches/cpu/tables_session.sh restore RUN     # committed outputs -> RUN (files already in RUN are kept)
 #   BIN=target/release/minirec bash benches/cpu/tables_session.sh run RUN    # fetch the model if missing,
 #                                                      # restore, then run in the background
-#   bash benches/cpu/tables_session.sh save RUN        # RUN's compact outputs -> benches/results/...; commit them
+#   [BIN=...] bash benches/cpu/tables_session.sh save RUN  # RUN's compact outputs (and, with BIN, its report
+#                                                      # so far) -> benches/results/...; commit them
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -51,6 +52,10 @@ case "$what" in
     ;;
   save)
     mkdir -p "$KEEP"
+    # The report of the rows finished so far (trains nothing), when a binary is given.
+    if [ -n "${BIN:-}" ]; then
+      (cd "$ROOT" && "$BIN" run examples/industrial-cpu-tables.toml --out "$RUN" --report-only > /dev/null)
+    fi
     # Files that change as a run goes on (stage times, the report, logs of an unfinished stage) are replaced.
     # An RL run whose row is not evaluated yet is left out: it restarts next time (its log with it).
     compact "$RUN" | while read -r f; do
