@@ -825,6 +825,102 @@ fn a_run_restored_without_weights_redoes_sft_checks_it_and_skips_finished_rows()
     assert!(!exp.join("rl/full-grpo/model").exists());
 }
 
+/// Growing `[eval] sample` extends every row's evaluation: the lists ranked already are kept (a seeded
+/// subset's first draws are the smaller subset), only the new samples are ranked, as a fresh evaluation ranks
+/// them, and only after the row's model has re-ranked the first batch it wrote identically. A list the model
+/// does not reproduce stops that row's evaluation.
+#[test]
+fn a_larger_eval_sample_extends_each_rows_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), "[]", 12, 8);
+    let run = || ok(&["run", file.to_str().unwrap()]);
+    let grow = |from: &str, to: &str| {
+        let toml = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, toml.replace(from, to)).unwrap();
+    };
+    run();
+    let exp = tmp.path().join("exp");
+    let lists = |row: &str| {
+        std::fs::read_to_string(exp.join(format!("eval/{row}.predictions.jsonl"))).unwrap()
+    };
+    let before = lists("full-riser");
+    grow("sample = 12", "sample = 20");
+    let out = run();
+    assert!(
+        out.contains(
+            "eval full-riser: continues its 12 lists; the model ranks the first 8 identically"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("rl/full-riser/model exists, skipping"),
+        "retrained: {out}"
+    );
+    let after = lists("full-riser");
+    assert!(after.starts_with(&before));
+    for row in ["sft", "full-riser", "full-grpo"] {
+        assert_eq!(
+            json(&exp.join(format!("eval/{row}.json")))["n"],
+            20,
+            "{row}"
+        );
+    }
+    let report = std::fs::read_to_string(exp.join("report.md")).unwrap();
+    assert!(report.contains("| full-grpo | sft | 20 |"), "{report}");
+
+    // The extended lists are those of a fresh evaluation of the 20 samples.
+    let fresh = tmp.path().join("fresh.jsonl");
+    ok(&[
+        "eval",
+        "--model",
+        s(&exp.join("rl/full-riser/model")),
+        "--data",
+        s(&tmp.path().join("demo/data")),
+        "--sample",
+        "20",
+        "--sample-seed",
+        "42",
+        "--batch",
+        "8",
+        "--beam",
+        "20",
+        "--cpu",
+        "--predictions-out",
+        s(&fresh),
+    ]);
+    let by_sample = |text: &str| {
+        let mut v: Vec<(u64, serde_json::Value)> = text
+            .lines()
+            .map(|l| {
+                let p: serde_json::Value = serde_json::from_str(l).unwrap();
+                (p["sample"].as_u64().unwrap(), p["ranked"].clone())
+            })
+            .collect();
+        v.sort_by_key(|(i, _)| *i);
+        v
+    };
+    assert_eq!(
+        by_sample(&after),
+        by_sample(&std::fs::read_to_string(&fresh).unwrap())
+    );
+
+    // A recorded list this model does not rank: the row stops, naming the sample and rank.
+    let path = exp.join("eval/full-grpo.predictions.jsonl");
+    let text = lists("full-grpo");
+    let mut first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    first["ranked"].as_array_mut().unwrap().swap(0, 1);
+    let rest: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&path, format!("{first}\n{}\n", rest.join("\n"))).unwrap();
+    grow("sample = 20", "sample = 24");
+    let e = fails(&["run", file.to_str().unwrap()]);
+    assert!(
+        e.contains("row full-grpo: its model now does not reproduce the lists"),
+        "{e}"
+    );
+    assert!(e.contains("differs first at rank 1"), "{e}");
+    assert_eq!(lists("full-grpo").lines().count(), 20, "nothing appended");
+}
+
 #[test]
 fn run_executes_every_stage_then_skips_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();

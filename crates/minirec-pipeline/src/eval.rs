@@ -2,6 +2,7 @@
 //! ranked by trie-constrained beam search (an LLM) or by scoring every item (a classic baseline run), with
 //! the ranked lists appended to a predictions file a batch at a time so that a killed evaluation resumes.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -129,8 +130,10 @@ pub struct BeamJob<'a> {
     pub ks: &'a [usize],
 }
 
-/// The predictions an interrupted evaluation already wrote to `path`, checked against `samples` (the same
-/// samples, in the same order); a last line cut off mid-write is dropped from the file.
+/// The predictions an earlier evaluation already wrote to `path`, each of a sample among `samples` (its
+/// target checked), in the file's order: an interrupted evaluation of the same samples, or one of a smaller
+/// seeded subset that this one extends (a seeded subset's first draws are the smaller subset). A last line cut
+/// off mid-write is dropped from the file.
 fn finished_predictions(
     path: &Path,
     samples: &[(usize, &minirec_data::Sample)],
@@ -144,21 +147,28 @@ fn finished_predictions(
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let text = std::str::from_utf8(&bytes[..whole])
         .with_context(|| format!("{}: not UTF-8", path.display()))?;
+    let mut wanted: HashMap<usize, &str> = samples
+        .iter()
+        .map(|(i, s)| (*i, ds.target_title(s)))
+        .collect();
     let mut done = Vec::new();
     for (k, line) in text.lines().enumerate() {
         let p: Prediction = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a prediction", path.display(), k + 1))?;
-        let want = samples.get(k).map(|(i, s)| (*i, ds.target_title(s)));
-        if want != Some((p.sample.unwrap_or(usize::MAX), p.target.as_str())) {
+        // Each sample once: a sample taken already is no longer wanted.
+        let target = p.sample.and_then(|i| wanted.remove(&i));
+        if target != Some(p.target.as_str()) {
             bail!(
-                "{}:{}: holds sample {:?} ({:?}), but this evaluation's sample {} is {:?}: it is another \
+                "{}:{}: holds sample {:?} ({:?}), which this evaluation does not rank{}: it is another \
                  evaluation's file; remove it or drop --resume",
                 path.display(),
                 k + 1,
                 p.sample,
                 p.target,
-                k + 1,
-                want
+                match target {
+                    Some(t) => format!(" with that target (its target is {t:?})"),
+                    None => " (or has ranked already)".into(),
+                }
             );
         }
         done.push(p);
@@ -211,7 +221,12 @@ pub fn rank_samples(
         ),
         None => None,
     };
-    let rest = &samples[done.len()..];
+    let ranked_already: HashSet<usize> = done.iter().filter_map(|p| p.sample).collect();
+    let rest: Vec<(usize, &minirec_data::Sample)> = samples
+        .iter()
+        .filter(|(i, _)| !ranked_already.contains(i))
+        .copied()
+        .collect();
     let titles = ds.catalog.titles().to_vec();
     let index = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
     let pb = if progress {

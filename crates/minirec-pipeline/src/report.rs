@@ -107,10 +107,16 @@ fn significance_section(
     }
     let dir = e.out.join("eval");
     let file = |n: &str| dir.join(format!("{n}.predictions.jsonl"));
+    // Only finished evaluations: the lists of one still running (or growing to a larger sample) hold other
+    // samples than its reference's.
+    let finished = |n: &str| match n.strip_suffix(".whole") {
+        Some(_) => read_metrics(&dir.join(format!("{n}.json"))).is_some(),
+        None => results.contains_key(n),
+    };
     let mut rows = String::new();
     for (a, b) in pairs
         .iter()
-        .filter(|(a, b)| file(a).is_file() && file(b).is_file())
+        .filter(|(a, b)| finished(a) && finished(b) && file(a).is_file() && file(b).is_file())
     {
         let c = crate::compare::compare_files(&file(a), &file(b), &[10, 20], 1000, e.seed)?;
         let cell = |m: &str| {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
-use minirec_data::PreparedDataset;
+use anyhow::{bail, Context, Result};
+use minirec_data::{PreparedDataset, Split};
 use minirec_eval::{read_predictions, Prediction};
 
 use crate::experiment::Experiment;
@@ -20,44 +20,98 @@ pub(crate) fn check_sft_lists(
     model: &Path,
     progress: bool,
 ) -> Result<()> {
-    let dir = e.out.join("eval");
-    let recorded_path = dir.join("sft.predictions.jsonl");
-    if !recorded_path.is_file() {
+    let recorded = e.out.join("eval").join("sft.predictions.jsonl");
+    if !recorded.is_file() {
         return Ok(());
     }
-    let recorded = read_predictions(&recorded_path)?;
-    let samples = crate::runner::eval_samples(e, ds, false)?;
-    let n = e.eval.batch.max(1).min(recorded.len()).min(samples.len());
-    let check = dir.join("sft.reproduced.predictions.jsonl");
     let loaded = crate::runner::load_for_eval(e, model)?;
+    let n = check_recorded_lists(e, ds, &loaded, &recorded, progress).map_err(|why| {
+        anyhow::anyhow!(
+            "the SFT model trained now does not reproduce the recorded one ({why}): the run's finished rows came \
+             from another model, so new rows cannot be paired with them. Start the experiment in a new run \
+             directory, or run it where its SFT was trained"
+        )
+    })?;
+    println!("sft: the model trained now ranks the recorded SFT evaluation's first {n} samples identically");
+    Ok(())
+}
+
+/// Re-ranks, with `loaded`, the samples of the first `[eval] batch` lists of the predictions file `recorded`
+/// (one batch, in the file's order, so the batch is composed as when it was written) and returns how many
+/// agreed, or, in words, where the first list differs. An evaluation that continues a file another process
+/// began checks this first: the model it has now must be the one that wrote the file.
+pub(crate) fn check_recorded_lists(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    loaded: &minirec_model::load::LoadedModel,
+    recorded: &Path,
+    progress: bool,
+) -> Result<usize> {
+    let lists = complete_lists(recorded, e.eval.batch.max(1))?;
+    let split: Split = e
+        .eval
+        .split
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    let split = ds.split(split);
+    let head = &lists[..];
+    let samples = head
+        .iter()
+        .map(|p| match p.sample {
+            Some(i) if i < split.len() => Ok((i, &split[i])),
+            other => bail!(
+                "{}: a list of sample {other:?}, not a sample of the {} split",
+                recorded.display(),
+                e.eval.split
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let check = recorded.with_extension("reproduced.jsonl");
     let job = crate::eval::BeamJob {
         beam: e.eval.beam,
-        batch: e.eval.batch,
+        batch: head.len(),
         ks: &[5, 10, 20],
     };
     crate::eval::rank_samples(
         &loaded.model,
         &loaded.tokenizer,
         ds,
-        &samples[..n],
+        &samples,
         &job,
         Some(&check),
         false,
         progress,
     )?;
     let fresh = read_predictions(&check)?;
-    if let Some(why) = first_difference(&recorded[..n], &fresh) {
+    if let Some(why) = first_difference(head, &fresh) {
         bail!(
-            "the SFT model trained now does not reproduce the recorded one ({}: {why}; this model's lists are \
-             in {}): the run's finished rows came from another model, so new rows cannot be paired with them. \
-             Start the experiment in a new run directory, or run it where its SFT was trained",
-            recorded_path.display(),
+            "{}: {why}; this model's lists are in {}",
+            recorded.display(),
             check.display()
         );
     }
     std::fs::remove_file(&check)?;
-    println!("sft: the model trained now ranks the recorded SFT evaluation's first {n} samples identically");
-    Ok(())
+    Ok(head.len())
+}
+
+/// The first `n` whole lines of a predictions file (an interrupted writer may have left a last line cut off).
+fn complete_lists(path: &Path, n: usize) -> Result<Vec<Prediction>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    let lists = text[..whole]
+        .lines()
+        .take(n)
+        .enumerate()
+        .map(|(k, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a prediction", path.display(), k + 1))
+        })
+        .collect::<Result<Vec<Prediction>>>()?;
+    if lists.is_empty() {
+        bail!("{}: no whole list to check", path.display());
+    }
+    Ok(lists)
 }
 
 /// The first place where two runs' ranked lists of the same samples differ, in words; `None` if they agree.

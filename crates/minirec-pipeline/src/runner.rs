@@ -117,11 +117,37 @@ fn row_names(e: &Experiment, sets: &[RlSet]) -> Vec<String> {
 
 /// Whether row `name`'s evaluations are finished: its metrics on the `[eval]` samples, and on the whole split
 /// when `[eval] whole` names it. Such a row needs no model.
-fn row_finished(e: &Experiment, name: &str) -> bool {
-    let dir = e.out.join("eval");
+fn row_finished(e: &Experiment, ds: &PreparedDataset, name: &str) -> bool {
     let whole = e.eval.whole.iter().any(|w| w == name);
-    dir.join(format!("{name}.json")).is_file()
-        && (!whole || dir.join(format!("{name}.whole.json")).is_file())
+    finished_metrics(e, ds, name, false).is_some()
+        && (!whole || finished_metrics(e, ds, &format!("{name}.whole"), true).is_some())
+}
+
+/// Row `name`'s metrics if its evaluation covers every sample the experiment asks for now: metrics of a
+/// smaller `[eval] sample` (the file grew it) are not finished; that evaluation continues from its lists.
+fn finished_metrics(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    name: &str,
+    whole: bool,
+) -> Option<MetricsReport> {
+    let r = crate::report::read_metrics(&e.out.join("eval").join(format!("{name}.json")))?;
+    (r.n as usize == eval_size(e, ds, whole).ok()?).then_some(r)
+}
+
+/// How many samples the evaluation ranks: the `[eval]` subset, or with `whole` the entire split.
+fn eval_size(e: &Experiment, ds: &PreparedDataset, whole: bool) -> Result<usize> {
+    let split: Split = e
+        .eval
+        .split
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    let len = ds.split(split).len();
+    Ok(if whole {
+        len
+    } else {
+        crate::eval::pick_samples(len, e.eval.limit, e.eval.sample, e.eval.sample_seed).len()
+    })
 }
 
 /// The SFT model, which exists whenever a row is unfinished (the runner trains it then).
@@ -156,7 +182,7 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     let sets = rl_sets(e, &out.join("select"));
     let unfinished = row_names(e, &sets)
         .into_iter()
-        .filter(|r| !row_finished(e, r))
+        .filter(|r| !row_finished(e, &ds, r))
         .count();
     let sft_model = if unfinished == 0 {
         println!("every row's evaluation is finished: no model is needed");
@@ -182,7 +208,7 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
             .into_iter()
             .map(|v| (v, format!("{}-{v}", set.label)))
             .collect();
-        let pending = rows.iter().any(|(_, name)| !row_finished(e, name));
+        let pending = rows.iter().any(|(_, name)| !row_finished(e, &ds, name));
         if let (Some(path), Some(size), true) = (&set.subset, set.size, pending) {
             select_stage(
                 e,
@@ -201,7 +227,7 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
             )?;
         }
         for (variant, name) in rows {
-            let model = if row_finished(e, &name) {
+            let model = if row_finished(e, &ds, &name) {
                 None
             } else {
                 let sft = sft_path(&sft_model);
@@ -241,7 +267,7 @@ pub fn report_so_far(e: &Experiment) -> Result<String> {
     let eval = e.out.join("eval");
     let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
     for name in row_names(e, &sets) {
-        if let Some(r) = crate::report::read_metrics(&eval.join(format!("{name}.json"))) {
+        if let Some(r) = finished_metrics(e, &ds, &name, false) {
             results.insert(name, r);
         }
     }
@@ -444,7 +470,7 @@ fn eval_one(
 ) -> Result<MetricsReport> {
     let dir = e.out.join("eval");
     let json = dir.join(format!("{name}.json"));
-    if let Some(r) = crate::report::read_metrics(&json) {
+    if let Some(r) = finished_metrics(e, ds, name, whole) {
         return Ok(r);
     }
     let model =
@@ -454,6 +480,7 @@ fn eval_one(
     let loaded = load_for_eval(e, model)?;
     let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
+    check_continued_lists(e, ds, &loaded, name, &pred, progress)?;
     let job = crate::eval::BeamJob {
         beam: e.eval.beam,
         batch: e.eval.batch,
@@ -484,6 +511,34 @@ fn eval_one(
         samples.len()
     );
     Ok(r)
+}
+
+/// An evaluation that continues lists already written (an interrupted run, a grown `[eval] sample`, the whole
+/// split after the subset) first checks that the model it has now ranks their first batch identically: after
+/// a new machine retrained the row, or a changed file, the lists would otherwise mix two models.
+fn check_continued_lists(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    loaded: &minirec_model::load::LoadedModel,
+    name: &str,
+    pred: &Path,
+    progress: bool,
+) -> Result<()> {
+    let written = std::fs::read(pred).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+    if written == 0 {
+        return Ok(());
+    }
+    let n = crate::reproduce::check_recorded_lists(e, ds, loaded, pred, progress).map_err(|why| {
+        anyhow::anyhow!(
+            "row {name}: its model now does not reproduce the lists its evaluation already holds ({why:#}); \
+             remove {} to evaluate this model from the start",
+            pred.display()
+        )
+    })?;
+    println!(
+        "eval {name}: continues its {written} lists; the model ranks the first {n} identically"
+    );
+    Ok(())
 }
 
 /// `model` loaded for ranking, with the experiment's `[eval] bf16_weights` (the process-wide flag is restored).
