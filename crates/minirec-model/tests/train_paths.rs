@@ -142,3 +142,39 @@ fn adapters_and_merged_weights_round_trip() {
     let merged = Decoder::from_weights(cfg2, &w2, DType::F32, &Device::Cpu).unwrap();
     assert!(max_diff(&adapted, &logits(&merged)) < 1e-4);
 }
+
+/// A pass without gradients (a rollout's prompt prefill) returns keys and values that hold no graph, even
+/// with trainable weights, and the same values as the differentiable pass: kept with their graph, every
+/// layer's input stayed alive until the pass ended.
+#[test]
+fn a_no_grad_pass_keeps_keys_and_values_without_their_graph() {
+    let mut m = model("llama");
+    let _vars = m.make_all_trainable().unwrap();
+    let ids = vec![vec![5u32, 17, 33, 2, 90, 41]];
+    let mask = vec![vec![1u8; 6]];
+    let (_, free) = m.forward(&ids, &mask, true, true).unwrap();
+    let (_, tracked) = m.forward(&ids, &mask, false, true).unwrap();
+    assert_eq!(free.len(), tracked.len());
+    assert!(!free.is_empty());
+    for ((k, v), (tk, tv)) in free.iter().zip(&tracked) {
+        assert!(!k.track_op() && !v.track_op());
+        assert!(
+            tk.track_op() && tv.track_op(),
+            "the differentiable pass keeps its graph"
+        );
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(diff(k, tk), 0.0);
+        assert_eq!(diff(v, tv), 0.0);
+    }
+}
