@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use minirec_data::{PreparedDataset, Split};
+use minirec_data::PreparedDataset;
 use minirec_eval::{read_predictions, Prediction};
 
 use crate::experiment::Experiment;
@@ -48,12 +48,7 @@ pub(crate) fn check_recorded_lists(
     progress: bool,
 ) -> Result<usize> {
     let lists = complete_lists(recorded, e.eval.batch.max(1))?;
-    let split: Split = e
-        .eval
-        .split
-        .parse()
-        .map_err(|m: String| anyhow::anyhow!(m))?;
-    let split = ds.split(split);
+    let split = crate::runner::eval_split(e, ds)?;
     let head = &lists[..];
     let samples = head
         .iter()

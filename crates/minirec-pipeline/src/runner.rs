@@ -137,12 +137,7 @@ fn finished_metrics(
 
 /// How many samples the evaluation ranks: the `[eval]` subset, or with `whole` the entire split.
 fn eval_size(e: &Experiment, ds: &PreparedDataset, whole: bool) -> Result<usize> {
-    let split: Split = e
-        .eval
-        .split
-        .parse()
-        .map_err(|m: String| anyhow::anyhow!(m))?;
-    let len = ds.split(split).len();
+    let len = eval_split(e, ds)?.len();
     Ok(if whole {
         len
     } else {
@@ -395,18 +390,26 @@ fn sft_stage(
     Ok((s.output, true))
 }
 
+/// The split `[eval] split` names.
+pub(crate) fn eval_split<'a>(
+    e: &Experiment,
+    ds: &'a PreparedDataset,
+) -> Result<&'a [minirec_data::Sample]> {
+    let split: Split = e
+        .eval
+        .split
+        .parse()
+        .map_err(|m: String| anyhow::anyhow!(m))?;
+    Ok(ds.split(split))
+}
+
 /// The evaluation's samples with their split positions: the `[eval]` subset, or with `whole` the entire split.
 pub(crate) fn eval_samples<'a>(
     e: &Experiment,
     ds: &'a PreparedDataset,
     whole: bool,
 ) -> Result<Vec<(usize, &'a minirec_data::Sample)>> {
-    let split: Split = e
-        .eval
-        .split
-        .parse()
-        .map_err(|m: String| anyhow::anyhow!(m))?;
-    let s = ds.split(split);
+    let s = eval_split(e, ds)?;
     let picked =
         crate::eval::pick_samples(s.len(), e.eval.limit, e.eval.sample, e.eval.sample_seed);
     if picked.is_empty() {
