@@ -961,6 +961,17 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         (test_len, test_len)
     );
     assert!(!exp.join("eval/random-16-riser.whole.json").exists());
+    let whole_table = format!("## The whole test split ({test_len} samples)");
+    assert!(report.contains(&whole_table), "{report}");
+    for name in ["sft", "full-riser"] {
+        let r = json(&exp.join(format!("eval/{name}.whole.json")));
+        let row = format!(
+            "| {name} | {:.4} | {:.4} |",
+            r["ndcg@5"].as_f64().unwrap(),
+            r["ndcg@10"].as_f64().unwrap()
+        );
+        assert!(report.contains(&row), "{row} missing from\n{report}");
+    }
     assert!(
         report.contains("## Differences with 95% intervals"),
         "{report}"

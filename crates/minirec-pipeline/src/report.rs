@@ -76,6 +76,26 @@ fn stage_times_section(times: &StageTimes) -> String {
     )
 }
 
+/// The rows `[eval] whole` names, on every sample of the split: the table whose differences the subset cannot
+/// resolve. A row whose whole-split evaluation is unfinished reads "–".
+fn whole_split_section(e: &Experiment, ds: &PreparedDataset) -> Result<String> {
+    if e.eval.whole.is_empty() {
+        return Ok(String::new());
+    }
+    let len = crate::runner::eval_split(e, ds)?.len() as u64;
+    let dir = e.out.join("eval");
+    let mut md = format!(
+        "## The whole {} split ({len} samples)\n\n| model {HEADER}\n|---|---|---|---|---|---|---|\n",
+        e.eval.split
+    );
+    for name in &e.eval.whole {
+        let r = read_metrics(&dir.join(format!("{name}.whole.json"))).filter(|r| r.n == len);
+        writeln!(md, "{}", metrics_row(name, r.as_ref(), &[]))?;
+    }
+    md.push('\n');
+    Ok(md)
+}
+
 /// Paired-bootstrap differences (1,000 resamples, seeded) of each RL row against SFT, of each selection row
 /// against Random of the same size, and of the whole-split rows against SFT's, from the predictions files.
 fn significance_section(
@@ -298,6 +318,7 @@ pub(crate) fn write_report(
         }
         writeln!(md)?;
     }
+    md.push_str(&whole_split_section(e, ds)?);
     md.push_str(&significance_section(e, sets, results, &main_variant)?);
     md.push_str(&stage_times_section(times));
     // Classic baselines (RISER Table 1).
