@@ -57,6 +57,45 @@ fn recommend_ranks_catalog_titles_and_convert_round_trips() {
         last = s;
     }
 
+    // With every title in the beam the ranking is exact, so leaving out the history's titles must give the
+    // same list without them, scores unchanged.
+    let titles: BTreeSet<String> = catalog
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let n = titles.len().to_string();
+    let all_args = |k: &str, exclude: bool| {
+        let mut v: Vec<&str> = args[..9].to_vec();
+        v.extend(["--top-k", k, "--beam", n.as_str(), "--json"]);
+        if exclude {
+            v.push("--exclude-history");
+        }
+        let o = minirec(&v);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).unwrap()
+    };
+    let everything = all_args(&n, false);
+    let history = ["Voltex Cordless Drill 12V", "Voltex Cordless Drill 18V"];
+    let without: Vec<&serde_json::Value> = everything
+        .iter()
+        .filter(|r| !history.contains(&r["title"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        without.len(),
+        titles.len() - 2,
+        "both history titles are in the catalog"
+    );
+    let excluded = all_args(&(titles.len() - 2).to_string(), true);
+    assert_eq!(excluded.iter().collect::<Vec<_>>(), without);
+    let top = all_args("7", true);
+    assert_eq!(top.len(), 7);
+    assert_eq!(top.iter().collect::<Vec<_>>(), without[..7].to_vec());
+
     // convert writes an HF directory that ranks identically.
     let converted = tmp.path().join("converted");
     assert!(minirec(&[

@@ -190,7 +190,13 @@ fn print_recommendation(out: &Path) -> Result<()> {
     };
     let history: Vec<String> = ds.history_titles(s).map(str::to_string).collect();
     let model = out.join("rl").join("full-riser");
-    let top = super::recommend::recommend(&model, &ds.catalog, &ds.prompt, &history, 5, 10, true)?;
+    let ask = super::recommend::Ask {
+        history: &history,
+        k: 5,
+        beam: 10,
+        exclude_history: false,
+    };
+    let top = super::recommend::recommend(&model, &ds.catalog, &ds.prompt, &ask, true)?;
     println!("\nthe first test user's history, oldest first:");
     for t in &history {
         println!("     {t}");

@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use minirec_data::dataset::load_catalog;
 use minirec_data::{Catalog, PromptTemplate};
-use minirec_model::decode::{beam_search, ItemIndex};
 use minirec_model::load::{default_dtype, pick_device};
+use minirec_pipeline::serve::{check_request, Recommender, Request};
 
 #[derive(Args)]
 pub struct RecommendArgs {
@@ -23,6 +23,9 @@ pub struct RecommendArgs {
     /// Beam width (at least --top-k).
     #[arg(long, default_value_t = 20)]
     beam: usize,
+    /// Leave out the titles the history holds (the search widens by their number, so --top-k still come back).
+    #[arg(long)]
+    exclude_history: bool,
     /// Print JSON: [{"title": ..., "score": ...}, ...], best first; scores are sequence log-probabilities.
     #[arg(long)]
     json: bool,
@@ -31,17 +34,31 @@ pub struct RecommendArgs {
     cpu: bool,
 }
 
-/// The `top_k` titles the model ranks first after `history` (oldest first), with their sequence
-/// log-probabilities, by constrained beam search of width `max(beam, top_k)` over the catalog.
+/// What `recommend` asks for: `k` titles from a search of width `max(beam, k)`, without the history's own
+/// titles if `exclude_history`.
+pub struct Ask<'a> {
+    pub history: &'a [String],
+    pub k: usize,
+    pub beam: usize,
+    pub exclude_history: bool,
+}
+
+/// The `k` titles the model ranks first after the history (oldest first), with their sequence
+/// log-probabilities, by constrained beam search over the catalog (the serving engine's, on one request).
 pub fn recommend(
     model: &Path,
     catalog: &Catalog,
     prompt: &PromptTemplate,
-    history: &[String],
-    top_k: usize,
-    beam: usize,
+    ask: &Ask,
     cpu: bool,
 ) -> Result<Vec<(String, f32)>> {
+    let request = Request {
+        history: ask.history.to_vec(),
+        k: ask.k,
+        beam: ask.beam.max(ask.k),
+        exclude_history: ask.exclude_history,
+    };
+    check_request(&request, usize::MAX).map_err(|e| anyhow::anyhow!("--{e}"))?;
     let device = pick_device(cpu)?;
     let loaded = minirec_pipeline::model::load_llm_for_inference(
         model,
@@ -49,15 +66,18 @@ pub fn recommend(
         &device,
         default_dtype(&device),
     )?;
-    let titles = catalog.titles().to_vec();
-    let index = ItemIndex::build(&loaded.tokenizer, &titles, |t| prompt.response(t))?;
-    let text = prompt.render(history.iter().map(String::as_str));
-    let ids = loaded.tokenizer.encode(&text)?;
-    let ranked = beam_search(&loaded.model, &index, &[ids], beam.max(top_k))?;
-    Ok(ranked[0]
-        .iter()
-        .take(top_k)
-        .map(|s| (titles[s.title as usize].clone(), s.score))
+    let engine = Recommender::new(
+        loaded.model,
+        loaded.tokenizer,
+        prompt.clone(),
+        catalog.titles().to_vec(),
+    )?;
+    let mut answers = engine.recommend(std::slice::from_ref(&request))?;
+    Ok(answers
+        .pop()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.title, r.score))
         .collect())
 }
 
@@ -80,9 +100,13 @@ pub fn run(a: RecommendArgs) -> Result<()> {
             unknown
         );
     }
-    let top = recommend(
-        &a.model, &catalog, &prompt, &a.history, a.top_k, a.beam, a.cpu,
-    )?;
+    let ask = Ask {
+        history: &a.history,
+        k: a.top_k,
+        beam: a.beam,
+        exclude_history: a.exclude_history,
+    };
+    let top = recommend(&a.model, &catalog, &prompt, &ask, a.cpu)?;
     if a.json {
         let v: Vec<serde_json::Value> = top
             .iter()
