@@ -618,6 +618,7 @@ keep = 4
 lr = 1e-5
 variants = ["riser", "grpo", "riser-demos"]
 demo_rollouts = 2
+checkpoint_every = 1
 
 [eval]
 sample = 40
@@ -986,6 +987,13 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         report.contains(&format!("| full-riser.whole | sft.whole | {test_len} |")),
         "{report}"
     );
+    // `[rl] checkpoint_every = 1`: a checkpoint after each of the 2 steps (the default, 50, writes the last only).
+    for step in ["step-00000001", "step-00000002"] {
+        assert!(
+            exp.join("rl/full-riser/checkpoints").join(step).is_dir(),
+            "{step}"
+        );
+    }
     // Plain GRPO runs on the full set only.
     assert!(exp.join("rl/full-grpo/model/config.json").exists());
     assert!(!exp.join("rl/random-16-grpo").exists());

@@ -181,6 +181,9 @@ pub struct RlSection {
     pub micro_batch: Option<usize>,
     /// Optimiser steps per rollout batch (PPO-style; clipping and KL-Cov act from the second on).
     pub updates_per_batch: usize,
+    /// Steps between RL checkpoints (0: none): a run cut off resumes from the last one. Each full SmolLM2-135M
+    /// checkpoint is 1.6 GB (two are kept) and takes seconds, so runs of a few dozen minutes a step use a few.
+    pub checkpoint_every: usize,
     /// The "riser-demos" variant (In-Context RLVR): K demonstrations before the prompt of R of the m rollouts,
     /// drawn at random per batch ("random") or retrieved by MiniLM similarity ("similar", needs
     /// `demo_encoder`).
@@ -205,6 +208,7 @@ impl Default for RlSection {
             kl_cov_ratio: 5e-3,
             micro_batch: None,
             updates_per_batch: 2,
+            checkpoint_every: 50,
             demos: 1,
             demo_rollouts: 15,
             demo_select: Default::default(),

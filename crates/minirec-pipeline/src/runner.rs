@@ -670,7 +670,7 @@ fn rl_stage(
         micro_batch: r.micro_batch,
         updates_per_batch: r.updates_per_batch,
         eval_every: r.eval_every,
-        checkpoint_every: 50,
+        checkpoint_every: r.checkpoint_every,
         seed: e.seed,
         lora: r.lora_rank.map(|rank| minirec_model::lora::LoraConfig {
             r: rank,
