@@ -9,12 +9,21 @@
 #                                                      # restore, then run in the background
 #   [BIN=...] bash benches/cpu/tables_session.sh save RUN  # RUN's compact outputs (and, with BIN, its report
 #                                                      # so far) -> benches/results/...; commit them
+#   bash benches/cpu/tables_session.sh seed-sft FROM RUN   # FROM's SFT model (hard links) and its finished SFT
+#                                                      # evaluations -> RUN, for a file with the same [sft]
+# FILE=examples/industrial-cpu-rl256.toml does the same for another file of the same data and SFT (default: the
+# tables file); its outputs go to benches/results/<the file's name>/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KEEP="$ROOT/benches/results/industrial-cpu-tables"
-what=${1:?restore, run or save}
-RUN=${2:?run directory (outside the work tree)}
+FILE=${FILE:-examples/industrial-cpu-tables.toml}
+KEEP="$ROOT/benches/results/$(basename "$FILE" .toml)"
+what=${1:?restore, run, save or seed-sft}
+if [ "$what" = seed-sft ]; then
+  FROM=${2:?the run whose SFT to reuse}; RUN=${3:?run directory (outside the work tree)}
+else
+  RUN=${2:?run directory (outside the work tree)}
+fi
 
 # Compact outputs only: no model/, adapter/ or checkpoints/ directory, no binary cache file, and not the
 # prepared data (the run prepares it again in seconds; a restored manifest would make it skip that).
@@ -47,14 +56,14 @@ case "$what" in
     [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
     mkdir -p "$RUN"
     cd "$ROOT"
-    nohup "$BIN" run examples/industrial-cpu-tables.toml --out "$RUN" >> "$RUN/console.log" 2>&1 &
+    nohup "$BIN" run "$FILE" --out "$RUN" >> "$RUN/console.log" 2>&1 &
     echo "started: pid $!, log $RUN/console.log"
     ;;
   save)
     mkdir -p "$KEEP"
     # The report of the rows finished so far (trains nothing), when a binary is given.
     if [ -n "${BIN:-}" ]; then
-      (cd "$ROOT" && "$BIN" run examples/industrial-cpu-tables.toml --out "$RUN" --report-only > /dev/null)
+      (cd "$ROOT" && "$BIN" run "$FILE" --out "$RUN" --report-only > /dev/null)
     fi
     # Files that change as a run goes on (stage times, the report, logs of an unfinished stage) are replaced.
     # An RL run whose row is not evaluated yet is left out: it restarts next time (its log with it).
@@ -66,5 +75,17 @@ case "$what" in
     done
     du -sh "$KEEP"
     ;;
-  *) echo "unknown action $what: restore, run or save" >&2; exit 2 ;;
+  seed-sft)
+    # Only the finished SFT: its exported model and manifest (what the runner checks), not its checkpoints.
+    [ -f "$FROM/sft/manifest.json" ] || { echo "$FROM/sft has no finished SFT" >&2; exit 2; }
+    mkdir -p "$RUN/sft" "$RUN/eval"
+    [ -e "$RUN/sft/model" ] || cp -al "$FROM/sft/model" "$RUN/sft/model"
+    [ -e "$RUN/sft/manifest.json" ] || cp -p "$FROM/sft/manifest.json" "$RUN/sft/"
+    for f in "$FROM"/eval/sft.json "$FROM"/eval/sft.predictions.jsonl "$FROM"/eval/sft.whole.json \
+      "$FROM"/eval/sft.whole.predictions.jsonl; do
+      if [ -f "$f" ] && [ ! -e "$RUN/eval/$(basename "$f")" ]; then cp -p "$f" "$RUN/eval/"; fi
+    done
+    ls "$RUN/sft" "$RUN/eval"
+    ;;
+  *) echo "unknown action $what: restore, run, save or seed-sft" >&2; exit 2 ;;
 esac
