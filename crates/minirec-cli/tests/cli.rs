@@ -686,12 +686,31 @@ batch = {eval_batch}
 fn run_without_selection_methods_reports_the_trainers_only() {
     let tmp = tempfile::tempdir().unwrap();
     let file = small_experiment(tmp.path(), "[]", 16, 16);
+    // With one of RISER's ablations: its row, paired against SFT and against RISER, and no SimPO in its run.
+    let toml = std::fs::read_to_string(&file).unwrap().replace(
+        r#"variants = ["riser", "grpo"]"#,
+        r#"variants = ["riser", "grpo", "riser-no-simpo"]"#,
+    );
+    std::fs::write(&file, toml).unwrap();
     ok(&["run", file.to_str().unwrap()]);
     let report = std::fs::read_to_string(tmp.path().join("exp/report.md")).unwrap();
     assert!(!report.contains("selected samples"), "{report}");
     assert!(report.contains("(at most 1 step)"), "{report}");
-    for row in ["| + GRPO |", "| + RISER |", "| full-grpo | sft | 16 |"] {
+    for row in [
+        "| + GRPO |",
+        "| + RISER |",
+        "| + RISER w/o SimPO |",
+        "| full-grpo | sft | 16 |",
+        "| full-riser-no-simpo | sft | 16 |",
+        "| full-riser-no-simpo | full-riser | 16 |",
+    ] {
         assert!(report.contains(row), "{row} missing from\n{report}");
+    }
+    let log = std::fs::read_to_string(tmp.path().join("exp/rl/full-riser-no-simpo/rl_log.jsonl"))
+        .unwrap();
+    for line in log.lines() {
+        let step: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(step["simpo_loss"].is_null(), "SimPO ran: {line}");
     }
 }
 

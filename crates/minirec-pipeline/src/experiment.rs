@@ -171,8 +171,9 @@ pub struct RlSection {
     pub keep: usize,
     pub lr: f64,
     pub lora_rank: Option<usize>,
-    /// "riser" (default), "grpo" (all RISER components off): which trainer(s) to run on each set. With both,
-    /// the full set is trained twice (RISER Table 2).
+    /// "riser" (default), "grpo" (all RISER components off), "riser-demos", "riser-no-dedup", "riser-no-mask",
+    /// "riser-no-klcov", "riser-no-simpo" (`variant::VARIANTS`): which trainer(s) to run. With a selection
+    /// table, only "riser" trains the subsets and the others the full set (RISER Table 2).
     pub variants: Vec<String>,
     pub eval_every: usize,
     pub kl_cov_ratio: f64,
@@ -357,9 +358,7 @@ impl Experiment {
             bail!("[select] sizes is empty");
         }
         for v in &self.rl.variants {
-            if !["riser", "grpo", "riser-demos"].contains(&v.as_str()) {
-                bail!("[rl] unknown variant {v:?} (riser, grpo, riser-demos)");
-            }
+            crate::variant::check(v)?;
         }
         if self.rl.variants.iter().any(|v| v == "riser-demos") {
             let r = &self.rl;

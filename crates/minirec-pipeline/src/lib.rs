@@ -19,6 +19,7 @@ pub mod runner;
 pub mod select;
 pub mod serve;
 pub mod sft;
+pub mod variant;
 
 pub use experiment::Experiment;
 pub use runner::{report_so_far, run_experiment};

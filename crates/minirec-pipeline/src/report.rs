@@ -121,9 +121,14 @@ fn significance_section(
     for w in e.eval.whole.iter().filter(|w| *w != "sft") {
         pairs.push(("sft.whole".into(), format!("{w}.whole")));
     }
-    // In-context demonstrations against the same trainer without them.
-    for k in results.keys().filter(|k| k.ends_with("-riser-demos")) {
-        pairs.push((k.trim_end_matches("-demos").to_string(), k.clone()));
+    // What changes one thing in RISER (demonstrations, a component off) against RISER on the same set.
+    for k in results.keys() {
+        if let Some((set, v)) = k.split_once("-riser-") {
+            let v = format!("riser-{v}");
+            if let Some(r) = crate::variant::reference(&v) {
+                pairs.push((format!("{set}-{r}"), k.clone()));
+            }
+        }
     }
     let dir = e.out.join("eval");
     let file = |n: &str| dir.join(format!("{n}.predictions.jsonl"));
@@ -302,13 +307,9 @@ pub(crate) fn write_report(
         } else {
             sets.first().map(|s| s.label.clone()).unwrap_or_default()
         };
-        for (v, title) in [
-            ("grpo", "+ GRPO"),
-            ("riser", "+ RISER"),
-            ("riser-demos", "+ RISER, in-context demos"),
-        ]
-        .into_iter()
-        .filter(|(v, _)| e.rl.variants.iter().any(|x| x == v))
+        for (v, title) in crate::variant::VARIANTS
+            .iter()
+            .filter(|(v, _)| e.rl.variants.iter().any(|x| x == v))
         {
             writeln!(
                 md,

@@ -680,9 +680,7 @@ fn rl_stage(
         }),
         ..Default::default()
     };
-    if variant == "grpo" {
-        cfg = cfg.plain_grpo();
-    }
+    cfg = crate::variant::configure(cfg, variant);
     if variant == "riser-demos" {
         (cfg.demos, cfg.demo_rollouts, cfg.demo_select) = (r.demos, r.demo_rollouts, r.demo_select);
     }
