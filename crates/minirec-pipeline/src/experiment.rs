@@ -437,6 +437,24 @@ mod tests {
         e.check().unwrap();
     }
 
+    /// A typo in any shipped file (a variant, a method) is found here, not hours into a run.
+    #[test]
+    fn every_shipped_experiment_file_passes_its_checks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let e =
+                    Experiment::load(&p).unwrap_or_else(|err| panic!("{}: {err:#}", p.display()));
+                e.check()
+                    .unwrap_or_else(|err| panic!("{}: {err:#}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "{n} files");
+    }
+
     #[test]
     fn defaults_fill_everything_but_data_and_model() {
         let e: Experiment =
