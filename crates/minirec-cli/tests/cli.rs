@@ -623,7 +623,7 @@ checkpoint_every = 1
 [eval]
 sample = 40
 batch = 40
-whole = ["sft", "full-riser"]
+whole = ["sft", "full-riser", "full-grpo"]
 
 [baselines]
 models = ["sasrec"]
@@ -703,6 +703,7 @@ fn run_without_selection_methods_reports_the_trainers_only() {
         "| full-grpo | sft | 16 |",
         "| full-riser-no-simpo | sft | 16 |",
         "| full-riser-no-simpo | full-riser | 16 |",
+        "| full-riser | full-grpo | 16 |",
     ] {
         assert!(report.contains(row), "{row} missing from\n{report}");
     }
@@ -977,8 +978,8 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         .lines()
         .count() as u64;
     assert_eq!(
-        (n("sft.whole"), n("full-riser.whole")),
-        (test_len, test_len)
+        (n("sft.whole"), n("full-riser.whole"), n("full-grpo.whole")),
+        (test_len, test_len, test_len)
     );
     assert!(!exp.join("eval/random-16-riser.whole.json").exists());
     let whole_table = format!("## The whole test split ({test_len} samples)");
@@ -1002,10 +1003,13 @@ fn run_executes_every_stage_then_skips_finished_ones() {
     ] {
         assert!(report.contains(row), "{row} missing from\n{report}");
     }
-    assert!(
-        report.contains(&format!("| full-riser.whole | sft.whole | {test_len} |")),
-        "{report}"
-    );
+    for row in [
+        format!("| full-riser.whole | sft.whole | {test_len} |"),
+        format!("| full-riser.whole | full-grpo.whole | {test_len} |"),
+        "| full-riser | full-grpo | 40 |".to_string(),
+    ] {
+        assert!(report.contains(&row), "{row} missing from\n{report}");
+    }
     // `[rl] checkpoint_every = 1`: a checkpoint after each of the 2 steps (the default, 50, writes the last only).
     for step in ["step-00000001", "step-00000002"] {
         assert!(

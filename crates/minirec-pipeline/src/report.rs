@@ -120,6 +120,17 @@ fn significance_section(
     }
     for w in e.eval.whole.iter().filter(|w| *w != "sft") {
         pairs.push(("sft.whole".into(), format!("{w}.whole")));
+        let grpo = format!("{}-grpo", w.trim_end_matches("-riser"));
+        if w.ends_with("-riser") && e.eval.whole.contains(&grpo) {
+            pairs.push((format!("{grpo}.whole"), format!("{w}.whole")));
+        }
+    }
+    // RISER against plain GRPO on the same set: the claim of RISER's Table 2.
+    for k in results.keys().filter(|k| k.ends_with("-riser")) {
+        let grpo = format!("{}-grpo", k.trim_end_matches("-riser"));
+        if results.contains_key(&grpo) {
+            pairs.push((grpo, k.clone()));
+        }
     }
     // What changes one thing in RISER (demonstrations, a component off) against RISER on the same set.
     for k in results.keys() {
