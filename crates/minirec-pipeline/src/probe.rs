@@ -39,6 +39,9 @@ pub struct ProbeRow {
     pub with_hit: Vec<(usize, f64)>,
     /// Mean number of distinct titles among a prompt's rollouts.
     pub distinct: f64,
+    /// Each prompt's hits among all its rollouts, in the slice's order (the same seed gives the same prompts to
+    /// every model, so two models' probes pair prompt by prompt).
+    pub hits: Vec<usize>,
     pub seconds: f64,
 }
 
@@ -46,10 +49,11 @@ pub struct ProbeRow {
 pub fn summarise(temperature: f32, rolls: &[(Vec<u32>, u32)], ms: &[usize]) -> ProbeRow {
     let n = rolls.len().max(1) as f64;
     let draws: usize = rolls.iter().map(|(r, _)| r.len()).sum();
-    let hits: usize = rolls
+    let per_prompt: Vec<usize> = rolls
         .iter()
         .map(|(r, t)| r.iter().filter(|x| *x == t).count())
-        .sum();
+        .collect();
+    let hits: usize = per_prompt.iter().sum();
     let with_hit = ms
         .iter()
         .map(|&m| {
@@ -70,6 +74,7 @@ pub fn summarise(temperature: f32, rolls: &[(Vec<u32>, u32)], ms: &[usize]) -> P
         mean_reward: hits as f64 / draws.max(1) as f64,
         with_hit,
         distinct,
+        hits: per_prompt,
         seconds: 0.0,
     }
 }
@@ -164,6 +169,7 @@ mod tests {
         // m = 1: nobody's first draw hits; m = 2: A; m = 4: A and C.
         assert_eq!(r.with_hit, vec![(1, 0.0), (2, 1.0 / 3.0), (4, 2.0 / 3.0)]);
         assert_eq!(r.distinct, (3.0 + 1.0 + 2.0) / 3.0);
+        assert_eq!(r.hits, vec![2, 0, 1]);
         let t = table(&[r]);
         assert!(
             t.contains("| 0.8 | 0.2500 | 0.000 | 0.333 | 0.667 | 2.0 |"),
