@@ -96,6 +96,11 @@ fn whole_split_section(e: &Experiment, ds: &PreparedDataset) -> Result<String> {
     Ok(md)
 }
 
+/// The plain-GRPO row of the same set as a RISER row ("full-riser" -> "full-grpo").
+fn grpo_peer(row: &str) -> Option<String> {
+    row.strip_suffix("-riser").map(|set| format!("{set}-grpo"))
+}
+
 /// Paired-bootstrap differences (1,000 resamples, seeded) of each RL row against SFT, of each selection row
 /// against Random of the same size, and of the whole-split rows against SFT's, from the predictions files.
 fn significance_section(
@@ -120,15 +125,13 @@ fn significance_section(
     }
     for w in e.eval.whole.iter().filter(|w| *w != "sft") {
         pairs.push(("sft.whole".into(), format!("{w}.whole")));
-        let grpo = format!("{}-grpo", w.trim_end_matches("-riser"));
-        if w.ends_with("-riser") && e.eval.whole.contains(&grpo) {
+        if let Some(grpo) = grpo_peer(w).filter(|g| e.eval.whole.contains(g)) {
             pairs.push((format!("{grpo}.whole"), format!("{w}.whole")));
         }
     }
     // RISER against plain GRPO on the same set: the claim of RISER's Table 2.
-    for k in results.keys().filter(|k| k.ends_with("-riser")) {
-        let grpo = format!("{}-grpo", k.trim_end_matches("-riser"));
-        if results.contains_key(&grpo) {
+    for k in results.keys() {
+        if let Some(grpo) = grpo_peer(k).filter(|g| results.contains_key(g)) {
             pairs.push((grpo, k.clone()));
         }
     }
