@@ -9,8 +9,12 @@
 #                                                      # restore, then run in the background
 #   [BIN=...] bash benches/cpu/tables_session.sh save RUN  # RUN's compact outputs (and, with BIN, its report
 #                                                      # so far) -> benches/results/...; commit them
-#   bash benches/cpu/tables_session.sh seed-sft FROM RUN   # FROM's SFT model (hard links) and its finished SFT
-#                                                      # evaluations -> RUN, for a file with the same [sft]
+#   bash benches/cpu/tables_session.sh seed-sft FROM RUN   # FROM's SFT model (hard links), its finished SFT
+#                                                      # evaluations and its selection caches -> RUN, for a
+#                                                      # file with the same [sft] (and [select] settings)
+#   bash benches/cpu/tables_session.sh seed-row FROM RUN ROW  # FROM's finished row ROW (its evaluation, RL log
+#                                                      # and stage times; no weights) -> RUN, for a file
+#                                                      # that trains ROW with the same settings
 # FILE=examples/industrial-cpu-rl256.toml does the same for another file of the same data and SFT (default: the
 # tables file); its outputs go to benches/results/<the file's name>/.
 set -euo pipefail
@@ -18,9 +22,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 FILE=${FILE:-examples/industrial-cpu-tables.toml}
 KEEP="$ROOT/benches/results/$(basename "$FILE" .toml)"
-what=${1:?restore, run, save or seed-sft}
-if [ "$what" = seed-sft ]; then
-  FROM=${2:?the run whose SFT to reuse}; RUN=${3:?run directory (outside the work tree)}
+what=${1:?restore, run, save, seed-sft or seed-row}
+if [ "$what" = seed-sft ] || [ "$what" = seed-row ]; then
+  FROM=${2:?the run whose SFT or row to reuse}; RUN=${3:?run directory (outside the work tree)}
 else
   RUN=${2:?run directory (outside the work tree)}
 fi
@@ -85,7 +89,28 @@ case "$what" in
       "$FROM"/eval/sft.whole.predictions.jsonl; do
       if [ -f "$f" ] && [ ! -e "$RUN/eval/$(basename "$f")" ]; then cp -p "$f" "$RUN/eval/"; fi
     done
+    # The selection caches are keyed by the model's and data's content, so a file with the same SFT finds
+    # them; hard links, as the caches are only ever replaced whole.
+    if [ -d "$FROM/select/cache" ] && [ ! -e "$RUN/select/cache" ]; then
+      mkdir -p "$RUN/select"; cp -al "$FROM/select/cache" "$RUN/select/cache"
+    fi
     ls "$RUN/sft" "$RUN/eval"
     ;;
-  *) echo "unknown action $what: restore, run, save or seed-sft" >&2; exit 2 ;;
+  seed-row)
+    ROW=${4:?the row to reuse, e.g. full-grpo}
+    [ -f "$FROM/eval/$ROW.json" ] || { echo "$FROM/eval/$ROW.json: the row's evaluation is not finished" >&2; exit 2; }
+    mkdir -p "$RUN/eval" "$RUN/rl/$ROW"
+    for f in "$FROM/eval/$ROW".json "$FROM/eval/$ROW".predictions.jsonl; do
+      [ -e "$RUN/eval/$(basename "$f")" ] || cp -p "$f" "$RUN/eval/"
+    done
+    (cd "$FROM/rl/$ROW" && find . -maxdepth 1 -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.svg' \)) |
+      while read -r f; do [ -e "$RUN/rl/$ROW/$f" ] || cp -p "$FROM/rl/$ROW/$f" "$RUN/rl/$ROW/"; done
+    # Its stage times, so the report's time columns read them.
+    [ -f "$RUN/stages.json" ] || echo '{}' > "$RUN/stages.json"
+    jq -S --arg r "$ROW" --slurpfile from "$FROM/stages.json" \
+      '. + ($from[0] | with_entries(select(.key == "rl:" + $r or .key == "eval:" + $r)))' \
+      "$RUN/stages.json" > "$RUN/stages.json.tmp" && mv "$RUN/stages.json.tmp" "$RUN/stages.json"
+    ls "$RUN/eval" "$RUN/rl/$ROW"
+    ;;
+  *) echo "unknown action $what: restore, run, save, seed-sft or seed-row" >&2; exit 2 ;;
 esac

@@ -173,7 +173,7 @@ pub struct RlSection {
     pub lora_rank: Option<usize>,
     /// "riser" (default), "grpo" (all RISER components off), "riser-demos", "riser-no-dedup", "riser-no-mask",
     /// "riser-no-klcov", "riser-no-simpo" (`variant::VARIANTS`): which trainer(s) to run. With a selection
-    /// table, only "riser" trains the subsets and the others the full set (RISER Table 2).
+    /// table, the first one trains the subsets and the others the full set only (RISER Table 2).
     pub variants: Vec<String>,
     pub eval_every: usize,
     pub kl_cov_ratio: f64,

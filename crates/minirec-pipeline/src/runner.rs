@@ -92,13 +92,14 @@ fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
     sets
 }
 
-/// The trainers each set is trained with: plain GRPO and in-context demonstrations compare trainers, so they
-/// run on the full set only, when there is one.
+/// The trainers each set is trained with: the file's first variant trains every set (the selection table's
+/// trainer); the others compare trainers, so they run on the full set only, when there is one.
 fn set_variants<'a>(e: &'a Experiment, set: &RlSet) -> Vec<&'a str> {
     e.rl.variants
         .iter()
-        .map(String::as_str)
-        .filter(|v| *v == "riser" || set.subset.is_none() || !e.select.full)
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || set.subset.is_none() || !e.select.full)
+        .map(|(_, v)| v.as_str())
         .collect()
 }
 
@@ -750,4 +751,37 @@ fn baseline_stage(
     std::fs::create_dir_all(e.out.join("eval"))?;
     minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(variants: &[&str], full: bool) -> Experiment {
+        let mut e: Experiment = toml::from_str(
+            "out = \"run\"\n[data]\ndemo_users = 10\n[model]\npreset = \"tiny-64\"\n\
+             [select]\nmethods = [\"random\"]\nsizes = [64]\n",
+        )
+        .unwrap();
+        e.rl.variants = variants.iter().map(|v| v.to_string()).collect();
+        e.select.full = full;
+        e
+    }
+
+    #[test]
+    fn the_first_variant_trains_the_subsets_and_the_rest_the_full_set_only() {
+        let e = experiment(&["grpo", "riser"], true);
+        let sets = rl_sets(&e, Path::new("sel"));
+        assert_eq!(
+            row_names(&e, &sets),
+            ["sft", "full-grpo", "full-riser", "random-64-grpo"]
+        );
+        // Without a full set every trainer trains every subset.
+        let e = experiment(&["riser", "grpo"], false);
+        let sets = rl_sets(&e, Path::new("sel"));
+        assert_eq!(
+            row_names(&e, &sets),
+            ["sft", "random-64-riser", "random-64-grpo"]
+        );
+    }
 }
