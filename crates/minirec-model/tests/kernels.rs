@@ -7,6 +7,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use minirec_model::kernels::attention::{causal_attention, AttentionSpec};
 use rand::{Rng, SeedableRng};
 
+mod common;
+use common::max_abs_diff as max_diff;
+
 fn rand_tensor(rng: &mut impl Rng, shape: &[usize], scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
@@ -61,19 +64,6 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Tensor
 /// The gradients of Σ y ∘ probe: every input's gradient along one random direction of the output.
 fn probe_grads(y: &Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
     (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Runs one case; returns the largest value and gradient differences.

@@ -162,19 +162,7 @@ fn a_no_grad_pass_keeps_keys_and_values_without_their_graph() {
             tk.track_op() && tv.track_op(),
             "the differentiable pass keeps its graph"
         );
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert_eq!(diff(k, tk), 0.0);
-        assert_eq!(diff(v, tv), 0.0);
+        assert_eq!(common::max_abs_diff(k, tk), 0.0);
+        assert_eq!(common::max_abs_diff(v, tv), 0.0);
     }
 }
