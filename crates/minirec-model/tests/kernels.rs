@@ -82,15 +82,7 @@ fn compare(b: usize, h: usize, kvh: usize, t: usize, d: usize, spec: AttentionSp
     let g2 = probe_grads(&want, &w);
     for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
         let (a, r) = (g1.get(x).unwrap(), g2.get(x).unwrap());
-        let scale = r
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = common::max_abs(r);
         let diff = max_diff(a, r);
         assert!(
             diff < 1e-4 * scale.max(1.0),

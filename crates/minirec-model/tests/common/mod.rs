@@ -16,12 +16,10 @@ pub fn fixture_model(name: &str) -> Decoder {
     Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap()
 }
 
-/// The largest absolute difference between two tensors of one shape.
+/// The largest absolute value of a tensor.
 #[allow(dead_code)]
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -29,4 +27,10 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+/// The largest absolute difference between two tensors of one shape.
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
 }
