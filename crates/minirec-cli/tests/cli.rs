@@ -715,6 +715,44 @@ fn run_without_selection_methods_reports_the_trainers_only() {
     }
 }
 
+/// An RL row that left the SFT weights as they were (here lr 0; on real data, every group failed) takes the
+/// SFT row's lists instead of ranking the same model again; a row whose policy moved is ranked.
+#[test]
+fn a_row_whose_model_is_the_sft_models_bytes_reuses_its_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), "[]", 16, 16);
+    let toml = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(r#"variants = ["riser", "grpo"]"#, r#"variants = ["grpo"]"#)
+        .replace("keep = 4\n", "keep = 4\nlr = 0.0\n");
+    std::fs::write(&file, &toml).unwrap();
+    let out = ok(&["run", file.to_str().unwrap()]);
+    assert!(
+        out.contains("eval full-grpo: its model is byte-for-byte row sft's"),
+        "{out}"
+    );
+    let eval = tmp.path().join("exp/eval");
+    let read = |f: &str| std::fs::read(eval.join(f)).unwrap();
+    assert_eq!(
+        read("full-grpo.predictions.jsonl"),
+        read("sft.predictions.jsonl")
+    );
+    assert_eq!(json(&eval.join("full-grpo.json"))["n"], 16);
+
+    // RISER's SimPO term moves the policy even when every group failed: its row is ranked.
+    let toml = toml
+        .replace(r#"variants = ["grpo"]"#, r#"variants = ["grpo", "riser"]"#)
+        .replace("lr = 0.0\n", "lr = 1e-3\n");
+    std::fs::write(&file, toml).unwrap();
+    let out = ok(&["run", file.to_str().unwrap()]);
+    assert!(out.contains("rl full-riser: 1 steps"), "{out}");
+    assert!(
+        !out.contains("eval full-riser: its model is byte-for-byte"),
+        "{out}"
+    );
+    assert_eq!(json(&eval.join("full-riser.json"))["n"], 16);
+}
+
 /// `bench rollouts`: one row per temperature, hit shares that grow with m (the first m of the same draws), and
 /// a clear error for a temperature that is not positive.
 #[test]

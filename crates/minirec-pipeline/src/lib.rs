@@ -19,6 +19,7 @@ pub mod runner;
 pub mod select;
 pub mod serve;
 pub mod sft;
+mod twin;
 pub mod variant;
 
 pub use experiment::Experiment;

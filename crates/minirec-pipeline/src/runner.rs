@@ -190,10 +190,16 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         }
         Some(model)
     };
+    // Rows with a model on disk, for a later row whose model is byte-for-byte one of theirs.
+    let mut twins: Vec<(String, PathBuf)> = sft_model
+        .iter()
+        .map(|m| ("sft".into(), m.clone()))
+        .collect();
     let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
+    let (m, t) = (sft_model.as_deref(), &mut times);
     results.insert(
         "sft".into(),
-        eval_stage(e, &ds, sft_model.as_deref(), "sft", &mut times, progress)?,
+        eval_stage(e, &ds, m, "sft", &twins, t, progress)?,
     );
 
     // 3. RL on each training set with each trainer, then its evaluation: the full set's trainers first
@@ -231,7 +237,9 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
                     e, &ds, &data_dir, &sft, set, variant, &name, &mut times, progress,
                 )?)
             };
-            let r = eval_stage(e, &ds, model.as_deref(), &name, &mut times, progress)?;
+            let (m, t) = (model.as_deref(), &mut times);
+            let r = eval_stage(e, &ds, m, &name, &twins, t, progress)?;
+            twins.extend(model.map(|m| (name.clone(), m)));
             results.insert(name, r);
         }
     }
@@ -435,10 +443,11 @@ fn eval_stage(
     ds: &PreparedDataset,
     model: Option<&Path>,
     name: &str,
+    twins: &[(String, PathBuf)],
     times: &mut StageTimes,
     progress: bool,
 ) -> Result<MetricsReport> {
-    let r = eval_one(e, ds, model, name, false, times, progress)?;
+    let r = eval_one(e, ds, model, name, false, twins, times, progress)?;
     if e.eval.whole.iter().any(|w| w == name) {
         let dir = e.out.join("eval");
         let (part, all) = (
@@ -456,6 +465,7 @@ fn eval_stage(
             model,
             &format!("{name}.whole"),
             true,
+            twins,
             times,
             progress,
         )?;
@@ -463,12 +473,14 @@ fn eval_stage(
     Ok(r)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn eval_one(
     e: &Experiment,
     ds: &PreparedDataset,
     model: Option<&Path>,
     name: &str,
     whole: bool,
+    twins: &[(String, PathBuf)],
     times: &mut StageTimes,
     progress: bool,
 ) -> Result<MetricsReport> {
@@ -480,6 +492,14 @@ fn eval_one(
     let model =
         model.with_context(|| format!("row {name}: no model and no finished evaluation"))?;
     std::fs::create_dir_all(&dir)?;
+    let t = Instant::now();
+    if let Some(twin) = evaluated_twin(e, ds, model, name, whole, twins)? {
+        crate::twin::copy_evaluation(&dir, &twin, name)?;
+        times.record(&e.out, &format!("eval:{name}"), t.elapsed().as_secs_f64())?;
+        println!("eval {name}: its model is byte-for-byte row {twin}'s; {twin}'s lists taken, nothing ranked");
+        return finished_metrics(e, ds, name, whole)
+            .with_context(|| format!("row {name}: the lists copied from {twin} do not read back"));
+    }
     let samples = eval_samples(e, ds, whole)?;
     let loaded = load_for_eval(e, model)?;
     let t = Instant::now();
@@ -515,6 +535,32 @@ fn eval_one(
         samples.len()
     );
     Ok(r)
+}
+
+/// The first row in `twins` whose model has `model`'s bytes and whose evaluation (of the same samples) is
+/// finished: its name, with `.whole` for the whole split.
+fn evaluated_twin(
+    e: &Experiment,
+    ds: &PreparedDataset,
+    model: &Path,
+    name: &str,
+    whole: bool,
+    twins: &[(String, PathBuf)],
+) -> Result<Option<String>> {
+    for (row, path) in twins {
+        let twin = if whole {
+            format!("{row}.whole")
+        } else {
+            row.clone()
+        };
+        if twin == name || finished_metrics(e, ds, &twin, whole).is_none() || !path.exists() {
+            continue;
+        }
+        if crate::twin::same_model(model, path)? {
+            return Ok(Some(twin));
+        }
+    }
+    Ok(None)
 }
 
 /// An evaluation that continues lists already written (an interrupted run, a grown `[eval] sample`, the whole
