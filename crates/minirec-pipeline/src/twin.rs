@@ -43,32 +43,25 @@ fn files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     let open = |p: &Path| File::open(p).with_context(|| format!("opening {}", p.display()));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
-    if fa.metadata()?.len() != fb.metadata()?.len() {
+    let len = fa.metadata()?.len();
+    if len != fb.metadata()?.len() {
         return Ok(false);
     }
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = read_full(&mut fa, &mut ba).with_context(|| format!("reading {}", a.display()))?;
-        let m = read_full(&mut fb, &mut bb).with_context(|| format!("reading {}", b.display()))?;
-        if n != m || ba[..n] != bb[..m] {
+    const BLOCK: u64 = 1 << 20;
+    let (mut ba, mut bb) = (vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(BLOCK) as usize;
+        fa.read_exact(&mut ba[..n])
+            .with_context(|| format!("reading {}", a.display()))?;
+        fb.read_exact(&mut bb[..n])
+            .with_context(|| format!("reading {}", b.display()))?;
+        if ba[..n] != bb[..n] {
             return Ok(false);
         }
-        if n == 0 {
-            return Ok(true);
-        }
+        left -= n as u64;
     }
-}
-
-/// Fills `buf` unless the file ends first; returns how many bytes it read.
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    Ok(true)
 }
 
 /// Copies row `twin`'s finished evaluation (lists and metrics, in `dir`) to row `name`, atomically.
