@@ -538,7 +538,8 @@ fn eval_one(
 }
 
 /// The first row in `twins` whose model has `model`'s bytes and whose evaluation (of the same samples) is
-/// finished: its name, with `.whole` for the whole split.
+/// finished, when the lists this row already holds are that row's too: its name, with `.whole` for the whole
+/// split.
 fn evaluated_twin(
     e: &Experiment,
     ds: &PreparedDataset,
@@ -557,7 +558,12 @@ fn evaluated_twin(
             continue;
         }
         if crate::twin::same_model(model, path)? {
-            return Ok(Some(twin));
+            let dir = e.out.join("eval");
+            let (mine, theirs) = (
+                dir.join(format!("{name}.predictions.jsonl")),
+                dir.join(format!("{twin}.predictions.jsonl")),
+            );
+            return Ok(crate::twin::agrees_with(&mine, &theirs)?.then_some(twin));
         }
     }
     Ok(None)

@@ -64,6 +64,38 @@ fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Whether every list already in `written` (an interrupted evaluation of this row) is the list `twin` holds
+/// for the same sample. A list that differs was ranked by another model (a retrained row, an edited file): the
+/// row then goes the ranking way, which names the difference, instead of being overwritten.
+pub(crate) fn agrees_with(written: &Path, twin: &Path) -> Result<bool> {
+    let Ok(text) = std::fs::read_to_string(written) else {
+        return Ok(true); // nothing written yet
+    };
+    let lines = |t: &str, p: &Path| -> Result<Vec<(u64, serde_json::Value)>> {
+        t.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}", p.display(), i + 1))?;
+                let sample = v["sample"]
+                    .as_u64()
+                    .with_context(|| format!("{} line {}: no sample index", p.display(), i + 1))?;
+                Ok((sample, v))
+            })
+            .collect()
+    };
+    let theirs: std::collections::HashMap<u64, serde_json::Value> = lines(
+        &std::fs::read_to_string(twin).with_context(|| format!("reading {}", twin.display()))?,
+        twin,
+    )?
+    .into_iter()
+    .collect();
+    Ok(lines(&text, written)?
+        .iter()
+        .all(|(sample, v)| theirs.get(sample) == Some(v)))
+}
+
 /// Copies row `twin`'s finished evaluation (lists and metrics, in `dir`) to row `name`, atomically.
 pub(crate) fn copy_evaluation(dir: &Path, twin: &str, name: &str) -> Result<()> {
     for ext in ["predictions.jsonl", "json"] {
@@ -111,6 +143,37 @@ mod tests {
         assert!(!same_model(&a, &e).unwrap(), "a shorter file");
         assert!(same_model(&a.join("w"), &b.join("w")).unwrap());
         assert!(same_model(&a, &t.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn written_lists_must_be_the_twins_own() {
+        let t = tempfile::tempdir().unwrap();
+        let twin = t.path().join("sft.predictions.jsonl");
+        std::fs::write(
+            &twin,
+            "{\"sample\":3,\"ranked\":[\"a\",\"b\"]}\n{\"sample\":1,\"ranked\":[\"c\"]}\n",
+        )
+        .unwrap();
+        let row = t.path().join("row.predictions.jsonl");
+        assert!(agrees_with(&row, &twin).unwrap(), "nothing written");
+        std::fs::write(&row, "{\"sample\":1,\"ranked\":[\"c\"]}\n").unwrap();
+        assert!(
+            agrees_with(&row, &twin).unwrap(),
+            "a prefix in another order"
+        );
+        std::fs::write(&row, "{\"sample\":3,\"ranked\":[\"b\",\"a\"]}\n").unwrap();
+        assert!(!agrees_with(&row, &twin).unwrap(), "two titles swapped");
+        std::fs::write(&row, "{\"sample\":9,\"ranked\":[\"c\"]}\n").unwrap();
+        assert!(
+            !agrees_with(&row, &twin).unwrap(),
+            "a sample the twin lacks"
+        );
+        std::fs::write(&row, "{\"ranked\":[\"c\"]}\n").unwrap();
+        let e = agrees_with(&row, &twin).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("line 1: no sample index"),
+            "{e:#}"
+        );
     }
 
     #[test]
