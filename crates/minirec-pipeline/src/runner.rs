@@ -196,11 +196,16 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         .map(|m| ("sft".into(), m.clone()))
         .collect();
     let mut results: BTreeMap<String, MetricsReport> = BTreeMap::new();
-    let (m, t) = (sft_model.as_deref(), &mut times);
-    results.insert(
-        "sft".into(),
-        eval_stage(e, &ds, m, "sft", &twins, t, progress)?,
-    );
+    let sft = eval_stage(
+        e,
+        &ds,
+        sft_model.as_deref(),
+        "sft",
+        &twins,
+        &mut times,
+        progress,
+    )?;
+    results.insert("sft".into(), sft);
 
     // 3. RL on each training set with each trainer, then its evaluation: the full set's trainers first
     //    (RISER Table 2), then each selection, made just before its RL, so finished rows land early. A row
@@ -237,8 +242,15 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
                     e, &ds, &data_dir, &sft, set, variant, &name, &mut times, progress,
                 )?)
             };
-            let (m, t) = (model.as_deref(), &mut times);
-            let r = eval_stage(e, &ds, m, &name, &twins, t, progress)?;
+            let r = eval_stage(
+                e,
+                &ds,
+                model.as_deref(),
+                &name,
+                &twins,
+                &mut times,
+                progress,
+            )?;
             twins.extend(model.map(|m| (name.clone(), m)));
             results.insert(name, r);
         }
@@ -492,10 +504,11 @@ fn eval_one(
     let model =
         model.with_context(|| format!("row {name}: no model and no finished evaluation"))?;
     std::fs::create_dir_all(&dir)?;
-    let t = Instant::now();
+    let looked = Instant::now();
     if let Some(twin) = evaluated_twin(e, ds, model, name, whole, twins)? {
         crate::twin::copy_evaluation(&dir, &twin, name)?;
-        times.record(&e.out, &format!("eval:{name}"), t.elapsed().as_secs_f64())?;
+        let secs = looked.elapsed().as_secs_f64();
+        times.record(&e.out, &format!("eval:{name}"), secs)?;
         println!("eval {name}: its model is byte-for-byte row {twin}'s; {twin}'s lists taken, nothing ranked");
         return finished_metrics(e, ds, name, whole)
             .with_context(|| format!("row {name}: the lists copied from {twin} do not read back"));
