@@ -589,6 +589,7 @@ fn quick_experiment(dir: &Path) -> (PathBuf, String) {
 out = "exp"
 seed = 7
 cpu = true
+keep_checkpoints = true
 
 [data]
 prepared = "{data}"
@@ -738,6 +739,16 @@ fn a_row_whose_model_is_the_sft_models_bytes_reuses_its_lists() {
         read("sft.predictions.jsonl")
     );
     assert_eq!(json(&eval.join("full-grpo.json"))["n"], 16);
+    // Exported stages lose their checkpoints (by default); the models stay.
+    for stage in ["sft", "rl/full-grpo"] {
+        let run = tmp.path().join("exp").join(stage);
+        assert!(!run.join("checkpoints").exists(), "{stage}");
+        assert!(run.join("model/config.json").is_file(), "{stage}");
+    }
+    assert!(
+        out.contains("rl full-grpo: removed its checkpoints"),
+        "{out}"
+    );
 
     // RISER's SimPO term moves the policy even when every group failed: its row is ranked.
     let toml = toml

@@ -16,6 +16,10 @@ pub struct Experiment {
     /// Force the CPU even where a GPU is present.
     #[serde(default)]
     pub cpu: bool,
+    /// Keep an SFT or RL stage's `checkpoints/` once its model is exported. Off by default: the runner skips an
+    /// exported stage, so they would never be read again, and a full SmolLM2-135M row's two are 3.2 GB.
+    #[serde(default)]
+    pub keep_checkpoints: bool,
     pub data: DataSection,
     pub model: ModelSection,
     #[serde(default)]

@@ -345,6 +345,7 @@ fn sft_stage(
     let run = e.out.join("sft");
     if let Some(p) = exported(&run) {
         println!("sft: {} exists, skipping", p.display());
+        drop_checkpoints(e, &run, "sft")?;
         return Ok((p, false));
     }
     let device = pick_device(e.cpu)?;
@@ -400,6 +401,7 @@ fn sft_stage(
     };
     let s = crate::sft::train_sft(&mut model, &tok, ds, &job, progress)?;
     times.record(&e.out, "sft", t.elapsed().as_secs_f64())?;
+    drop_checkpoints(e, &run, "sft")?;
     println!(
         "sft: {} steps, {:.1} s, best valid loss {}",
         s.steps,
@@ -703,6 +705,34 @@ fn select_stage(
     Ok(())
 }
 
+/// Removes an exported stage's `checkpoints/` unless `keep_checkpoints`: the runner never resumes a stage whose
+/// model is exported. A stage without an exported model keeps them, since they are how it resumes.
+fn drop_checkpoints(e: &Experiment, run: &Path, stage: &str) -> Result<()> {
+    let dir = run.join("checkpoints");
+    if e.keep_checkpoints || exported(run).is_none() || !dir.is_dir() {
+        return Ok(());
+    }
+    let bytes = dir_bytes(&dir);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    println!(
+        "{stage}: removed its checkpoints ({:.2} GB; the model is exported; `keep_checkpoints = true` keeps them)",
+        bytes as f64 / 1e9
+    );
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn rl_stage(
     e: &Experiment,
@@ -718,6 +748,7 @@ fn rl_stage(
     let run = e.out.join("rl").join(name);
     if let Some(p) = exported(&run) {
         println!("rl {name}: {} exists, skipping", p.display());
+        drop_checkpoints(e, &run, &format!("rl {name}"))?;
         return Ok(p);
     }
     let samples = crate::rl::training_order(ds, set.subset.as_deref(), e.seed)?;
@@ -764,6 +795,7 @@ fn rl_stage(
     };
     let s = crate::rl::train_rl(ds, &samples, &cfg, &job, progress)?;
     times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;
+    drop_checkpoints(e, &run, &format!("rl {name}"))?;
     println!(
         "rl {name}: {} steps on {} samples, reward {:.3} -> {:.3}, {:.1} s",
         s.steps,
@@ -848,5 +880,34 @@ mod tests {
             row_names(&e, &sets),
             ["sft", "random-64-riser", "random-64-grpo"]
         );
+    }
+
+    /// A stage's checkpoints go once its model is exported (unless kept); an unfinished stage keeps them.
+    #[test]
+    fn checkpoints_go_only_once_the_model_is_exported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("rl/row");
+        let step = run.join("checkpoints/step-00000004");
+        std::fs::create_dir_all(&step).unwrap();
+        std::fs::write(step.join("trainable.safetensors"), [0u8; 1000]).unwrap();
+        let mut e = experiment(&["grpo"], false);
+        drop_checkpoints(&e, &run, "rl row").unwrap();
+        assert!(
+            step.is_dir(),
+            "an unfinished run lost the checkpoints it resumes from"
+        );
+
+        std::fs::create_dir_all(run.join("model")).unwrap();
+        std::fs::write(run.join("model/config.json"), "{}").unwrap();
+        std::fs::write(run.join("manifest.json"), "{}").unwrap();
+        e.keep_checkpoints = true;
+        drop_checkpoints(&e, &run, "rl row").unwrap();
+        assert!(step.is_dir(), "keep_checkpoints = true");
+
+        e.keep_checkpoints = false;
+        drop_checkpoints(&e, &run, "rl row").unwrap();
+        assert!(!run.join("checkpoints").exists());
+        assert!(run.join("model/config.json").is_file());
+        assert_eq!(dir_bytes(&run), 4);
     }
 }

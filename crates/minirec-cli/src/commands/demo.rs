@@ -72,6 +72,7 @@ pub fn experiment(a: &DemoArgs) -> Experiment {
         out: a.out.clone(),
         seed: a.seed,
         cpu: true,
+        keep_checkpoints: false,
         data: DataSection {
             prepared: None,
             d3_train: None,
@@ -136,6 +137,7 @@ pub fn real_experiment(a: &DemoArgs, model: &Path, d3: &Path) -> Result<Experime
         out: a.out.clone(),
         seed: a.seed,
         cpu: true,
+        keep_checkpoints: false,
         data: DataSection {
             prepared: None,
             d3_train: Some(train),
