@@ -86,6 +86,18 @@ fn a_seeded_subset_resumes_after_a_kill_and_compares_pairwise() {
     assert_eq!(String::from_utf8(o.stdout).unwrap(), table);
     assert_eq!(std::fs::read_to_string(&cut).unwrap(), text);
 
+    // Batches decoded side by side on lanes: the same lists in the same order and the same table, also resumed.
+    let laned = tmp.path().join("laned.jsonl");
+    let o = eval(&m1, &laned, "3", &["--lanes", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), table);
+    assert_eq!(std::fs::read_to_string(&laned).unwrap(), text);
+    std::fs::write(&cut, lines[..5].join("\n") + "\n").unwrap();
+    let o = eval(&m1, &cut, "3", &["--resume", "--lanes", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), table);
+    assert_eq!(std::fs::read_to_string(&cut).unwrap(), text);
+
     // Another subset's file is refused, not mixed in.
     let o = eval(&m1, &full, "4", &["--resume"]);
     assert!(!o.status.success());

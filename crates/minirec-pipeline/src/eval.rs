@@ -28,6 +28,8 @@ pub struct EvalJob {
     /// Keep the lists already in `predictions_out` and rank the rest.
     pub resume: bool,
     pub cpu: bool,
+    /// Batches decoded at once on the CPU (`BeamJob::lanes`).
+    pub lanes: usize,
 }
 
 /// An evaluation's metrics; for a classic baseline also its item-level metrics and per-seed results.
@@ -86,6 +88,7 @@ pub fn evaluate_model(model: &Path, data: &Path, a: &EvalJob, progress: bool) ->
             beam: a.beam,
             batch: a.batch,
             ks,
+            lanes: a.lanes,
         },
         a.predictions_out.as_deref(),
         a.resume,
@@ -123,11 +126,13 @@ pub fn by_prompt_length<'a>(
     samples
 }
 
-/// How an evaluation ranks: the beam width (titles per list), prompts decoded together, the cut-offs scored.
+/// How an evaluation ranks: the beam width (titles per list), prompts decoded together, the cut-offs scored, and
+/// on the CPU how many batches are decoded at once (`lanes`, each on its share of the threads; 1 on a GPU).
 pub struct BeamJob<'a> {
     pub beam: usize,
     pub batch: usize,
     pub ks: &'a [usize],
+    pub lanes: usize,
 }
 
 /// The predictions an earlier evaluation already wrote to `path`, each of a sample among `samples` (its
@@ -235,30 +240,43 @@ pub fn rank_samples(
         indicatif::ProgressBar::hidden()
     };
     pb.set_position(done.len() as u64);
-    for sams in rest.chunks(job.batch.max(1)) {
+    let batches: Vec<&[(usize, &minirec_data::Sample)]> = rest.chunks(job.batch.max(1)).collect();
+    let rank = |sams: &&[(usize, &minirec_data::Sample)]| -> Result<Vec<Prediction>> {
         let prompts: Vec<String> = sams
             .iter()
             .map(|(_, s)| ds.prompt.render(ds.history_titles(s)))
             .collect();
         let ranked = beam_search(model, &index, &tok.encode_batch(&prompts)?, job.beam)?;
-        let mut lines = Vec::new();
-        for (r, (i, s)) in ranked.iter().zip(sams) {
-            let list: Vec<String> = r.iter().map(|x| titles[x.title as usize].clone()).collect();
-            let p = Prediction {
+        Ok(ranked
+            .iter()
+            .zip(sams.iter())
+            .map(|(r, (i, s))| Prediction {
                 target: ds.target_title(s).to_string(),
-                ranked: list,
+                ranked: r.iter().map(|x| titles[x.title as usize].clone()).collect(),
                 sample: Some(*i),
-            };
+            })
+            .collect())
+    };
+    let lanes = if model.device().is_cpu() {
+        job.lanes.max(1)
+    } else {
+        1
+    };
+    let threads = (candle_core::utils::get_num_threads() / lanes).max(1);
+    crate::lanes::in_order(&batches, lanes, threads, rank, |preds| {
+        let mut lines = Vec::new();
+        for p in &preds {
             metrics.add(&p.target, &p.ranked);
-            serde_json::to_writer(&mut lines, &p)?;
+            serde_json::to_writer(&mut lines, p)?;
             lines.push(b'\n');
         }
         // One write per batch, so a kill leaves whole batches (and at most one cut line, dropped on resume).
         if let Some(f) = w.as_mut() {
             f.write_all(&lines)?;
         }
-        pb.inc(sams.len() as u64);
-    }
+        pb.inc(preds.len() as u64);
+        Ok(())
+    })?;
     pb.finish_and_clear();
     if let Some(f) = w {
         f.sync_all()?;

@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod compare;
 pub mod eval;
 pub mod experiment;
+pub mod lanes;
 pub mod manifest;
 pub mod model;
 pub mod prepare;

@@ -66,6 +66,7 @@ pub(crate) fn check_recorded_lists(
         beam: e.eval.beam,
         batch: head.len(),
         ks: &[5, 10, 20],
+        lanes: 1, // one batch
     };
     crate::eval::rank_samples(
         &loaded.model,

@@ -524,6 +524,7 @@ fn eval_one(
         beam: e.eval.beam,
         batch: e.eval.batch,
         ks: &[5, 10, 20],
+        lanes: e.eval.lanes,
     };
     let r = crate::eval::rank_samples(
         &loaded.model,
