@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use anyhow::{anyhow, Result};
 
 /// Runs `work` on every job, `lanes` at a time, each lane inside a rayon pool of `threads` threads, and passes
-/// each result to `done` in job order (so what `done` writes is the same for any number of lanes). One lane
-/// runs on the calling thread, in the global pool. The first error stops the lanes from taking new jobs and is
+/// each result to `done` in job order (so what `done` writes is the same for any number of lanes). A single
+/// lane runs on the calling thread, in the global pool; with more, the calling thread only collects. The first error stops the lanes from taking new jobs and is
 /// returned once the running ones finish; `done` sees only the results before it.
 pub fn in_order<J, R, W, D>(
     jobs: &[J],
