@@ -1,5 +1,7 @@
 """The peer of `minirec sft --max-train N --batch-size B [--lora-rank R]`: the first N training samples in
 batches of B, loss on the response tokens only, AdamW; full fine-tuning or peft LoRA on the seven projections.
+With --bf16-autocast, the forward and backward passes run under torch.autocast("cpu", bfloat16) (mixed precision:
+products in bf16, weights and optimiser f32), the peer of `minirec sft --bf16-mixed`.
 Prints the training loop's wall time, samples/s, tokens/s (prompt and response tokens, no padding) and peak RSS."""
 import argparse
 import time
@@ -16,6 +18,7 @@ a.add_argument("--batch", type=int, default=8)
 a.add_argument("--lora-rank", type=int, default=0)
 a.add_argument("--lr", type=float, default=3e-4)
 a.add_argument("--threads", type=int, default=2)
+a.add_argument("--bf16-autocast", action="store_true")
 args = a.parse_args()
 
 tok, model = load(args.model, args.threads)
@@ -34,7 +37,7 @@ for s in samples:
     enc.append((p, r))
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
 model.train()
-tokens, losses = 0, []
+tokens, losses, ends = 0, [], []
 t0 = time.time()
 for b in range(0, len(enc), args.batch):
     part = enc[b : b + args.batch]
@@ -48,13 +51,15 @@ for b in range(0, len(enc), args.batch):
         labels[i, len(p) : len(seq)] = torch.tensor(r)
         mask[i, : len(seq)] = 1
         tokens += len(seq)
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16_autocast):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     opt.step()
     opt.zero_grad()
     losses.append(loss.item())
+    ends.append(time.time() - t0)
 wall = time.time() - t0
-kind = f"LoRA r {args.lora_rank}" if args.lora_rank else "full"
+kind = (f"LoRA r {args.lora_rank}" if args.lora_rank else "full") + (", bf16 autocast" if args.bf16_autocast else "")
 print(f"peer sft ({kind}, batch {args.batch}): {len(enc)} samples in {wall:.1f} s, "
       f"{len(enc) / wall:.3f} samples/s, {tokens / wall:.1f} tokens/s, peak RSS {peak_rss_gb():.2f} GB, "
       f"losses {' '.join(f'{x:.4f}' for x in losses)}")

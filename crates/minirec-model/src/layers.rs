@@ -23,6 +23,8 @@ pub struct Linear {
     /// A bf16 copy of the frozen weight (or LoRA's frozen base) for the bf16 kernel
     /// (`Decoder::pack_frozen_bf16`).
     pub bf16: Option<crate::kernels::frozen::Bf16Weight>,
+    /// A trainable weight is multiplied in mixed precision on the bf16 kernel (`Decoder::set_mixed_bf16`).
+    pub mixed_bf16: bool,
 }
 
 impl Linear {
@@ -32,6 +34,7 @@ impl Linear {
             bias,
             lora: None,
             bf16: None,
+            mixed_bf16: false,
         }
     }
 
@@ -63,7 +66,7 @@ impl Linear {
         } else {
             self.weight.clone()
         };
-        let mut y = crate::kernels::frozen::linear(&x2, &w, self.bf16.as_ref())?;
+        let mut y = crate::kernels::frozen::linear(&x2, &w, self.bf16.as_ref(), self.mixed_bf16)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -47,6 +47,8 @@ pub struct Decoder {
     bf16_trains: bool,
     /// Whether `drop_frozen_f32` replaced the packed linear weights by placeholders (inference only from then).
     f32_dropped: bool,
+    /// Trainable weights (the linear layers, the tied output embedding) multiply in mixed precision.
+    mixed_bf16: bool,
 }
 
 /// The prompt part of the key/value cache: one entry per prompt, shared by all its rows.
@@ -266,6 +268,7 @@ impl Decoder {
             head_bf16: None,
             bf16_trains: false,
             f32_dropped: false,
+            mixed_bf16: false,
         })
     }
 
@@ -287,6 +290,22 @@ impl Decoder {
     /// Whether training passes multiply LoRA's frozen bases on the bf16 kernel (`pack_frozen_bf16`).
     pub fn bf16_trains(&self) -> bool {
         self.bf16_trains
+    }
+
+    /// Multiplies trainable weights in mixed precision: f32 weights, gradients and sums, operands rounded to
+    /// bf16 per product on the CPU's bf16 units (`kernels::mixed`). Frozen weights and CUDA are unaffected.
+    /// Returns whether it is on: asked for, and the CPU runs a bf16 kernel.
+    pub fn set_mixed_bf16(&mut self, on: bool) -> bool {
+        let on = on && crate::kernels::bf16::available() && self.device.is_cpu();
+        self.mixed_bf16 = on;
+        for (_, lin) in self.linears_mut() {
+            lin.mixed_bf16 = on;
+        }
+        on
+    }
+
+    pub fn mixed_bf16(&self) -> bool {
+        self.mixed_bf16
     }
 
     /// Whether `drop_frozen_f32` freed the f32 linear weights (the model runs inference only).
@@ -541,8 +560,13 @@ impl Decoder {
                 let h = hidden.reshape(((), self.cfg.hidden_size))?;
                 let mut out = dims;
                 *out.last_mut().expect("rank ≥ 1") = self.cfg.vocab_size;
-                crate::kernels::frozen::linear(&h, &self.embed, self.head_bf16.as_ref())?
-                    .reshape(out)?
+                crate::kernels::frozen::linear(
+                    &h,
+                    &self.embed,
+                    self.head_bf16.as_ref(),
+                    self.mixed_bf16,
+                )?
+                .reshape(out)?
             }
         };
         softcap(&l.to_dtype(DType::F32)?, self.cfg.final_logit_softcapping)

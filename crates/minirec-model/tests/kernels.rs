@@ -361,7 +361,7 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     let w = rand_tensor(&mut rng, &[13, 7], 1.0);
     let x = Var::from_tensor(&rand_tensor(&mut rng, &[5, 7], 1.0)).unwrap();
     let g = rand_tensor(&mut rng, &[5, 13], 1.0);
-    let y = linear(x.as_tensor(), &w, None).unwrap();
+    let y = linear(x.as_tensor(), &w, None, false).unwrap();
     let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
     assert!(max_diff(&y, &want) < 1e-5);
     let gs = probe_grads(&y, &g);
@@ -381,7 +381,7 @@ fn frozen_products_give_the_input_gradient_and_none_for_the_weight() {
     assert!(max_diff(gm.get(delta.as_tensor()).unwrap(), &r) < 1e-6);
     assert!(gm.get(&w).is_none());
     // Outside a graph (inference) both are the plain products.
-    let plain = linear(&x.as_tensor().detach(), &w, None).unwrap();
+    let plain = linear(&x.as_tensor().detach(), &w, None, false).unwrap();
     assert!(max_diff(&plain, &want) < 1e-5);
 }
 
@@ -592,7 +592,7 @@ fn bf16_differentiable_copies_give_the_input_gradient() {
     let x = Var::from_tensor(&rand_tensor(&mut rng, &[37, 65], 1.0)).unwrap();
     let g = rand_tensor(&mut rng, &[37, 29], 1.0);
     let copy = Bf16Weight::pack_differentiable(&w).unwrap().unwrap();
-    let y = linear(x.as_tensor(), &w, Some(&copy)).unwrap();
+    let y = linear(x.as_tensor(), &w, Some(&copy), false).unwrap();
     let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
     let d = max_diff(&y, &want);
     assert!(d > 0.0 && d < 0.15, "forward |Δ| {d}");
@@ -605,7 +605,7 @@ fn bf16_differentiable_copies_give_the_input_gradient() {
     assert!(d > 0.0 && d < 0.15, "input gradient |Δ| {d}");
     assert!(gs.get(&w).is_none());
     let inference = Bf16Weight::pack(&w).unwrap().unwrap();
-    let y = linear(x.as_tensor(), &w, Some(&inference)).unwrap();
+    let y = linear(x.as_tensor(), &w, Some(&inference), false).unwrap();
     assert!(
         max_diff(&y, &want) < 1e-5,
         "an inference copy served training"

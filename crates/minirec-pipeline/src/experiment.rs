@@ -88,6 +88,10 @@ pub struct SftSection {
     pub checkpoint_every: usize,
     /// Recompute each layer in backward (CPU): a fraction of the memory for about one more forward pass.
     pub recompute: bool,
+    /// Mixed precision on the CPU's bf16 units: products of trainable weights in bf16, everything else f32
+    /// (`minirec sft --bf16-mixed`; BENCHMARKS.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bf16_mixed: bool,
 }
 
 impl Default for SftSection {
@@ -104,6 +108,7 @@ impl Default for SftSection {
             patience: 1,
             checkpoint_every: 200,
             recompute: false,
+            bf16_mixed: false,
         }
     }
 }

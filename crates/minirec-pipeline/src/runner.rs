@@ -381,6 +381,7 @@ fn sft_stage(
         patience: e.sft.patience,
         checkpoint_every: e.sft.checkpoint_every,
         recompute: e.sft.recompute,
+        bf16_mixed: e.sft.bf16_mixed,
         seed: e.seed,
         lora: e.sft.lora_rank.map(|r| minirec_model::lora::LoraConfig {
             r,

@@ -53,6 +53,11 @@ pub struct SftConfig {
     /// memory for about one more forward pass (BENCHMARKS.md).
     #[serde(default)]
     pub recompute: bool,
+    /// Mixed precision on the CPU's bf16 units (AMX, AVX512_BF16): products of trainable weights round their
+    /// operands to bf16, while weights, gradients, sums and the optimiser stay f32 (BENCHMARKS.md). Without
+    /// such units it trains in f32 and says so. Left out of the config when off, so older runs keep their key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bf16_mixed: bool,
     /// Stop abruptly after this step, without a checkpoint or export (simulates a crash; for resume tests).
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
@@ -78,6 +83,7 @@ impl Default for SftConfig {
             lora: None,
             length_buckets: false,
             recompute: false,
+            bf16_mixed: false,
             interrupt_after: None,
         }
     }
@@ -291,6 +297,23 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<b
     Ok(recompute)
 }
 
+/// Turns mixed precision on or off as asked, and says which: a run asked for it on a CPU without bf16 units
+/// trains in f32.
+fn mixed_precision(model: &mut Decoder, asked: bool) {
+    match (asked, model.set_mixed_bf16(asked)) {
+        (true, true) => tracing::info!(
+            "mixed precision: trainable weights multiply in bf16 on {}",
+            minirec_model::kernels::bf16::kernel().map_or("?", |k| k.name())
+        ),
+        (true, false) => {
+            tracing::warn!(
+                "mixed precision asked for, but this device has no bf16 kernel: training in f32"
+            )
+        }
+        _ => {}
+    }
+}
+
 const LOWER_BATCH: &str = "lower --batch-size and raise --grad-accum to keep the effective batch";
 
 /// The training log inside a run directory.
@@ -354,6 +377,7 @@ pub fn train(
     }
     let recompute = check_memory(model, train, cfg)?;
     model.set_recompute(recompute);
+    mixed_precision(model, cfg.bf16_mixed);
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let per_step = cfg.batch_size * cfg.grad_accum;
     let steps_per_epoch = train.len().div_ceil(per_step);

@@ -267,3 +267,95 @@ fn resume_after_interruption_reaches_the_same_weights() {
         assert!(max_diff(&whole, &tiny_model(tok.vocab_size(), 2)) > 1e-3 || lora.is_some());
     }
 }
+
+/// The per-step training losses a run logged.
+fn step_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(|x| x.as_f64()))
+        .collect()
+}
+
+#[test]
+fn mixed_precision_follows_the_f32_run_and_moves_every_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = demo_data(tmp.path());
+    let tok = tokenizer(&ds);
+    let (tr, va) = examples(&ds, &tok);
+    let mut probe = tiny_model(tok.vocab_size(), 3);
+    if !probe.set_mixed_bf16(true) {
+        eprintln!("skipped: no bf16 kernel on this CPU (the run would train in f32 and say so)");
+        return;
+    }
+    let cfg = |mixed| SftConfig {
+        epochs: 1,
+        lr: 3e-3,
+        batch_size: 16,
+        checkpoint_every: 0,
+        bf16_mixed: mixed,
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    for mixed in [false, true] {
+        let mut model = tiny_model(tok.vocab_size(), 3);
+        let vars = trainable(&mut model, &cfg(mixed)).unwrap();
+        let before: Vec<_> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap()))
+            .collect();
+        let run = tmp.path().join(format!("run-{mixed}"));
+        train(
+            &mut model,
+            &tok,
+            vars.clone(),
+            &tr,
+            &va,
+            &cfg(mixed),
+            &run,
+            "random",
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(model.mixed_bf16(), mixed);
+        for ((name, v), (_, b)) in vars.iter().zip(&before) {
+            let moved = (v.as_tensor() - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(
+                moved.to_scalar::<f32>().unwrap() > 0.0,
+                "mixed={mixed}: {name} never moved"
+            );
+        }
+        runs.push((step_losses(&run), eval_nll(&model, &va, 32).unwrap()));
+    }
+    let ((l32, nll32), (lmx, nllmx)) = (&runs[0], &runs[1]);
+    assert_eq!(l32.len(), 16);
+    let worst = l32
+        .iter()
+        .zip(lmx)
+        .map(|(a, b)| ((a - b) / a).abs())
+        .fold(0f64, f64::max);
+    println!("losses: worst relative gap {worst:.4}; validation NLL {nll32:.4} (f32) vs {nllmx:.4} (mixed)");
+    // bf16 operands carry 8 bits of mantissa: the runs part slowly, and learn alike.
+    for (i, (a, b)) in l32.iter().zip(lmx).enumerate() {
+        assert!(
+            (a - b).abs() < 0.05 * a.abs(),
+            "step {}: loss {a} (f32) vs {b} (mixed)",
+            i + 1
+        );
+    }
+    assert!(
+        (nll32 - nllmx).abs() < 0.05 * nll32,
+        "validation NLL {nll32} (f32) vs {nllmx} (mixed)"
+    );
+    assert!(
+        l32.iter().zip(lmx).any(|(a, b)| a != b),
+        "mixed precision changed nothing"
+    );
+}

@@ -58,6 +58,11 @@ pub struct SftArgs {
     /// SFT in a fraction of the memory, for about one more forward pass (BENCHMARKS.md).
     #[arg(long)]
     recompute: bool,
+    /// Mixed precision on the CPU's bf16 units (Intel AMX, AVX512_BF16 on AMD Zen 4): products of trainable
+    /// weights round their operands to bf16; weights, gradients, sums and the optimiser stay f32
+    /// (BENCHMARKS.md). Without such units it trains in f32 and says so.
+    #[arg(long)]
+    bf16_mixed: bool,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -89,6 +94,7 @@ pub fn run(a: SftArgs, progress: bool) -> Result<()> {
         }),
         length_buckets: a.length_buckets,
         recompute: a.recompute,
+        bf16_mixed: a.bf16_mixed,
         ..Default::default()
     };
     let base = std::fs::canonicalize(&a.model)

@@ -86,8 +86,14 @@ impl Bf16Weight {
 }
 
 /// `x [rows, in] · wᵀ` for a weight `w [out, in]`; differentiable in `x` only when `w` takes no gradient.
-/// A matching bf16 copy of `w` takes the product instead where it serves the pass (`Bf16Weight::serves`).
-pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core::Result<Tensor> {
+/// A matching bf16 copy of `w` takes the product instead where it serves the pass (`Bf16Weight::serves`);
+/// with `mixed`, a trainable `w` is multiplied on the bf16 kernel in mixed precision (`kernels::mixed`).
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bf16: Option<&Bf16Weight>,
+    mixed: bool,
+) -> candle_core::Result<Tensor> {
     if bf16.is_some_and(|b| b.f32_dropped && b.id == w.id() && !b.serves(x, w)) {
         candle_core::bail!(
             "this model keeps its frozen weights in bf16 only (loaded for inference), and a {} pass on \
@@ -100,6 +106,9 @@ pub fn linear(x: &Tensor, w: &Tensor, bf16: Option<&Bf16Weight>) -> candle_core:
     if let Some(b) = bf16.filter(|b| b.serves(x, w)) {
         // One op for both passes: it reads `x` in place, and records a backward only when `x` is tracked.
         return x.contiguous()?.apply_op1(Bf16Linear { w: b.clone() });
+    }
+    if mixed && w.track_op() && super::mixed::serves(x, w) {
+        return super::mixed::linear(x, w);
     }
     if !frozen(x, w) {
         return x.matmul(&w.t()?);

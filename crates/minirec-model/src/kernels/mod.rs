@@ -7,6 +7,7 @@ pub mod decode_attention;
 pub mod frozen;
 pub mod gemm;
 pub mod log_sum_exp;
+pub mod mixed;
 pub mod rms_norm;
 pub mod rope;
 pub mod silu_mul;

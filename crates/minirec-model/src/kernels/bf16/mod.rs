@@ -142,6 +142,32 @@ impl PackedBf16 {
         Some(PackedBf16 { n, k, kp, data })
     }
 
+    /// Packs the transpose of a row-major `src [r, c]`, i.e. the weight `[c, r]`, reading `src` in place:
+    /// for mixed-precision training, whose backward multiplies by `wᵀ` and by the input's transpose.
+    pub fn new_transposed(src: &[f32], r: usize, c: usize) -> Option<Self> {
+        assert_eq!(src.len(), r * c, "matrix of {} for [{r}, {c}]", src.len());
+        if !available() || r == 0 || c == 0 {
+            return None;
+        }
+        let (n, k) = (c, r);
+        let kp = k.div_ceil(2).div_ceil(KT) * KT;
+        let mut data = vec![0u32; n.div_ceil(NR) * kp * NR];
+        data.par_chunks_mut(kp * NR)
+            .enumerate()
+            .for_each(|(blk, out)| {
+                let cols = blk * NR..(blk * NR + NR).min(n);
+                for p in 0..k.div_ceil(2) {
+                    let lo = &src[2 * p * c..][..c];
+                    let hi = (2 * p + 1 < k).then(|| &src[(2 * p + 1) * c..][..c]);
+                    for (cc, col) in cols.clone().enumerate() {
+                        let h = hi.map_or(0, |h| to_bf16(h[col]) as u32);
+                        out[p * NR + cc] = to_bf16(lo[col]) as u32 | (h << 16);
+                    }
+                }
+            });
+        Some(PackedBf16 { n, k, kp, data })
+    }
+
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.k)
     }
@@ -200,6 +226,29 @@ impl PackedBf16 {
         });
         compact(y, m, self.n, ld)
     }
+}
+
+/// The transpose `[c, r]` of a row-major `src [r, c]`, in blocks of 32 output rows (one pass over `src` reads
+/// 32 neighbouring floats of each row).
+pub fn transpose(src: &[f32], r: usize, c: usize) -> Vec<f32> {
+    assert_eq!(src.len(), r * c, "matrix of {} for [{r}, {c}]", src.len());
+    const B: usize = 32;
+    let mut out = vec![0f32; r * c];
+    if r == 0 {
+        return out;
+    }
+    out.par_chunks_mut(B * r)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let j0 = blk * B;
+            let width = rows.len() / r;
+            for (i, row) in src.chunks(c).enumerate() {
+                for (dj, &v) in row[j0..j0 + width].iter().enumerate() {
+                    rows[dj * r + i] = v;
+                }
+            }
+        });
+    out
 }
 
 /// The first `m` rows and `n` columns of a row-major [≥ m, ld] buffer.
@@ -314,6 +363,26 @@ mod tests {
                     "{m}×{k}·{n}: [{i}] {g} vs {e}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn transposed_packs_and_transpose_match_the_plain_ones() {
+        for &(r, c) in &[(1, 1), (3, 5), (33, 70), (64, 40), (7, 97)] {
+            let src = lcg(r * c, 11 + r as u64);
+            let t = transpose(&src, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], src[i * c + j]);
+                }
+            }
+            if !available() {
+                continue;
+            }
+            let packed = PackedBf16::new_transposed(&src, r, c).expect("available");
+            let plain = PackedBf16::new(&t, c, r).expect("available");
+            assert_eq!(packed.dims(), (c, r));
+            assert!(packed.data == plain.data, "[{r}, {c}]: the packs differ");
         }
     }
 
