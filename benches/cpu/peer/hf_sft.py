@@ -63,3 +63,8 @@ kind = (f"LoRA r {args.lora_rank}" if args.lora_rank else "full") + (", bf16 aut
 print(f"peer sft ({kind}, batch {args.batch}): {len(enc)} samples in {wall:.1f} s, "
       f"{len(enc) / wall:.3f} samples/s, {tokens / wall:.1f} tokens/s, peak RSS {peak_rss_gb():.2f} GB, "
       f"losses {' '.join(f'{x:.4f}' for x in losses)}")
+steps = [b - a for a, b in zip([0.0] + ends, ends)]
+if len(steps) > 1:
+    rest = steps[1:]
+    print(f"step seconds: first {steps[0]:.1f}, then mean {sum(rest) / len(rest):.2f} "
+          f"({' '.join(f'{x:.1f}' for x in rest)})")

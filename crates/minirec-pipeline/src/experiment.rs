@@ -486,4 +486,15 @@ mod tests {
         .unwrap();
         assert!(bad.check().unwrap_err().to_string().contains("best"));
     }
+
+    #[test]
+    fn mixed_precision_is_read_and_left_out_of_the_record_when_off() {
+        let base = "out = \"o\"\n[data]\ndemo_users = 50\n[model]\npreset = \"tiny\"\n[sft]\n";
+        let on: Experiment = toml::from_str(&format!("{base}bf16_mixed = true\n")).unwrap();
+        let off: Experiment = toml::from_str(base).unwrap();
+        assert!(on.sft.bf16_mixed && !off.sft.bf16_mixed);
+        // Runs recorded before the key existed keep the same experiment.json.
+        let json = |e: &Experiment| serde_json::to_string(&e.sft).unwrap();
+        assert!(!json(&off).contains("bf16_mixed") && json(&on).contains("\"bf16_mixed\":true"));
+    }
 }
