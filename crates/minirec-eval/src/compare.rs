@@ -31,6 +31,8 @@ pub struct Comparison {
     pub resamples: usize,
     pub seed: u64,
     pub metrics: Vec<MetricDiff>,
+    /// How B's ranked lists moved against A's.
+    pub movement: crate::movement::Movement,
 }
 
 /// Per-sample HR@K and NDCG@K (1/log2(rank + 2) inside the cut-off), by metric name.
@@ -122,6 +124,7 @@ pub fn paired_bootstrap(
     if n == 0 || resamples == 0 {
         return Err("nothing to compare: no paired samples or no resamples".into());
     }
+    let movement = crate::movement::movement(&pairs, ks);
     let (pa, pb): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
     let (ma, mb) = (per_sample(&pa, ks), per_sample(&pb, ks));
     let mut rng = SplitMix64(seed);
@@ -156,6 +159,7 @@ pub fn paired_bootstrap(
         resamples,
         seed,
         metrics,
+        movement,
     })
 }
 

@@ -2,10 +2,12 @@
 
 pub mod compare;
 pub mod metrics;
+pub mod movement;
 pub mod predictions;
 pub mod subset;
 
 pub use compare::{bootstrap_interval, paired_bootstrap, paired_mean_diff, Comparison, MetricDiff};
 pub use metrics::{parse_ks, MetricsReport, RankingMetrics};
+pub use movement::{movement, CutoffMovement, Movement};
 pub use predictions::{read_predictions, score_predictions_file, Prediction};
 pub use subset::seeded_subset;

@@ -32,7 +32,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let ks = parse_ks(&a.k).map_err(|e| anyhow::anyhow!("--k: {e}"))?;
     let (pa, pb) = (predictions_path(&a.a)?, predictions_path(&a.b)?);
     let c = compare_files(&pa, &pb, &ks, a.resamples, a.seed)?;
-    print!("{}", c.table(&label(&pa), &label(&pb)));
+    let (la, lb) = (label(&pa), label(&pb));
+    print!("{}\n{}", c.table(&la, &lb), c.movement.table(&la, &lb));
     if let Some(out) = &a.json {
         minirec_data::fsutil::write_json_atomic(out, &c)
             .with_context(|| format!("writing {}", out.display()))?;
