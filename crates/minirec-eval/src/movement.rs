@@ -37,7 +37,7 @@ pub struct Movement {
 }
 
 /// A ranked list without repeated titles (as the metrics read it), cut at `k`.
-fn top<'a>(ranked: &'a [String], k: usize) -> Vec<&'a str> {
+fn top(ranked: &[String], k: usize) -> Vec<&str> {
     let mut seen = HashSet::new();
     ranked
         .iter()
