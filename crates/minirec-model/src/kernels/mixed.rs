@@ -119,19 +119,8 @@ impl CustomOp2 for MixedLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::lcg;
     use candle_core::{Device, Var};
-
-    fn lcg(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Largest |a − b| over the largest |b|.
     fn rel(a: &Tensor, b: &Tensor) -> f32 {

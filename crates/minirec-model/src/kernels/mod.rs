@@ -57,3 +57,17 @@ pub(crate) fn with_host<R>(
         .collect::<candle_core::Result<Vec<_>>>()?;
     Ok(f(&slices))
 }
+
+/// Reproducible values in [-1, 1) for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
