@@ -289,30 +289,32 @@ fn mixed_precision_follows_the_f32_run_and_moves_every_weight() {
         eprintln!("skipped: no bf16 kernel on this CPU (the run would train in f32 and say so)");
         return;
     }
-    let cfg = |mixed| SftConfig {
+    let cfg = |mixed, recompute| SftConfig {
         epochs: 1,
         lr: 3e-3,
         batch_size: 16,
         checkpoint_every: 0,
         bf16_mixed: mixed,
+        recompute,
         ..Default::default()
     };
     let mut runs = Vec::new();
-    for mixed in [false, true] {
+    // f32, mixed, and mixed with layers recomputed in backward (which re-runs the mixed products).
+    for (mixed, recompute) in [(false, false), (true, false), (true, true)] {
         let mut model = tiny_model(tok.vocab_size(), 3);
-        let vars = trainable(&mut model, &cfg(mixed)).unwrap();
+        let vars = trainable(&mut model, &cfg(mixed, recompute)).unwrap();
         let before: Vec<_> = vars
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap()))
             .collect();
-        let run = tmp.path().join(format!("run-{mixed}"));
+        let run = tmp.path().join(format!("run-{mixed}-{recompute}"));
         train(
             &mut model,
             &tok,
             vars.clone(),
             &tr,
             &va,
-            &cfg(mixed),
+            &cfg(mixed, recompute),
             &run,
             "random",
             false,
@@ -334,7 +336,13 @@ fn mixed_precision_follows_the_f32_run_and_moves_every_weight() {
         }
         runs.push((step_losses(&run), eval_nll(&model, &va, 32).unwrap()));
     }
-    let ((l32, nll32), (lmx, nllmx)) = (&runs[0], &runs[1]);
+    let ((l32, nll32), (lmx, nllmx), (lre, _)) = (&runs[0], &runs[1], &runs[2]);
+    for (a, b) in lmx.iter().zip(lre) {
+        assert!(
+            (a - b).abs() < 1e-5 * a.abs(),
+            "recomputed mixed run: {a} vs {b}"
+        );
+    }
     assert_eq!(l32.len(), 16);
     let worst = l32
         .iter()
