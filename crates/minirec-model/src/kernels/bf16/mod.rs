@@ -83,6 +83,7 @@ pub fn available() -> bool {
 }
 
 /// f32 → bf16 bits, rounded to nearest even (NaN kept a quiet NaN), as `vcvtne2ps2bf16` does.
+#[inline]
 pub fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
     if x.is_nan() {
@@ -287,16 +288,45 @@ fn pack_rows(x: &[f32], m: usize, rows: usize, k: usize, kp: usize, kernel: Kern
         .zip(x.par_chunks(mr * k))
         .for_each(|(panel, xs)| {
             for (r, row) in xs.chunks(k).enumerate() {
+                if kernel == Kernel::Amx {
+                    round_pairs(row, &mut panel[r * kp..(r + 1) * kp]);
+                    continue;
+                }
                 for p in 0..k.div_ceil(2) {
-                    let at = match kernel {
-                        Kernel::Amx => r * kp + p,
-                        Kernel::Avx512Bf16 => p * mr + r,
-                    };
-                    panel[at] = pair(row, p);
+                    panel[p * mr + r] = pair(row, p);
                 }
             }
         });
     a
+}
+
+/// `row`'s values as bf16 pairs into the front of `out` (the rest untouched). The AMX layout keeps a row's pairs
+/// side by side, so this is one pass the compiler vectorises — on AVX-512 where the CPU has it (every CPU with
+/// a bf16 kernel does): it was a quarter of a 2,048-row product's time as scalar code.
+fn round_pairs(row: &[f32], out: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has AVX-512 F and BW (checked just above).
+        return unsafe { round_pairs_avx512(row, out) };
+    }
+    round_pairs_portable(row, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_pairs_avx512(row: &[f32], out: &mut [u32]) {
+    round_pairs_portable(row, out)
+}
+
+#[inline(always)]
+fn round_pairs_portable(row: &[f32], out: &mut [u32]) {
+    let full = row.len() / 2;
+    for (o, two) in out[..full].iter_mut().zip(row.chunks_exact(2)) {
+        *o = to_bf16(two[0]) as u32 | ((to_bf16(two[1]) as u32) << 16);
+    }
+    if row.len() % 2 == 1 {
+        out[full] = to_bf16(row[row.len() - 1]) as u32;
+    }
 }
 
 #[cfg(test)]
