@@ -244,8 +244,7 @@ impl<'a> Batch<'a> {
         }
         if self.gen.len > 0 {
             let _p = phase("decode.reorder_cache", dev);
-            self.gen
-                .reorder(&Tensor::from_slice(&parents, parents.len(), dev)?)?;
+            self.gen.reorder(&parents)?;
         }
         let h = {
             let _p = phase("decode.step", dev);

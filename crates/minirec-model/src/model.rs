@@ -19,7 +19,7 @@ use crate::block::{KeysBefore, LayerInputs, Loader};
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kernels::attention::AttentionSpec;
-use crate::kernels::decode_attention::{decode_attention, DecodeSpec};
+use crate::kernels::decode_attention::{decode_attention, DecodeSpec, GenSteps};
 use crate::layers::{softcap, softmax_last, Linear, RmsNorm, Rope};
 use crate::profile::phase;
 use crate::recompute::{PendingGrads, RecomputedLayer};
@@ -152,20 +152,44 @@ impl Prefix {
     }
 }
 
-/// The generated part of the cache: one entry per row (B·W rows, prompt-major). Beams are reordered every
-/// step, so each step copies the cache once whatever the layout; appending by concatenation costs the same
-/// one pass and keeps every tensor contiguous for the attention matmuls.
+/// The generated part of the cache. On the CPU in f32 (the decode kernel's case) each step's keys and values
+/// stay where they were written, and a row finds its history through its ancestors' places, so reordering
+/// beams moves indices, not keys (copying the whole cache twice a step was 17% of a beam search). Elsewhere
+/// candle's ops need each row's keys contiguous: one entry per row (B·W rows, prompt-major), reordered and
+/// grown by copies.
 #[derive(Default)]
 pub struct GenCache {
+    /// Contiguous layout, per layer [N, KVH, Tg, D].
     kv: Vec<Option<(Tensor, Tensor)>>,
+    /// Step layout, per layer: keys and values of each step, [N_s, KVH, D] on the host.
+    steps: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    /// Step layout, per step: each current row's ancestor's place among that step's rows.
+    from: Vec<Vec<u32>>,
     pub len: usize,
 }
 
 impl GenCache {
     /// Row i of the next step continues row `parents[i]` of this one.
-    pub fn reorder(&mut self, parents: &Tensor) -> Result<()> {
+    pub fn reorder(&mut self, parents: &[u32]) -> Result<()> {
+        for places in &mut self.from {
+            if let Some(&bad) = parents.iter().find(|&&p| p as usize >= places.len()) {
+                return Err(ModelError::Invalid(format!(
+                    "row {bad} continued, the cache holds {}",
+                    places.len()
+                )));
+            }
+            *places = parents.iter().map(|&p| places[p as usize]).collect();
+        }
+        let dev = match self.kv.iter().flatten().next() {
+            Some((k, _)) => k.device().clone(),
+            None => return Ok(()),
+        };
+        let parents = Tensor::from_slice(parents, parents.len(), &dev)?;
         for e in self.kv.iter_mut().flatten() {
-            *e = (e.0.index_select(parents, 0)?, e.1.index_select(parents, 0)?);
+            *e = (
+                e.0.index_select(&parents, 0)?,
+                e.1.index_select(&parents, 0)?,
+            );
         }
         Ok(())
     }
@@ -185,6 +209,29 @@ impl GenCache {
         };
         self.kv[li] = Some(kv.clone());
         Ok(kv)
+    }
+
+    /// Starts a step of `n` rows in the step layout (each row is its own place in it).
+    fn begin_step(&mut self, layers: usize, n: usize) {
+        if self.steps.is_empty() {
+            self.steps = vec![(Vec::new(), Vec::new()); layers];
+        }
+        self.from.push((0..n as u32).collect());
+    }
+
+    /// Stores layer `li`'s keys/values of this step ([N, KVH, 1, D]) in the step layout and returns the
+    /// layer's history for the decode kernel.
+    fn push_step(&mut self, li: usize, k: &Tensor, v: &Tensor) -> Result<GenSteps<'_>> {
+        let host = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let (k, v) = (host(k)?, host(v)?);
+        let (keys, values) = &mut self.steps[li];
+        keys.push(k);
+        values.push(v);
+        Ok(GenSteps {
+            keys,
+            values,
+            from: &self.from,
+        })
     }
 }
 
@@ -620,7 +667,11 @@ impl Decoder {
         let (cos, sin) = self.rope.lookup(&pos, (n, 1), self.dtype)?;
         let ids = Tensor::from_vec(tokens.to_vec(), (n, 1), &self.device)?;
         let mut x = self.embed_ids(&ids)?;
-        if gen.kv.is_empty() {
+        // The kernel's step layout, or candle's ops on a contiguous cache (see `GenCache`).
+        let on_kernel = crate::kernels::supported(&x);
+        if on_kernel {
+            gen.begin_step(self.blocks.len(), n);
+        } else if gen.kv.is_empty() {
             gen.kv = vec![None; self.blocks.len()];
         }
         let scale = cfg.attn_scale();
@@ -642,15 +693,19 @@ impl Decoder {
                 let k = Rope::apply(&k, &cos, &sin)?; // [N, KVH, 1, D]
                 (q, k, v)
             };
-            let (kg, vg) = {
-                let _p = phase("decode.cache_append", dev);
-                gen.append(li, k, &v)?
-            };
-            let out = if crate::kernels::supported(&q) && crate::kernels::supported(&pc.kv[li].0) {
+            let out = if on_kernel {
+                let steps = {
+                    let _p = phase("decode.cache_append", dev);
+                    gen.push_step(li, &k, &v)?
+                };
                 let _p = phase("decode.attention", dev);
                 let (kp, vp) = &pc.kv[li];
-                decode_attention(&q, (kp, vp), (&kg, &vg), &specs[usize::from(blk.sliding)])?
+                decode_attention(&q, (kp, vp), steps, &specs[usize::from(blk.sliding)])?
             } else {
+                let (kg, vg) = {
+                    let _p = phase("decode.cache_append", dev);
+                    gen.append(li, k, &v)?
+                };
                 self.decode_attention_composed(blk, pc, li, (&q, &kg, &vg), tg)?
             };
             let a = {

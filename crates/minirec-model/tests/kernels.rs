@@ -457,9 +457,60 @@ type DecodeCase = (
     Option<f32>,
 );
 
+/// A generated cache in the kernel's step layout: step s holds `n + extra(s)` rows in random order (the
+/// rows of an earlier step that later beams left behind among them), and `from[s][r]` finds row r's ancestor.
+/// Returns the steps and the same history laid out contiguously ([N, KVH, Tg, D]) for the reference.
+struct Steps {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    from: Vec<Vec<u32>>,
+    dense: (Vec<f32>, Vec<f32>),
+}
+
+fn random_steps(rng: &mut impl Rng, n: usize, kvh: usize, tg: usize, d: usize) -> Steps {
+    let width = kvh * d;
+    let mut st = Steps {
+        keys: Vec::new(),
+        values: Vec::new(),
+        from: Vec::new(),
+        dense: (vec![0f32; n * tg * width], vec![0f32; n * tg * width]),
+    };
+    for s in 0..tg {
+        // The current step holds exactly the current rows, in order; earlier ones more, shuffled.
+        let rows = if s + 1 == tg { n } else { n + s % 3 };
+        let from: Vec<u32> = (0..n)
+            .map(|r| {
+                if s + 1 == tg {
+                    r as u32
+                } else {
+                    rng.random_range(0..rows as u32)
+                }
+            })
+            .collect();
+        let k: Vec<f32> = (0..rows * width)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let v: Vec<f32> = (0..rows * width)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        for (r, &p) in from.iter().enumerate() {
+            for kh in 0..kvh {
+                let src = (p as usize * kvh + kh) * d;
+                let dst = ((r * kvh + kh) * tg + s) * d;
+                st.dense.0[dst..dst + d].copy_from_slice(&k[src..src + d]);
+                st.dense.1[dst..dst + d].copy_from_slice(&v[src..src + d]);
+            }
+        }
+        st.keys.push(k);
+        st.values.push(v);
+        st.from.push(from);
+    }
+    st
+}
+
 #[test]
 fn decode_attention_matches_brute_force() {
-    use minirec_model::kernels::decode_attention::{decode_attention, DecodeSpec};
+    use minirec_model::kernels::decode_attention::{decode_attention, DecodeSpec, GenSteps};
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let cases: Vec<DecodeCase> = vec![
         (3, 5, 6, 2, 16, 13, 4, vec![13, 7, 1], None, None),
@@ -476,22 +527,24 @@ fn decode_attention_matches_brute_force() {
             rand_tensor(&mut rng, &[b, kvh, tp, d], 1.0),
             rand_tensor(&mut rng, &[b, kvh, tp, d], 1.0),
         );
-        let (kg, vg) = (
-            rand_tensor(&mut rng, &[n, kvh, tg, d], 1.0),
-            rand_tensor(&mut rng, &[n, kvh, tg, d], 1.0),
-        );
+        let st = random_steps(&mut rng, n, kvh, tg, d);
+        let gen = GenSteps {
+            keys: &st.keys,
+            values: &st.values,
+            from: &st.from,
+        };
         let spec = DecodeSpec {
             prompt_lens: lens.clone(),
             window,
             softcap,
         };
-        let got = decode_attention(&q, (&kp, &vp), (&kg, &vg), &spec).unwrap();
+        let got = decode_attention(&q, (&kp, &vp), gen, &spec).unwrap();
         assert_eq!(got.dims(), &[n, 1, h * d]);
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let want = decode_reference(
             &flat(&q),
             (&flat(&kp), &flat(&vp)),
-            (&flat(&kg), &flat(&vg)),
+            (&st.dense.0, &st.dense.1),
             (b, w, h, kvh, d, tp, tg),
             &lens,
             window,
@@ -504,16 +557,33 @@ fn decode_attention_matches_brute_force() {
             .fold(0f32, f32::max);
         assert!(diff < 2e-5, "case {case}: max |Δ| {diff}");
     }
-    // Shapes that do not fit are errors, not panics.
+    // Shapes and places that do not fit are errors, not panics.
     let q = rand_tensor(&mut rng, &[4, 2, 1, 8], 1.0);
     let kp = rand_tensor(&mut rng, &[3, 1, 5, 8], 1.0);
-    let kg = rand_tensor(&mut rng, &[4, 1, 2, 8], 1.0);
+    let st = random_steps(&mut rng, 4, 1, 2, 8);
     let spec = DecodeSpec {
         prompt_lens: vec![5, 5, 5],
         window: None,
         softcap: None,
     };
-    assert!(decode_attention(&q, (&kp, &kp), (&kg, &kg), &spec).is_err());
+    fn gen<'a>(st: &'a Steps, from: &'a [Vec<u32>]) -> GenSteps<'a> {
+        GenSteps {
+            keys: &st.keys,
+            values: &st.values,
+            from,
+        }
+    }
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from), &spec).is_err());
+    let kp = rand_tensor(&mut rng, &[2, 1, 5, 8], 1.0);
+    let spec = DecodeSpec {
+        prompt_lens: vec![5, 5],
+        ..spec
+    };
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from), &spec).is_ok());
+    let mut far = st.from.clone();
+    far[0][1] = 99;
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &far), &spec).is_err());
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from[..1]), &spec).is_err());
 }
 
 /// `bf16::set_wanted` is process-wide: tests that set it take turns.

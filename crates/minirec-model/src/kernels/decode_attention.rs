@@ -4,6 +4,11 @@
 //! W·G query rows (G query heads share a key/value head), so the prompt cache is never repeated per row, and
 //! no scores tensor is written.
 //!
+//! The generated keys and values stay where each step wrote them (`GenSteps`): beam search reorders its rows
+//! every step, and a row's history is found through its ancestors' places instead of being copied. A task
+//! gathers a row's visible history into a small buffer and multiplies it there, with the same products as
+//! a contiguous cache would get, so the values are those of a copied cache bit for bit.
+//!
 //! Semantics are those of the composed path in `model.rs` it replaces: q arrives scaled; score =
 //! softcap(q·k); padding keys and keys outside the sliding window are excluded; one softmax over the prompt
 //! and generated keys together, then the weighted sum of their values. Decoding never back-propagates, so
@@ -25,6 +30,16 @@ pub struct DecodeSpec {
     pub softcap: Option<f32>,
 }
 
+/// The generated part of the cache, step by step: `keys[s]` and `values[s]` are [N_s, KVH, D] for the rows
+/// decoded at step s (the last step is the current token's), and `from[s][r]` is the place among them of
+/// current row r's ancestor (r itself at the last step).
+#[derive(Clone, Copy)]
+pub struct GenSteps<'a> {
+    pub keys: &'a [Vec<f32>],
+    pub values: &'a [Vec<f32>],
+    pub from: &'a [Vec<u32>],
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     /// Prompts, rows per prompt, query heads, key/value heads, head size.
@@ -39,51 +54,49 @@ struct Dims {
 }
 
 /// Attention of `q` [N, H, 1, D] (scaled, N = B·W rows, prompt-major) over the prompt cache `kp`, `vp`
-/// [B, KVH, Tp, D] and each row's generated keys and values `kg`, `vg` [N, KVH, Tg, D], whose last entry is
-/// the current token. Returns [N, 1, H·D].
+/// [B, KVH, Tp, D] and each row's generated keys and values in `gen` (Tg steps, the last the current
+/// token's). Returns [N, 1, H·D].
 pub fn decode_attention(
     q: &Tensor,
     (kp, vp): (&Tensor, &Tensor),
-    (kg, vg): (&Tensor, &Tensor),
+    gen: GenSteps,
     spec: &DecodeSpec,
 ) -> candle_core::Result<Tensor> {
-    let dm = dims(q, kp, kg, spec)?;
-    if vp.dims() != kp.dims() || vg.dims() != kg.dims() {
+    let dm = dims(q, kp, gen, spec)?;
+    if vp.dims() != kp.dims() {
         candle_core::bail!(
-            "decode attention: values {:?}/{:?} do not match keys",
+            "decode attention: values {:?} do not match keys {:?}",
             vp.dims(),
-            vg.dims()
+            kp.dims()
         );
     }
-    let out = with_host("decode attention", &[q, kp, vp, kg, vg], |x| {
-        forward(x[0], (x[1], x[2]), (x[3], x[4]), spec, dm)
+    let out = with_host("decode attention", &[q, kp, vp], |x| {
+        forward(x[0], (x[1], x[2]), gen, spec, dm)
     })?;
     let n = dm.b * dm.w;
     Tensor::from_vec(out, (n, 1, dm.h * dm.d), &Device::Cpu)
 }
 
-fn dims(q: &Tensor, kp: &Tensor, kg: &Tensor, spec: &DecodeSpec) -> candle_core::Result<Dims> {
+fn dims(q: &Tensor, kp: &Tensor, gen: GenSteps, spec: &DecodeSpec) -> candle_core::Result<Dims> {
     let (n, h, one, d) = q.dims4()?;
     let (b, kvh, tp, kd) = kp.dims4()?;
-    let (gn, gkvh, tg, gd) = kg.dims4()?;
     let ok = one == 1
         && b > 0
         && n % b == 0
-        && (kd, gd, gn, gkvh) == (d, d, n, kvh)
+        && kd == d
         && kvh > 0
         && h % kvh == 0
-        && tg > 0
         && spec.prompt_lens.len() == b
         && spec.prompt_lens.iter().all(|&l| l <= tp);
     if !ok {
         candle_core::bail!(
-            "decode attention: q {:?}, prompt keys {:?}, generated keys {:?}, {} prompt lengths do not fit",
+            "decode attention: q {:?}, prompt keys {:?}, {} prompt lengths do not fit",
             q.dims(),
             kp.dims(),
-            kg.dims(),
             spec.prompt_lens.len()
         );
     }
+    check_steps(gen, n, kvh * d)?;
     Ok(Dims {
         b,
         w: n / b,
@@ -91,31 +104,49 @@ fn dims(q: &Tensor, kp: &Tensor, kg: &Tensor, spec: &DecodeSpec) -> candle_core:
         kvh,
         d,
         tp,
-        tg,
+        tg: gen.from.len(),
     })
+}
+
+/// Every step's keys and values hold whole rows of `width` values, and every current row's ancestor is one
+/// of them; the last step holds the current rows themselves.
+fn check_steps(gen: GenSteps, n: usize, width: usize) -> candle_core::Result<()> {
+    let tg = gen.from.len();
+    if tg == 0 || gen.keys.len() != tg || gen.values.len() != tg {
+        candle_core::bail!(
+            "decode attention: {} steps of keys, {} of values, {} of row places",
+            gen.keys.len(),
+            gen.values.len(),
+            tg
+        );
+    }
+    for (s, ((k, v), from)) in gen.keys.iter().zip(gen.values).zip(gen.from).enumerate() {
+        let rows = k.len() / width;
+        let bad_place = from.iter().any(|&p| p as usize >= rows);
+        let current = s + 1 < tg || rows == n;
+        if k.len() % width != 0 || v.len() != k.len() || from.len() != n || bad_place || !current {
+            candle_core::bail!(
+                "decode attention: step {s} holds {} keys and {} values of width {width} for {} places of {n} rows",
+                k.len(),
+                v.len(),
+                from.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The output [N, H, D] row-major, from one task per (prompt, key/value head).
 fn forward(
     q: &[f32],
     (kp, vp): (&[f32], &[f32]),
-    (kg, vg): (&[f32], &[f32]),
+    gen: GenSteps,
     spec: &DecodeSpec,
     dm: Dims,
 ) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = (0..dm.b * dm.kvh)
         .into_par_iter()
-        .map(|task| {
-            head_task(
-                task / dm.kvh,
-                task % dm.kvh,
-                q,
-                (kp, vp),
-                (kg, vg),
-                spec,
-                dm,
-            )
-        })
+        .map(|task| head_task(task / dm.kvh, task % dm.kvh, q, (kp, vp), gen, spec, dm))
         .collect();
     let (g, d) = (dm.h / dm.kvh, dm.d);
     let mut out = vec![0f32; dm.b * dm.w * dm.h * d];
@@ -156,7 +187,7 @@ fn head_task(
     kh: usize,
     q: &[f32],
     (kp, vp): (&[f32], &[f32]),
-    (kg, vg): (&[f32], &[f32]),
+    gen: GenSteps,
     spec: &DecodeSpec,
     dm: Dims,
 ) -> Vec<f32> {
@@ -173,6 +204,8 @@ fn head_task(
     let cols = np + ng;
     let mut s = vec![0f32; rows * cols];
     let (kph, vph) = (head(kp, b, kh, tp, dm), head(vp, b, kh, tp, dm));
+    // One row's visible generated keys or values, gathered from the steps that wrote them.
+    let mut history = vec![0f32; ng * d];
     matmul(
         rows,
         np,
@@ -185,8 +218,7 @@ fn head_task(
         false,
     );
     for wi in 0..dm.w {
-        let r = b * dm.w + wi;
-        let kgh = head(kg, r, kh, tg, dm);
+        gather(&mut history, gen.keys, gen.from, b * dm.w + wi, kh, g0, dm);
         let at = wi * g * cols + np;
         matmul(
             g,
@@ -195,7 +227,7 @@ fn head_task(
             &mut s[at..],
             cols,
             Mat::n(&qb[wi * g * d..], d),
-            Mat::t(&kgh[g0 * d..], d),
+            Mat::t(&history, d),
             1.0,
             false,
         );
@@ -214,7 +246,15 @@ fn head_task(
         false,
     );
     for wi in 0..dm.w {
-        let vgh = head(vg, b * dm.w + wi, kh, tg, dm);
+        gather(
+            &mut history,
+            gen.values,
+            gen.from,
+            b * dm.w + wi,
+            kh,
+            g0,
+            dm,
+        );
         let at = wi * g;
         matmul(
             g,
@@ -223,7 +263,7 @@ fn head_task(
             &mut out[at * d..],
             d,
             Mat::n(&s[at * cols + np..], cols),
-            Mat::n(&vgh[g0 * d..], d),
+            Mat::n(&history, d),
             1.0,
             true,
         );
@@ -235,6 +275,23 @@ fn head_task(
 fn head(x: &[f32], i: usize, kh: usize, t: usize, dm: Dims) -> &[f32] {
     let base = (i * dm.kvh + kh) * t * dm.d;
     &x[base..base + t * dm.d]
+}
+
+/// Row `r`'s key/value head `kh` at steps `from_step..` into `out` ([steps × D], oldest first).
+fn gather(
+    out: &mut [f32],
+    steps: &[Vec<f32>],
+    from: &[Vec<u32>],
+    r: usize,
+    kh: usize,
+    from_step: usize,
+    dm: Dims,
+) {
+    let d = dm.d;
+    for (dst, s) in out.chunks_exact_mut(d).zip(from_step..dm.tg) {
+        let at = (from[s][r] as usize * dm.kvh + kh) * d;
+        dst.copy_from_slice(&steps[s][at..at + d]);
+    }
 }
 
 /// Soft-caps (cap·tanh(x/cap)) and softmaxes each row of `s` ([rows × cols]) in place.
