@@ -18,6 +18,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::gemm::{matmul, Mat};
 use super::{cpu_f32, with_host};
 
@@ -180,11 +181,9 @@ fn probabilities(
             }
             max = max.max(*x);
         }
-        let mut sum = 0f32;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
+        row.iter_mut().for_each(|x| *x -= max);
+        exp_in_place(row);
+        let sum = row.iter().fold(0f32, |s, &x| s + x);
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|x| *x *= inv);
     }

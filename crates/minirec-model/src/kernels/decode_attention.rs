@@ -17,6 +17,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::gemm::{matmul, Mat};
 use super::with_host;
 
@@ -301,11 +302,9 @@ fn softmax_rows(s: &mut [f32], cols: usize, softcap: Option<f32>) {
             row.iter_mut().for_each(|x| *x = (*x / cap).tanh() * cap);
         }
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
+        row.iter_mut().for_each(|x| *x -= max);
+        exp_in_place(row);
+        let sum = row.iter().fold(0f32, |s, &x| s + x);
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|x| *x *= inv);
     }

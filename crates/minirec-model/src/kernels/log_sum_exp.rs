@@ -5,7 +5,11 @@
 use candle_core::{Tensor, D};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::{supported, with_host};
+
+/// Terms exponentiated at a time (a multiple of the eight partial sums).
+const BLOCK: usize = 1024;
 
 /// log Σⱼ exp(x[i, j]) for each row of `x` [rows, n]: the composed op where `x` is in an autograd graph, not
 /// f32 on the CPU, or not a matrix.
@@ -33,11 +37,19 @@ pub(crate) fn row_lse(row: &[f32]) -> f32 {
         // All −∞ (nothing possible), or a +∞ logit.
         return m;
     }
-    // Eight partial sums: fewer rounding steps over ≈ 50k terms. A NaN anywhere makes the result NaN.
+    // Eight partial sums: fewer rounding steps over ≈ 50k terms. A NaN anywhere makes the result NaN. The
+    // exps run a block at a time through the vector `exp`; blocks hold whole 8-term chunks, so every term
+    // joins the same partial sum in the same order as term by term.
     let mut acc = [0f32; 8];
-    for c in row.chunks(8) {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += (x - m).exp();
+    let mut terms = [0f32; BLOCK];
+    for block in row.chunks(BLOCK) {
+        let terms = &mut terms[..block.len()];
+        terms.iter_mut().zip(block).for_each(|(t, &x)| *t = x - m);
+        exp_in_place(terms);
+        for c in terms.chunks(8) {
+            for (a, &e) in acc.iter_mut().zip(c) {
+                *a += e;
+            }
         }
     }
     m + acc.iter().sum::<f32>().ln()

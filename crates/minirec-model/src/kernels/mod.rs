@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod bf16;
 pub mod decode_attention;
+pub mod exp;
 pub mod frozen;
 pub mod gemm;
 pub mod log_sum_exp;

@@ -4,6 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::{cpu_f32, with_host};
 
 const CHUNK: usize = 4096;
@@ -15,8 +16,12 @@ pub fn silu_mul(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
     g.contiguous()?.apply_op2(&u.contiguous()?, SiluMul)
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+/// σ(g) for a chunk of g, into `s` (exp(−g) through the vector `exp`, the same bits as term by term).
+fn sigmoids(g: &[f32], s: &mut [f32]) {
+    let s = &mut s[..g.len()];
+    s.iter_mut().zip(g).for_each(|(s, &g)| *s = -g);
+    exp_in_place(s);
+    s.iter_mut().for_each(|s| *s = 1.0 / (1.0 + *s));
 }
 
 impl CustomOp2 for SiluMul {
@@ -39,8 +44,10 @@ impl CustomOp2 for SiluMul {
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
             .for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = g * sigmoid(g) * u;
+                let mut s = [0f32; CHUNK];
+                sigmoids(g, &mut s);
+                for (((o, &g), &u), &s) in o.iter_mut().zip(g).zip(u).zip(&s) {
+                    *o = g * s * u;
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -65,8 +72,10 @@ impl CustomOp2 for SiluMul {
                         .zip(dy.par_chunks(CHUNK)),
                 )
                 .for_each(|((dg, du), ((g, u), dy))| {
+                    let mut sig = [0f32; CHUNK];
+                    sigmoids(g, &mut sig);
                     for i in 0..g.len() {
-                        let s = sigmoid(g[i]);
+                        let s = sig[i];
                         du[i] = dy[i] * g[i] * s;
                         // d silu / dg = σ(g) · (1 + g · (1 − σ(g))).
                         dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));

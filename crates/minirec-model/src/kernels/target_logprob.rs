@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::exp::exp_in_place;
 use super::log_sum_exp::row_lse;
 use super::{cpu_f32, supported, with_host};
 
@@ -67,9 +68,9 @@ impl CustomOp1 for TargetLogprob {
                 .zip(g.par_iter().zip(self.targets.par_iter()))
                 .for_each(|((o, row), (&gr, &t))| {
                     let lse = row_lse(row);
-                    for (o, &xj) in o.iter_mut().zip(row) {
-                        *o = -gr * (xj - lse).exp();
-                    }
+                    o.iter_mut().zip(row).for_each(|(o, &xj)| *o = xj - lse);
+                    exp_in_place(o);
+                    o.iter_mut().for_each(|o| *o *= -gr);
                     o[t as usize] += gr;
                 });
             out

@@ -2,7 +2,7 @@
 //! which adds a pair of bf16 products into each of 16 f32 lanes. Zen 4 runs it at about twice its f32 FMA
 //! rate (BENCHMARKS.md); on Intel CPUs with AMX the tile kernel is taken instead.
 //!
-//! Written in inline assembly because the AVX-512 intrinsics and `target_feature`s need Rust 1.89, past this
+//! Written in inline assembly when the AVX-512 intrinsics and `target_feature`s (Rust 1.89) were past this
 //! workspace's MSRV. It uses zmm0–zmm15 only, declared as clobbered through their xmm names; the rest of the
 //! crate is built for baseline x86-64, so no compiled code holds values in their upper halves.
 
