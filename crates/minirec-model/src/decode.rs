@@ -175,8 +175,8 @@ fn gather_logprobs(logits: &Tensor, picks: &[u32], rows_of: &[u32]) -> Result<Ve
 }
 
 /// The decoding batch of a search: the prompts' cache, the generated cache, and which prompts are still in.
-/// Each step lays the rows to continue out prompt-major with W' slots per prompt (the most rows any kept
-/// prompt has); prompts with no row left drop out for good, so finished prompts and idle slots cost nothing.
+/// Each step lays the rows to continue out prompt-major (see `lay_out`); prompts with no row left drop out for
+/// good, so finished prompts cost nothing, and on the CPU kernel neither do a prompt's finished beams.
 struct Batch<'a> {
     model: &'a Decoder,
     /// The cache of the prompts still in, and their indices among the search's prompts.
@@ -202,6 +202,36 @@ impl<'a> Batch<'a> {
         Ok((batch, logits))
     }
 
+    /// The step's rows, prompt-major over the prompts `keep`: their tokens, their parents (rows of the current
+    /// logits), each prompt's places among them (empty for prompts not kept) and the rows per kept prompt.
+    /// Where the model decodes uneven rows each prompt has exactly its own; elsewhere every prompt gets as
+    /// many slots as the busiest, idle ones repeating the prompt's first row (computed, then ignored).
+    #[allow(clippy::type_complexity)]
+    fn lay_out(
+        &self,
+        rows: &[Vec<(u32, u32)>],
+        keep: &[usize],
+    ) -> (Vec<u32>, Vec<u32>, Vec<Vec<u32>>, Vec<usize>) {
+        let slots = keep.iter().map(|&i| rows[i].len()).max().unwrap_or(1);
+        let uneven = self.model.decodes_uneven_rows();
+        let (mut tokens, mut parents) = (Vec::new(), Vec::new());
+        let mut placed = vec![Vec::new(); rows.len()];
+        let mut counts = Vec::with_capacity(keep.len());
+        for &i in keep {
+            let count = if uneven { rows[i].len() } else { slots };
+            placed[i] = (0..rows[i].len())
+                .map(|q| (tokens.len() + q) as u32)
+                .collect();
+            for q in 0..count {
+                let (parent, t) = rows[i].get(q).copied().unwrap_or(rows[i][0]);
+                tokens.push(t);
+                parents.push(parent);
+            }
+            counts.push(count);
+        }
+        (tokens, parents, placed, counts)
+    }
+
     /// Decodes one token for every row in `rows[i]` (prompt i's rows to continue, as (row in the current
     /// logits, token)). Returns the new logits and, per prompt, its rows' places in them (None: nothing to
     /// decode).
@@ -214,19 +244,7 @@ impl<'a> Batch<'a> {
         if keep.is_empty() {
             return Ok(None);
         }
-        let slots = keep.iter().map(|&i| rows[i].len()).max().unwrap_or(1);
-        let mut tokens = vec![0u32; keep.len() * slots];
-        let mut parents = vec![0u32; keep.len() * slots];
-        let mut placed = vec![Vec::new(); rows.len()];
-        for (p, &i) in keep.iter().enumerate() {
-            for q in 0..slots {
-                // Idle slots repeat the prompt's first row so their (ignored) computation stays well-formed.
-                let (parent, t) = rows[i].get(q).copied().unwrap_or(rows[i][0]);
-                tokens[p * slots + q] = t;
-                parents[p * slots + q] = parent;
-            }
-            placed[i] = (0..rows[i].len()).map(|q| (p * slots + q) as u32).collect();
-        }
+        let (tokens, parents, placed, counts) = self.lay_out(rows, &keep);
         let dev = self.model.device();
         if keep != self.in_cache {
             // A prompt without rows never gets any again, so `keep` is a subsequence of `in_cache`.
@@ -249,7 +267,7 @@ impl<'a> Batch<'a> {
         let h = {
             let _p = phase("decode.step", dev);
             self.model
-                .decode_step(&self.cache, &mut self.gen, &tokens)?
+                .decode_rows(&self.cache, &mut self.gen, &tokens, &counts)?
         };
         stats.steps += 1;
         stats.rows += tokens.len();

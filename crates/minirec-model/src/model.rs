@@ -655,15 +655,48 @@ impl Decoder {
         gen: &mut GenCache,
         tokens: &[u32],
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let b = pc.batch();
-        let n = tokens.len();
+        let (b, n) = (pc.batch(), tokens.len());
         if n == 0 || n % b != 0 {
             return Err(ModelError::Invalid(format!("{n} rows for {b} prompts")));
         }
-        let w = n / b;
+        self.decode_rows(pc, gen, tokens, &vec![n / b; b])
+    }
+
+    /// Whether `decode_rows` takes any number of rows per prompt (the CPU kernel's case), not only equal
+    /// numbers (candle's composed ops).
+    pub fn decodes_uneven_rows(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// `decode_step` for rows laid out prompt-major, `rows[i]` of them for prompt i: beams that finished
+    /// leave no idle slot behind. Counts may differ only where `decodes_uneven_rows`.
+    pub fn decode_rows(
+        &self,
+        pc: &PromptCache,
+        gen: &mut GenCache,
+        tokens: &[u32],
+        rows: &[usize],
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        let even = rows.iter().all(|&r| r == rows[0]);
+        if n == 0 || rows.len() != pc.batch() || rows.iter().sum::<usize>() != n {
+            return Err(ModelError::Invalid(format!(
+                "{n} rows laid out as {rows:?} for {} prompts",
+                pc.batch()
+            )));
+        }
+        if !even && !self.decodes_uneven_rows() {
+            return Err(ModelError::Invalid(format!(
+                "rows {rows:?}: candle's ops decode equal rows per prompt only"
+            )));
+        }
         let tg = gen.len;
-        let pos: Vec<u32> = (0..n).map(|r| (pc.lens[r / w] + tg) as u32).collect();
+        let pos: Vec<u32> = rows
+            .iter()
+            .zip(&pc.lens)
+            .flat_map(|(&r, &len)| std::iter::repeat_n((len + tg) as u32, r))
+            .collect();
         let (cos, sin) = self.rope.lookup(&pos, (n, 1), self.dtype)?;
         let ids = Tensor::from_vec(tokens.to_vec(), (n, 1), &self.device)?;
         let mut x = self.embed_ids(&ids)?;
@@ -679,6 +712,7 @@ impl Decoder {
         // The decode kernel's spec for full-attention layers and for sliding-window ones.
         let spec = |window| DecodeSpec {
             prompt_lens: pc.lens.clone(),
+            rows: rows.to_vec(),
             window,
             softcap: cfg.attn_logit_softcapping.map(|c| c as f32),
         };

@@ -289,6 +289,45 @@ fn finished_prompts_and_idle_beams_leave_the_batch_without_changing_results() {
     }
 }
 
+/// On the CPU in f32 a prompt decodes only its live beams; candle's composed path (f64 here, and every GPU)
+/// pads each prompt to the busiest one's count. Both rank the same titles with the same scores, and the
+/// uneven layout decodes fewer rows.
+#[test]
+fn uneven_and_padded_layouts_rank_the_same_titles() {
+    for name in ["llama", "gemma2"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let (cfg, w) = load_hf_dir(&dir, &Device::Cpu).unwrap();
+        let padded = Decoder::from_weights(cfg, &w, DType::F64, &Device::Cpu).unwrap();
+        let uneven = model(name);
+        assert!(uneven.decodes_uneven_rows() && !padded.decodes_uneven_rows());
+        let mut rng = ChaCha8Rng::seed_from_u64(29);
+        let index = ItemIndex::from_sequences(long_tails(&mut rng, 60)).unwrap();
+        let prompts = vec![
+            vec![5u32, 17, 33, 2, 90, 41, 7, 64],
+            vec![8u32],
+            vec![55u32, 21, 19],
+        ];
+        let (a, sa) = beam_search_stats(&uneven, &index, &prompts, 5).unwrap();
+        let (b, sb) = beam_search_stats(&padded, &index, &prompts, 5).unwrap();
+        assert!(sa.rows < sb.rows, "{name}: {sa:?} vs {sb:?}");
+        for (p, (x, y)) in a.iter().zip(&b).enumerate() {
+            let tx: Vec<u32> = x.iter().map(|s| s.title).collect();
+            let ty: Vec<u32> = y.iter().map(|s| s.title).collect();
+            assert_eq!(tx, ty, "{name} prompt {p}");
+            for (s, t) in x.iter().zip(y) {
+                assert!(
+                    (s.score - t.score).abs() < 1e-4,
+                    "{name}: {} vs {}",
+                    s.score,
+                    t.score
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn samples_of_several_prompts_keep_their_own_rows_as_the_batch_shrinks() {
     let m = model("gemma2");

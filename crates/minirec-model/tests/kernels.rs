@@ -392,14 +392,16 @@ fn decode_reference(
     q: &[f32],
     (kp, vp): (&[f32], &[f32]),
     (kg, vg): (&[f32], &[f32]),
-    (b, w, h, kvh, d, tp, tg): (usize, usize, usize, usize, usize, usize, usize),
+    (rows, h, kvh, d, tp, tg): (&[usize], usize, usize, usize, usize, usize),
     lens: &[usize],
     window: Option<usize>,
     softcap: Option<f32>,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; b * w * h * d];
-    for r in 0..b * w {
-        let p = r / w;
+    let prompt_of: Vec<usize> = (0..rows.len())
+        .flat_map(|p| std::iter::repeat_n(p, rows[p]))
+        .collect();
+    let mut out = vec![0f32; prompt_of.len() * h * d];
+    for (r, &p) in prompt_of.iter().enumerate() {
         let qpos = lens[p] + tg - 1;
         for hh in 0..h {
             let kh = hh / (h / kvh);
@@ -443,7 +445,8 @@ fn decode_reference(
     out
 }
 
-/// (prompts, rows each, heads, kv heads, head size, padded prompt, generated, lengths, window, softcap)
+/// (prompts, rows of the first prompt (the rest alternate one more, one fewer), heads, kv heads, head size,
+/// padded prompt, generated, lengths, window, softcap)
 type DecodeCase = (
     usize,
     usize,
@@ -521,7 +524,9 @@ fn decode_attention_matches_brute_force() {
         (4, 1, 2, 1, 5, 3, 2, vec![3, 2, 3, 1], Some(2), None),
     ];
     for (case, (b, w, h, kvh, d, tp, tg, lens, window, softcap)) in cases.into_iter().enumerate() {
-        let n = b * w;
+        // Uneven rows: beams that finished leave their prompt with fewer (none, where w is 1).
+        let rows: Vec<usize> = (0..b).map(|i| [w, w + 1, w - 1][i % 3]).collect();
+        let n = rows.iter().sum();
         let q = rand_tensor(&mut rng, &[n, h, 1, d], 1.0);
         let (kp, vp) = (
             rand_tensor(&mut rng, &[b, kvh, tp, d], 1.0),
@@ -535,6 +540,7 @@ fn decode_attention_matches_brute_force() {
         };
         let spec = DecodeSpec {
             prompt_lens: lens.clone(),
+            rows: rows.clone(),
             window,
             softcap,
         };
@@ -545,7 +551,7 @@ fn decode_attention_matches_brute_force() {
             &flat(&q),
             (&flat(&kp), &flat(&vp)),
             (&st.dense.0, &st.dense.1),
-            (b, w, h, kvh, d, tp, tg),
+            (&rows, h, kvh, d, tp, tg),
             &lens,
             window,
             softcap,
@@ -563,6 +569,7 @@ fn decode_attention_matches_brute_force() {
     let st = random_steps(&mut rng, 4, 1, 2, 8);
     let spec = DecodeSpec {
         prompt_lens: vec![5, 5, 5],
+        rows: vec![3, 1],
         window: None,
         softcap: None,
     };
@@ -577,6 +584,17 @@ fn decode_attention_matches_brute_force() {
     let kp = rand_tensor(&mut rng, &[2, 1, 5, 8], 1.0);
     let spec = DecodeSpec {
         prompt_lens: vec![5, 5],
+        rows: vec![3, 1],
+        ..spec
+    };
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from), &spec).is_ok());
+    let spec = DecodeSpec {
+        rows: vec![3, 2],
+        ..spec
+    };
+    assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from), &spec).is_err());
+    let spec = DecodeSpec {
+        rows: vec![2, 2],
         ..spec
     };
     assert!(decode_attention(&q, (&kp, &kp), gen(&st, &st.from), &spec).is_ok());

@@ -145,6 +145,49 @@ fn reordering_the_generated_cache_follows_parents() {
     }
 }
 
+/// Uneven rows (beams that finished leave no slot behind): each row sees its own prompt and history, as the
+/// full forward pass of its sequence does; reordering moves rows across the new layout.
+#[test]
+fn uneven_rows_per_prompt_decode_their_own_sequences() {
+    let (model, _) = load("llama");
+    assert!(model.decodes_uneven_rows());
+    let prompts = vec![vec![5u32, 17, 33], vec![8u32, 55], vec![3u32, 4, 9, 12]];
+    let (pc, _) = model.prefill(&prompts).unwrap();
+    let mut gen = GenCache::default();
+    model
+        .decode_rows(&pc, &mut gen, &[10, 20, 30, 40, 50], &[3, 1, 1])
+        .unwrap();
+    // Prompt 0 keeps rows 2 and 0 (in that order), prompt 1 splits its row in two, prompt 2 drops out...
+    // but the cache still holds it, so it keeps its row (a prompt leaves through `PromptCache::select`).
+    gen.reorder(&[2, 0, 3, 3, 4]).unwrap();
+    let toks = [11u32, 12, 13, 14, 15];
+    let h = model.decode_rows(&pc, &mut gen, &toks, &[2, 2, 1]).unwrap();
+    let stepped: Vec<Vec<f32>> = model.logits(&h).unwrap().to_vec2().unwrap();
+    let history = [(0usize, 30u32), (0, 10), (1, 40), (1, 40), (2, 50)];
+    for (r, (&(p, first), &tok)) in history.iter().zip(&toks).enumerate() {
+        let mut full = prompts[p].clone();
+        full.extend([first, tok]);
+        let n = full.len();
+        let (h, _) = model.forward(&[full], &[vec![1; n]], false, false).unwrap();
+        let l: Vec<Vec<f32>> = model
+            .logits(&h)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let d = l[n - 1]
+            .iter()
+            .zip(&stepped[r])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "row {r}: {d}");
+    }
+    // Layouts that do not fit the batch are errors.
+    assert!(model.decode_rows(&pc, &mut gen, &toks, &[2, 2]).is_err());
+    assert!(model.decode_rows(&pc, &mut gen, &toks, &[2, 2, 2]).is_err());
+}
+
 /// The decode step's two attention paths agree: the CPU f32 kernel and candle's composed ops (which serve
 /// other dtypes and CUDA; f64 here), over three steps of shared-prompt decoding with beams reordered.
 #[test]

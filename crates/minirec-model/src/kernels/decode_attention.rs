@@ -26,6 +26,8 @@ use super::with_host;
 pub struct DecodeSpec {
     /// Real (unpadded) length of each prompt; prompts are left-padded to the cache's length.
     pub prompt_lens: Vec<usize>,
+    /// The rows (beams, samples) of each prompt: the step's rows are prompt-major, these many each.
+    pub rows: Vec<usize>,
     /// Keys more than this many positions back are excluded (Gemma-2's sliding layers).
     pub window: Option<usize>,
     pub softcap: Option<f32>,
@@ -43,9 +45,9 @@ pub struct GenSteps<'a> {
 
 #[derive(Debug, Clone, Copy)]
 struct Dims {
-    /// Prompts, rows per prompt, query heads, key/value heads, head size.
+    /// Prompts, rows, query heads, key/value heads, head size.
     b: usize,
-    w: usize,
+    n: usize,
     h: usize,
     kvh: usize,
     d: usize,
@@ -54,7 +56,7 @@ struct Dims {
     tg: usize,
 }
 
-/// Attention of `q` [N, H, 1, D] (scaled, N = B·W rows, prompt-major) over the prompt cache `kp`, `vp`
+/// Attention of `q` [N, H, 1, D] (scaled, N rows, prompt-major: `spec.rows[b]` for prompt b) over the prompt cache `kp`, `vp`
 /// [B, KVH, Tp, D] and each row's generated keys and values in `gen` (Tg steps, the last the current
 /// token's). Returns [N, 1, H·D].
 pub fn decode_attention(
@@ -74,7 +76,7 @@ pub fn decode_attention(
     let out = with_host("decode attention", &[q, kp, vp], |x| {
         forward(x[0], (x[1], x[2]), gen, spec, dm)
     })?;
-    let n = dm.b * dm.w;
+    let n = dm.n;
     Tensor::from_vec(out, (n, 1, dm.h * dm.d), &Device::Cpu)
 }
 
@@ -83,7 +85,8 @@ fn dims(q: &Tensor, kp: &Tensor, gen: GenSteps, spec: &DecodeSpec) -> candle_cor
     let (b, kvh, tp, kd) = kp.dims4()?;
     let ok = one == 1
         && b > 0
-        && n % b == 0
+        && spec.rows.len() == b
+        && spec.rows.iter().sum::<usize>() == n
         && kd == d
         && kvh > 0
         && h % kvh == 0
@@ -91,16 +94,17 @@ fn dims(q: &Tensor, kp: &Tensor, gen: GenSteps, spec: &DecodeSpec) -> candle_cor
         && spec.prompt_lens.iter().all(|&l| l <= tp);
     if !ok {
         candle_core::bail!(
-            "decode attention: q {:?}, prompt keys {:?}, {} prompt lengths do not fit",
+            "decode attention: q {:?}, prompt keys {:?}, {} prompt lengths and rows {:?} do not fit",
             q.dims(),
             kp.dims(),
-            spec.prompt_lens.len()
+            spec.prompt_lens.len(),
+            spec.rows
         );
     }
     check_steps(gen, n, kvh * d)?;
     Ok(Dims {
         b,
-        w: n / b,
+        n,
         h,
         kvh,
         d,
@@ -145,26 +149,39 @@ fn forward(
     spec: &DecodeSpec,
     dm: Dims,
 ) -> Vec<f32> {
+    // Each prompt's first row.
+    let first: Vec<usize> = spec
+        .rows
+        .iter()
+        .scan(0, |at, &r| {
+            *at += r;
+            Some(*at - r)
+        })
+        .collect();
     let parts: Vec<Vec<f32>> = (0..dm.b * dm.kvh)
         .into_par_iter()
-        .map(|task| head_task(task / dm.kvh, task % dm.kvh, q, (kp, vp), gen, spec, dm))
+        .map(|task| {
+            let (b, kh) = (task / dm.kvh, task % dm.kvh);
+            let rows = first[b]..first[b] + spec.rows[b];
+            head_task(b, rows, kh, q, (kp, vp), gen, spec, dm)
+        })
         .collect();
     let (g, d) = (dm.h / dm.kvh, dm.d);
-    let mut out = vec![0f32; dm.b * dm.w * dm.h * d];
+    let mut out = vec![0f32; dm.n * dm.h * d];
     for (task, part) in parts.iter().enumerate() {
         let (b, kh) = (task / dm.kvh, task % dm.kvh);
-        for wi in 0..dm.w {
-            let at = heads_of(b, wi, kh, dm);
+        for wi in 0..spec.rows[b] {
+            let at = heads_of(first[b] + wi, kh, dm);
             out[at..at + g * d].copy_from_slice(&part[wi * g * d..(wi + 1) * g * d]);
         }
     }
     out
 }
 
-/// Where the G query heads of key/value head `kh` start, for row `wi` of prompt `b`, in an [N, H, D]
-/// buffer (they are adjacent: G·D values).
-fn heads_of(b: usize, wi: usize, kh: usize, dm: Dims) -> usize {
-    ((b * dm.w + wi) * dm.h + kh * (dm.h / dm.kvh)) * dm.d
+/// Where the G query heads of key/value head `kh` start, for row `r`, in an [N, H, D] buffer (they are
+/// adjacent: G·D values).
+fn heads_of(r: usize, kh: usize, dm: Dims) -> usize {
+    (r * dm.h + kh * (dm.h / dm.kvh)) * dm.d
 }
 
 /// The visible prompt keys of prompt `b` ([from, Tp) of its padded cache) and generated keys ([from, Tg)).
@@ -181,10 +198,11 @@ fn visible(b: usize, spec: &DecodeSpec, dm: Dims) -> (usize, usize) {
     ((pad + first).min(dm.tp), dm.tg.saturating_sub(win))
 }
 
-/// Prompt `b`, key/value head `kh`: the W·G query rows' outputs [W, G, D].
+/// Prompt `b` (its W rows `rows`), key/value head `kh`: the W·G query rows' outputs [W, G, D].
 #[allow(clippy::too_many_arguments)]
 fn head_task(
     b: usize,
+    rows: std::ops::Range<usize>,
     kh: usize,
     q: &[f32],
     (kp, vp): (&[f32], &[f32]),
@@ -193,11 +211,13 @@ fn head_task(
     dm: Dims,
 ) -> Vec<f32> {
     let (g, d, tp, tg) = (dm.h / dm.kvh, dm.d, dm.tp, dm.tg);
-    let rows = dm.w * g;
+    let w = rows.len();
+    let r0 = rows.start;
+    let rows = w * g;
     // The task's query rows, gathered: beam wi, group gi at row wi·G + gi (its heads are adjacent in q).
     let mut qb = vec![0f32; rows * d];
-    for wi in 0..dm.w {
-        let at = heads_of(b, wi, kh, dm);
+    for wi in 0..w {
+        let at = heads_of(r0 + wi, kh, dm);
         qb[wi * g * d..(wi + 1) * g * d].copy_from_slice(&q[at..at + g * d]);
     }
     let (p0, g0) = visible(b, spec, dm);
@@ -218,8 +238,8 @@ fn head_task(
         1.0,
         false,
     );
-    for wi in 0..dm.w {
-        gather(&mut history, gen.keys, gen.from, b * dm.w + wi, kh, g0, dm);
+    for wi in 0..w {
+        gather(&mut history, gen.keys, gen.from, r0 + wi, kh, g0, dm);
         let at = wi * g * cols + np;
         matmul(
             g,
@@ -246,16 +266,8 @@ fn head_task(
         1.0,
         false,
     );
-    for wi in 0..dm.w {
-        gather(
-            &mut history,
-            gen.values,
-            gen.from,
-            b * dm.w + wi,
-            kh,
-            g0,
-            dm,
-        );
+    for wi in 0..w {
+        gather(&mut history, gen.values, gen.from, r0 + wi, kh, g0, dm);
         let at = wi * g;
         matmul(
             g,
