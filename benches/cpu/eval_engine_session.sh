@@ -10,7 +10,7 @@
 #   OLD=... NEW=... GGUF=... VENV=/work/venv-peer bash benches/cpu/eval_engine_session.sh DATA [N] [PEER_N] [OUT]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-: "${OLD:?}" "${NEW:?}" "${GGUF:?}" "${VENV:?}"
+: "${OLD:?}" "${NEW:?}" "${GGUF:?}" "${VENV:?}"; M=$GGUF
 D=${1:?prepared dataset}; N=${2:-64}; PN=${3:-4}; O=${4:-$(mktemp -d)}
 mkdir -p "$O"; PY="$VENV/bin/python"; T=$(nproc)
 echo "machine: $T cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -32,16 +32,8 @@ for m, k, n in [(320, 576, 1536), (320, 1536, 576), (320, 576, 49152)]:
         print(f"torch {m},{k},{n} {str(dt).split('.')[1]}: {2 * m * k * n * reps / (time.time() - t) / 1e9:.1f} GFLOP/s")
 PY
 echo "## 2. minirec, $N samples"
-ev() { # name binary round
-  local s e; s=$(date +%s.%N)
-  /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$GGUF" --data "$D" \
-    --split test --beam 20 --batch 16 --lanes 2 --sample "$N" --bf16-weights --cpu --quiet \
-    --json "$O/$1-$3.json" --predictions-out "$O/$1-$3.jsonl" > "$O/$1-$3.txt"
-  e=$(date +%s.%N)
-  printf '%s round %s: %.1f s (%.3f prompts/s)\n' "$1" "$3" "$(echo "$e - $s" | bc)" "$(echo "$N / ($e - $s)" | bc -l)"
-  cat "$O/time-$1-$3.txt"
-}
-for r in 1 2; do ev old "$OLD" $r; ev new "$NEW" $r; done
-for f in "$O"/new-*.jsonl "$O"/old-2.jsonl; do cmp "$O/old-1.jsonl" "$f" && echo "same lists: $(basename "$f")"; done
+. "$(dirname "$0")/ab_eval.sh"
+for r in 1 2; do ab_eval old "$OLD" $r; ab_eval new "$NEW" $r; done
+ab_same_lists
 echo "## 3. peer, $PN prompts"
 (cd "$HERE/peer" && /usr/bin/time -f "  peak RSS %M KB" "$PY" hf_beam.py --model "$O/hf" --data "$D" --prompts "$PN" --threads "$T")

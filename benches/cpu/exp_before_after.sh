@@ -10,15 +10,7 @@
 set -euo pipefail
 : "${OLD:?}" "${NEW:?}"; M=${1:?model}; D=${2:?prepared dataset}; N=${3:-64}; O=${4:-$(mktemp -d)}
 mkdir -p "$O"
-ev() { # name binary round
-  local s e; s=$(date +%s.%N)
-  /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$M" --data "$D" \
-    --split test --beam 20 --batch 16 --lanes 2 --sample "$N" --bf16-weights --cpu --quiet \
-    --json "$O/$1-$3.json" --predictions-out "$O/$1-$3.jsonl" > "$O/$1-$3.txt"
-  e=$(date +%s.%N)
-  printf '%s round %s: %.1f s (%.3f prompts/s)\n' "$1" "$3" "$(echo "$e - $s" | bc)" "$(echo "$N / ($e - $s)" | bc -l)"
-  cat "$O/time-$1-$3.txt"
-}
+. "$(dirname "$0")/ab_eval.sh"
 sft() { # name binary
   local s e; s=$(date +%s.%N)
   "$2" --quiet sft --model "$M" --data "$D" --out "$O/sft-$1" --max-train 32 --max-steps 3 --batch-size 8 \
@@ -28,8 +20,8 @@ sft() { # name binary
   sed -E 's/"seconds":[0-9.e+-]+,?//' "$O/sft-$1/train_log.jsonl" > "$O/sft-$1.log"
 }
 nproc; grep -m1 'model name' /proc/cpuinfo
-for r in 1 2; do ev old "$OLD" $r; ev new "$NEW" $r; done
-for f in "$O"/new-*.jsonl "$O"/old-2.jsonl; do cmp "$O/old-1.jsonl" "$f" && echo "same lists: $(basename "$f")"; done
+for r in 1 2; do ab_eval old "$OLD" $r; ab_eval new "$NEW" $r; done
+ab_same_lists
 sft old "$OLD"; sft new "$NEW"
 cmp "$O/sft-old.log" "$O/sft-new.log" && echo "same SFT log ($(wc -l < "$O/sft-new.log") lines):" && cat "$O/sft-new.log"
 for b in old new; do

@@ -8,18 +8,10 @@
 set -euo pipefail
 : "${OLD:?}" "${NEW:?}"; M=${1:?model or run}; D=${2:?prepared dataset}; N=${3:-64}; O=${4:-$(mktemp -d)}
 mkdir -p "$O"
-ev() { # name binary round
-  local s e; s=$(date +%s.%N)
-  /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$M" --data "$D" \
-    --split test --beam 20 --batch 16 --lanes 2 --sample "$N" --bf16-weights --cpu --quiet \
-    --json "$O/$1-$3.json" --predictions-out "$O/$1-$3.jsonl" > "$O/$1-$3.txt"
-  e=$(date +%s.%N)
-  printf '%s round %s: %.1f s (%.3f prompts/s)\n' "$1" "$3" "$(echo "$e - $s" | bc)" "$(echo "$N / ($e - $s)" | bc -l)"
-  cat "$O/time-$1-$3.txt"
-}
+. "$(dirname "$0")/ab_eval.sh"
 nproc; grep -m1 'model name' /proc/cpuinfo
-for r in 1 2; do ev old "$OLD" $r; ev new "$NEW" $r; done
-for f in "$O"/new-*.jsonl "$O"/old-2.jsonl; do cmp "$O/old-1.jsonl" "$f" && echo "same lists: $(basename "$f")"; done
+for r in 1 2; do ab_eval old "$OLD" $r; ab_eval new "$NEW" $r; done
+ab_same_lists
 for b in old new; do
   bin=$OLD; [ $b = new ] && bin=$NEW
   echo "profile, $b (one lane, first 16 of the subset):"

@@ -67,6 +67,27 @@ fn logits_match_hf_transformers() {
     }
 }
 
+/// The logits at every position of one sequence, from a full forward pass.
+fn full_forward_logits(model: &Decoder, seq: &[u32]) -> Vec<Vec<f32>> {
+    let mask = vec![vec![1u8; seq.len()]];
+    let (h, _) = model.forward(&[seq.to_vec()], &mask, false, false).unwrap();
+    model
+        .logits(&h)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+/// The largest absolute difference between two logit rows.
+fn gap(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 /// Decoding with the prompt cache shared by W rows gives the logits of a full forward over each row's
 /// whole sequence.
 #[test]
@@ -89,24 +110,9 @@ fn shared_prompt_cache_decoding_matches_full_forward() {
         }
         for (r, c) in conts.iter().enumerate() {
             let full: Vec<u32> = prompts[r / w].iter().chain(c).copied().collect();
-            let mask = vec![vec![1u8; full.len()]];
-            let (h, _) = model
-                .forward(std::slice::from_ref(&full), &mask, false, false)
-                .unwrap();
-            let l: Vec<Vec<f32>> = model
-                .logits(&h)
-                .unwrap()
-                .squeeze(0)
-                .unwrap()
-                .to_vec2()
-                .unwrap();
+            let l = full_forward_logits(&model, &full);
             for (s, step) in stepped.iter().enumerate() {
-                let at = prompts[r / w].len() + s;
-                let d = l[at]
-                    .iter()
-                    .zip(&step[r])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let d = gap(&l[prompts[r / w].len() + s], &step[r]);
                 assert!(d < 1e-4, "{name} row {r} step {s}: {d}");
             }
         }
@@ -127,20 +133,8 @@ fn reordering_the_generated_cache_follows_parents() {
     let h = model.decode_step(&pc, &mut gen, &[30, 31]).unwrap();
     let stepped: Vec<Vec<f32>> = model.logits(&h).unwrap().to_vec2().unwrap();
     for (r, tok) in [30u32, 31].iter().enumerate() {
-        let full = vec![5u32, 17, 33, 20, *tok];
-        let (h, _) = model.forward(&[full], &[vec![1; 5]], false, false).unwrap();
-        let l: Vec<Vec<f32>> = model
-            .logits(&h)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
-        let d = l[4]
-            .iter()
-            .zip(&stepped[r])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let l = full_forward_logits(&model, &[5, 17, 33, 20, *tok]);
+        let d = gap(&l[4], &stepped[r]);
         assert!(d < 1e-4, "row {r}: {d}");
     }
 }
@@ -167,20 +161,8 @@ fn uneven_rows_per_prompt_decode_their_own_sequences() {
     for (r, (&(p, first), &tok)) in history.iter().zip(&toks).enumerate() {
         let mut full = prompts[p].clone();
         full.extend([first, tok]);
-        let n = full.len();
-        let (h, _) = model.forward(&[full], &[vec![1; n]], false, false).unwrap();
-        let l: Vec<Vec<f32>> = model
-            .logits(&h)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec2()
-            .unwrap();
-        let d = l[n - 1]
-            .iter()
-            .zip(&stepped[r])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let l = full_forward_logits(&model, &full);
+        let d = gap(&l[full.len() - 1], &stepped[r]);
         assert!(d < 1e-4, "row {r}: {d}");
     }
     // Layouts that do not fit the batch are errors.

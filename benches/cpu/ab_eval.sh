@@ -1,0 +1,16 @@
+# Sourced by the before/after evaluation scripts: `ab_eval NAME BINARY ROUND` runs one beam-20 evaluation as the
+# experiment files run it (batch 16, two lanes, bf16 weights) on the seeded subset of $N test samples of the
+# prepared dataset $D with model $M, writing its lists and timing under $O; `ab_same_lists` checks every list
+# file against old-1's.
+ab_eval() { # name binary round
+  local s e; s=$(date +%s.%N)
+  /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$M" --data "$D" \
+    --split test --beam 20 --batch 16 --lanes 2 --sample "$N" --bf16-weights --cpu --quiet \
+    --json "$O/$1-$3.json" --predictions-out "$O/$1-$3.jsonl" > "$O/$1-$3.txt"
+  e=$(date +%s.%N)
+  printf '%s round %s: %.1f s (%.3f prompts/s)\n' "$1" "$3" "$(echo "$e - $s" | bc)" "$(echo "$N / ($e - $s)" | bc -l)"
+  cat "$O/time-$1-$3.txt"
+}
+ab_same_lists() {
+  for f in "$O"/new-*.jsonl "$O"/old-2.jsonl; do cmp "$O/old-1.jsonl" "$f" && echo "same lists: $(basename "$f")"; done
+}
