@@ -166,7 +166,7 @@ impl ModelShape {
                 "a model needs at least one item, a dimension and a history length".into(),
             ));
         }
-        if self.kind == Kind::Sasrec && (self.heads == 0 || self.dim % self.heads != 0) {
+        if self.kind == Kind::Sasrec && (self.heads == 0 || !self.dim.is_multiple_of(self.heads)) {
             return Err(BaselineError::Invalid(format!(
                 "SASRec: {} heads do not divide dimension {}",
                 self.heads, self.dim

@@ -206,7 +206,7 @@ impl DatasetWriter {
         let split = match (split, self.hold_out) {
             (Split::Train, Some(k)) => {
                 self.train_offered += 1;
-                if self.train_offered % k == 0 {
+                if self.train_offered.is_multiple_of(k) {
                     Split::Valid
                 } else {
                     Split::Train

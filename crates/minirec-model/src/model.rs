@@ -152,6 +152,9 @@ impl Prefix {
     }
 }
 
+/// One layer's keys (or values) of each decoding step, [N_s, KVH, D] on the host.
+type StepRows = Vec<Vec<f32>>;
+
 /// The generated part of the cache. On the CPU in f32 (the decode kernel's case) each step's keys and values
 /// stay where they were written, and a row finds its history through its ancestors' places, so reordering
 /// beams moves indices, not keys (copying the whole cache twice a step was 17% of a beam search). Elsewhere
@@ -161,8 +164,8 @@ impl Prefix {
 pub struct GenCache {
     /// Contiguous layout, per layer [N, KVH, Tg, D].
     kv: Vec<Option<(Tensor, Tensor)>>,
-    /// Step layout, per layer: keys and values of each step, [N_s, KVH, D] on the host.
-    steps: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+    /// Step layout, per layer: keys and values of each step.
+    steps: Vec<(StepRows, StepRows)>,
     /// Step layout, per step: each current row's ancestor's place among that step's rows.
     from: Vec<Vec<u32>>,
     pub len: usize,

@@ -865,10 +865,12 @@ pub fn train(
         st.step += 1;
         pb.set_position(st.step as u64);
         // Validation first, so the checkpoint's log length covers every line of its step.
-        if cfg.eval_every > 0 && (st.step % cfg.eval_every == 0 || st.step == cfg.max_steps) {
+        if cfg.eval_every > 0
+            && (st.step.is_multiple_of(cfg.eval_every) || st.step == cfg.max_steps)
+        {
             validate(model, st.step, &mut log)?;
         }
-        if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
+        if cfg.checkpoint_every > 0 && st.step.is_multiple_of(cfg.checkpoint_every) {
             last_good = save(&opt, &st)?.display().to_string();
         }
         if cfg.interrupt_after == Some(st.step) {

@@ -493,13 +493,13 @@ pub fn train(
             pb.set_message(format!("loss {last_loss:.4}"));
             let last = st.step >= total
                 || (st.step_in_epoch >= steps_per_epoch && st.epoch + 1 >= cfg.epochs);
-            if cfg.valid_every > 0 && (st.step % cfg.valid_every == 0 || last) {
+            if cfg.valid_every > 0 && (st.step.is_multiple_of(cfg.valid_every) || last) {
                 validate(model, &opt.vars, valid, cfg, run, &mut st, &mut log)?;
                 if st.done {
                     break;
                 }
             }
-            if cfg.checkpoint_every > 0 && st.step % cfg.checkpoint_every == 0 {
+            if cfg.checkpoint_every > 0 && st.step.is_multiple_of(cfg.checkpoint_every) {
                 last_good = save_ckpt(&opt, &st)?.display().to_string();
             }
             if cfg.interrupt_after == Some(st.step) {
