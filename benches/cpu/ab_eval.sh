@@ -1,7 +1,7 @@
 # Sourced by the before/after evaluation scripts: `ab_eval NAME BINARY ROUND` runs one beam-20 evaluation as the
 # experiment files run it (batch 16, two lanes, bf16 weights) on the seeded subset of $N test samples of the
 # prepared dataset $D with model $M, writing its lists and timing under $O; `ab_same_lists` checks every list
-# file against old-1's.
+# file against old-1's; `ab_profiles` prints the phase profile of OLD and NEW on the first 16 samples (one lane).
 ab_eval() { # name binary round
   local s e; s=$(date +%s.%N)
   /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$M" --data "$D" \
@@ -13,4 +13,13 @@ ab_eval() { # name binary round
 }
 ab_same_lists() {
   for f in "$O"/new-*.jsonl "$O"/old-2.jsonl; do cmp "$O/old-1.jsonl" "$f" && echo "same lists: $(basename "$f")"; done
+}
+ab_profiles() {
+  local b bin
+  for b in old new; do
+    bin=$OLD; [ $b = new ] && bin=$NEW
+    echo "profile, $b (one lane, first 16 of the subset):"
+    MINIREC_PROFILE=1 "$bin" eval --model "$M" --data "$D" --split test --beam 20 --batch 16 --sample 16 \
+      --bf16-weights --cpu --quiet 2>&1 | grep -E '^\s+(decode|beam)\.'
+  done
 }

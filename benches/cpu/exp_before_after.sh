@@ -24,9 +24,4 @@ for r in 1 2; do ab_eval old "$OLD" $r; ab_eval new "$NEW" $r; done
 ab_same_lists
 sft old "$OLD"; sft new "$NEW"
 cmp "$O/sft-old.log" "$O/sft-new.log" && echo "same SFT log ($(wc -l < "$O/sft-new.log") lines):" && cat "$O/sft-new.log"
-for b in old new; do
-  bin=$OLD; [ $b = new ] && bin=$NEW
-  echo "profile, $b (one lane, first 16 of the subset):"
-  MINIREC_PROFILE=1 "$bin" eval --model "$M" --data "$D" --split test --beam 20 --batch 16 --sample 16 \
-    --bf16-weights --cpu --quiet 2>&1 | grep -E '^\s+(decode|beam)\.'
-done
+ab_profiles

@@ -12,9 +12,4 @@ mkdir -p "$O"
 nproc; grep -m1 'model name' /proc/cpuinfo
 for r in 1 2; do ab_eval old "$OLD" $r; ab_eval new "$NEW" $r; done
 ab_same_lists
-for b in old new; do
-  bin=$OLD; [ $b = new ] && bin=$NEW
-  echo "profile, $b (one lane, first 16 of the subset):"
-  MINIREC_PROFILE=1 "$bin" eval --model "$M" --data "$D" --split test --beam 20 --batch 16 --sample 16 \
-    --bf16-weights --cpu --quiet 2>&1 | grep -E '^\s+(decode|beam)\.'
-done
+ab_profiles
