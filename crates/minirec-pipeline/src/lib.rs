@@ -20,6 +20,7 @@ pub mod runner;
 pub mod select;
 pub mod serve;
 pub mod sft;
+mod stage_times;
 mod twin;
 pub mod variant;
 

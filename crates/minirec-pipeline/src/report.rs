@@ -59,21 +59,28 @@ fn secs(t: Option<f64>) -> String {
     t.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into())
 }
 
-/// Wall time of every finished stage (summed over the invocations that ran it).
-fn stage_times_section(times: &StageTimes) -> String {
+/// Wall time of every finished stage (summed over the invocations that ran it), then the time spent so far in
+/// stages no invocation has finished (outside the total).
+fn stage_times_section(times: &StageTimes, unfinished: &[(String, f64)]) -> String {
     let mut rows = String::new();
     let mut total = 0.0;
     for (stage, s) in times.iter() {
         total += s;
         writeln!(rows, "| {stage} | {s:.0} | {:.2} |", s / 3600.0).expect("string");
     }
-    if rows.is_empty() {
+    if rows.is_empty() && unfinished.is_empty() {
         return rows;
     }
-    format!(
-        "## Wall time per stage\n\n| stage | seconds | hours |\n|---|---|---|\n{rows}| total | {total:.0} | {:.2} |\n\n",
-        total / 3600.0
-    )
+    writeln!(rows, "| total | {total:.0} | {:.2} |", total / 3600.0).expect("string");
+    for (stage, s) in unfinished {
+        writeln!(
+            rows,
+            "| {stage} (unfinished, so far) | {s:.0} | {:.2} |",
+            s / 3600.0
+        )
+        .expect("string");
+    }
+    format!("## Wall time per stage\n\n| stage | seconds | hours |\n|---|---|---|\n{rows}\n")
 }
 
 /// The rows `[eval] whole` names, on every sample of the split: the table whose differences the subset cannot
@@ -335,7 +342,10 @@ pub(crate) fn write_report(
     }
     md.push_str(&whole_split_section(e, ds)?);
     md.push_str(&significance_section(e, sets, results, &main_variant)?);
-    md.push_str(&stage_times_section(times));
+    md.push_str(&stage_times_section(
+        times,
+        &crate::stage_times::unfinished(&e.out),
+    ));
     // Classic baselines (RISER Table 1).
     if !e.baselines.models.is_empty() {
         writeln!(
@@ -407,5 +417,27 @@ fn step_cap(max_steps: usize) -> String {
     match max_steps {
         0 => String::new(),
         n => format!(" (at most {n} step{})", if n == 1 { "" } else { "s" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_table_totals_finished_stages_and_lists_unfinished_ones_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut times = StageTimes::load(dir.path());
+        assert_eq!(stage_times_section(&times, &[]), "");
+        times.record(dir.path(), "sft", 3600.0).unwrap();
+        times.record(dir.path(), "eval:sft", 1800.0).unwrap();
+        let md = stage_times_section(&times, &[("rl:full-riser".into(), 900.0)]);
+        assert!(md.contains("| total | 5400 | 1.50 |"), "{md}");
+        assert!(
+            md.contains("| rl:full-riser (unfinished, so far) | 900 | 0.25 |"),
+            "{md}"
+        );
+        let total_at = md.find("| total |").unwrap();
+        assert!(md.find("unfinished").unwrap() > total_at, "{md}");
     }
 }

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::DType;
@@ -19,30 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::Experiment;
 use crate::manifest::exported;
-
-/// Wall time of each finished stage, kept across invocations (`stages.json`).
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct StageTimes(BTreeMap<String, f64>);
-
-impl StageTimes {
-    fn load(out: &Path) -> Self {
-        minirec_data::fsutil::read_json(&out.join("stages.json")).unwrap_or_default()
-    }
-
-    fn record(&mut self, out: &Path, stage: &str, secs: f64) -> Result<()> {
-        self.0.insert(stage.to_string(), secs);
-        minirec_data::fsutil::write_json_atomic(&out.join("stages.json"), self)?;
-        Ok(())
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), *v))
-    }
-
-    pub(crate) fn get(&self, stage: &str) -> Option<f64> {
-        self.0.get(stage).copied()
-    }
-}
+use crate::stage_times::StageClock;
+pub(crate) use crate::stage_times::StageTimes;
 
 /// An RL training set: a selection file, or every training sample.
 pub(crate) struct RlSet {
@@ -391,7 +368,7 @@ fn sft_stage(
         }),
         ..Default::default()
     };
-    let t = Instant::now();
+    let clock = StageClock::start(&e.out, "sft");
     let job = crate::sft::SftJob {
         cfg,
         max_train: e.sft.max_train,
@@ -401,12 +378,13 @@ fn sft_stage(
         resume: run.join("checkpoints").join("latest").is_file(),
     };
     let s = crate::sft::train_sft(&mut model, &tok, ds, &job, progress)?;
-    times.record(&e.out, "sft", t.elapsed().as_secs_f64())?;
+    let secs = clock.stop()?;
+    times.record(&e.out, "sft", secs)?;
     drop_checkpoints(e, &run, "sft")?;
     println!(
         "sft: {} steps, {:.1} s, best valid loss {}",
         s.steps,
-        t.elapsed().as_secs_f64(),
+        secs,
         s.best_valid_loss
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "– (empty valid split)".into())
@@ -507,18 +485,17 @@ fn eval_one(
     let model =
         model.with_context(|| format!("row {name}: no model and no finished evaluation"))?;
     std::fs::create_dir_all(&dir)?;
-    let looked = Instant::now();
+    let stage = format!("eval:{name}");
+    let clock = StageClock::start(&e.out, &stage);
     if let Some(twin) = evaluated_twin(e, ds, model, name, whole, twins)? {
         crate::twin::copy_evaluation(&dir, &twin, name)?;
-        let secs = looked.elapsed().as_secs_f64();
-        times.record(&e.out, &format!("eval:{name}"), secs)?;
+        times.record(&e.out, &stage, clock.stop()?)?;
         println!("eval {name}: its model is byte-for-byte row {twin}'s; {twin}'s lists taken, nothing ranked");
         return finished_metrics(e, ds, name, whole)
             .with_context(|| format!("row {name}: the lists copied from {twin} do not read back"));
     }
     let samples = eval_samples(e, ds, whole)?;
     let loaded = load_for_eval(e, model)?;
-    let t = Instant::now();
     let pred = dir.join(format!("{name}.predictions.jsonl"));
     check_continued_lists(e, ds, &loaded, name, &pred, progress)?;
     let job = crate::eval::BeamJob {
@@ -537,13 +514,9 @@ fn eval_one(
         true,
         progress,
     )?;
-    // Time of this call only: a resumed evaluation adds to what the earlier calls recorded.
-    let before = times.get(&format!("eval:{name}")).unwrap_or(0.0);
-    times.record(
-        &e.out,
-        &format!("eval:{name}"),
-        before + t.elapsed().as_secs_f64(),
-    )?;
+    // An evaluation continued to more samples adds to the time its finished part recorded.
+    let before = times.get(&stage).unwrap_or(0.0);
+    times.record(&e.out, &stage, before + clock.stop()?)?;
     minirec_data::fsutil::write_json_atomic(&json, &r.to_json())?;
     println!(
         "eval {name}: NDCG@10 {:.4}, HR@10 {:.4} ({} samples)",
@@ -684,7 +657,13 @@ fn select_stage(
         options,
         proxy_config,
     };
-    let t = Instant::now();
+    let label = path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    let stage = format!("select:{label}");
+    let clock = StageClock::start(&e.out, &stage);
     let line = {
         use minirec_model::kernels::bf16;
         let asked = bf16::asked();
@@ -693,16 +672,7 @@ fn select_stage(
         bf16::set_wanted(asked);
         line?
     };
-    let label = path
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
-    times.record(
-        &e.out,
-        &format!("select:{label}"),
-        t.elapsed().as_secs_f64(),
-    )?;
+    times.record(&e.out, &stage, clock.stop()?)?;
     println!("{line}");
     Ok(())
 }
@@ -784,7 +754,7 @@ fn rl_stage(
         (cfg.demos, cfg.demo_rollouts, cfg.demo_select) = (r.demos, r.demo_rollouts, r.demo_select);
     }
     let resume = run.join("checkpoints").join("latest").is_file();
-    let t = Instant::now();
+    let clock = StageClock::start(&e.out, &format!("rl:{name}"));
     let job = crate::rl::RlJob {
         data: data_dir,
         init: sft_model,
@@ -796,7 +766,8 @@ fn rl_stage(
         demo_encoder: r.demo_encoder.as_deref(),
     };
     let s = crate::rl::train_rl(ds, &samples, &cfg, &job, progress)?;
-    times.record(&e.out, &format!("rl:{name}"), t.elapsed().as_secs_f64())?;
+    let secs = clock.stop()?;
+    times.record(&e.out, &format!("rl:{name}"), secs)?;
     drop_checkpoints(e, &run, &format!("rl {name}"))?;
     println!(
         "rl {name}: {} steps on {} samples, reward {:.3} -> {:.3}, {:.1} s",
@@ -804,7 +775,7 @@ fn rl_stage(
         samples.len(),
         s.first_rewards,
         s.last_rewards,
-        t.elapsed().as_secs_f64()
+        secs
     );
     Ok(s.output)
 }
@@ -834,13 +805,10 @@ fn baseline_stage(
         job.seeds = vec![e.seed];
         job.resume = run.join("checkpoints").join("latest").is_file();
         job.cpu = e.cpu;
-        let t = Instant::now();
+        let stage = format!("baseline:{name}");
+        let clock = StageClock::start(&e.out, &stage);
         println!("{}", crate::baseline::train_baseline(&job, progress)?);
-        times.record(
-            &e.out,
-            &format!("baseline:{name}"),
-            t.elapsed().as_secs_f64(),
-        )?;
+        times.record(&e.out, &stage, clock.stop()?)?;
     }
     let samples: Vec<minirec_data::Sample> = eval_samples(e, ds, false)?
         .into_iter()
