@@ -242,6 +242,9 @@ impl GenCache {
 type Rows = (Vec<Vec<u32>>, Vec<Vec<u8>>);
 
 /// Prompts left-padded to their longest (token 0, masked out): ids, mask and the padded length.
+/// A prefill's keys and values per layer and the last positions' hidden states.
+pub type PrefillOut = (Vec<(Tensor, Tensor)>, Tensor);
+
 fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Rows, usize)> {
     let tp = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
     if tp == 0 || prompts.iter().any(|p| p.as_ref().is_empty()) {
@@ -622,9 +625,34 @@ impl Decoder {
         softcap(&l.to_dtype(DType::F32)?, self.cfg.final_logit_softcapping)
     }
 
-    /// Runs left-padded prompts and keeps their cache. Returns the cache and the last position's hidden state
-    /// for each prompt ([B, H]).
+    /// Runs the prompts and keeps their cache, left-padded to the longest. Returns the cache and the last
+    /// position's hidden state for each prompt ([B, H]).
     pub fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(PromptCache, Tensor)> {
+        let ((_, mask), tp) = left_padded(prompts)?;
+        let (kv, last) = if self.decodes_uneven_rows() {
+            self.prefill_each(prompts, tp)?
+        } else {
+            self.prefill_padded(prompts)?
+        };
+        let pad_bias: Vec<f32> = mask
+            .iter()
+            .flatten()
+            .map(|&m| if m == 0 { NEG_INF } else { 0.0 })
+            .collect();
+        let pad_bias = Tensor::from_vec(pad_bias, (prompts.len(), 1, 1, tp), &self.device)?;
+        let cache = PromptCache {
+            kv,
+            lens: prompts.iter().map(Vec::len).collect(),
+            padded: tp,
+            pad_bias,
+        };
+        Ok((cache, last))
+    }
+
+    /// The prompts as one left-padded batch: its keys/values per layer and the last states. The path of every
+    /// device but the CPU (public so that tests compare the two).
+    #[doc(hidden)]
+    pub fn prefill_padded(&self, prompts: &[Vec<u32>]) -> Result<PrefillOut> {
         let ((ids, mask), tp) = left_padded(prompts)?;
         let (hidden, kv) = self.forward(&ids, &mask, true, true)?;
         // Detached for the reason `GenCache::append` gives.
@@ -632,22 +660,29 @@ impl Decoder {
             .into_iter()
             .map(|(k, v)| (k.detach(), v.detach()))
             .collect();
-        let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?.detach();
-        let pad_bias: Vec<f32> = mask
-            .iter()
-            .flatten()
-            .map(|&m| if m == 0 { NEG_INF } else { 0.0 })
-            .collect();
-        let pad_bias = Tensor::from_vec(pad_bias, (prompts.len(), 1, 1, tp), &self.device)?;
-        Ok((
-            PromptCache {
-                kv,
-                lens: prompts.iter().map(Vec::len).collect(),
-                padded: tp,
-                pad_bias,
-            },
-            last,
-        ))
+        Ok((kv, hidden.narrow(1, tp - 1, 1)?.squeeze(1)?.detach()))
+    }
+
+    /// Each prompt on its own, so no padding is computed: the prompts of an evaluation batch differ in length
+    /// several times over, and a padded batch spends most of its products and attention on padding. The
+    /// padding slots of the cache stay zero (the CPU decode kernel starts each prompt's keys after them).
+    /// Each row's values are its padded pass's: rows and heads are computed independently either way.
+    fn prefill_each(&self, prompts: &[Vec<u32>], tp: usize) -> Result<PrefillOut> {
+        let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![Default::default(); self.blocks.len()];
+        let mut last = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let (hidden, kv) = self.forward(std::slice::from_ref(p), &[vec![1; p.len()]], true, true)?;
+            last.push(hidden.narrow(1, p.len() - 1, 1)?.squeeze(1)?.detach());
+            for ((ks, vs), (k, v)) in layers.iter_mut().zip(kv) {
+                ks.push(k.detach().pad_with_zeros(2, tp - p.len(), 0)?);
+                vs.push(v.detach().pad_with_zeros(2, tp - p.len(), 0)?);
+            }
+        }
+        let kv = layers
+            .into_iter()
+            .map(|(ks, vs)| Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((kv, Tensor::cat(&last, 0)?))
     }
 
     /// One decoding step for `tokens.len()` = B·W rows, W per prompt (prompt-major). Returns the rows' hidden

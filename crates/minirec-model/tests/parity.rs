@@ -205,3 +205,46 @@ fn decode_kernel_matches_the_composed_path() {
         assert!(d < 1e-4, "{name}: {d}");
     }
 }
+
+/// The CPU prefills each prompt alone (no padding computed), so a prompt's cache and last state no longer
+/// depend on its batch mates (in a padded batch they do, at float rounding, through the padded length); they
+/// equal the padded batch's to rounding, and decode steps reading the cache match full passes, for prompts
+/// spanning several of the attention kernel's query blocks and differing in length many times over.
+#[test]
+fn prefilling_each_prompt_alone_equals_the_padded_batch() {
+    for name in ["llama", "qwen2", "gemma2"] {
+        // The fixtures' 64 positions, stretched: prompts longer than the kernel's 64-query blocks.
+        let (mut cfg, w) = load_hf_dir(&fixture(name), &Device::Cpu).unwrap();
+        cfg.max_position_embeddings = 256;
+        let model = Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap();
+        let prompt = |len: usize, seed: usize| -> Vec<u32> {
+            (0..len).map(|i| ((i * 31 + seed * 17) % 90 + 3) as u32).collect()
+        };
+        let prompts = vec![prompt(150, 1), prompt(3, 2), prompt(70, 3), prompt(129, 4)];
+        let (pc, last) = model.prefill(&prompts).unwrap();
+        let rows = |t: &candle_core::Tensor| -> Vec<Vec<f32>> { t.to_vec2().unwrap() };
+        let last = rows(&last);
+        for (r, p) in prompts.iter().enumerate() {
+            let (_, alone) = model.prefill(std::slice::from_ref(p)).unwrap();
+            let alone = &rows(&alone)[0];
+            let same = alone.iter().zip(&last[r]).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{name} prompt {r}: its state depends on its batch mates");
+        }
+        let (_, padded) = model.prefill_padded(&prompts).unwrap();
+        for (r, row) in rows(&padded).iter().enumerate() {
+            let d = gap(row, &last[r]);
+            assert!(d < 1e-4, "{name} prompt {r}: {d} from the padded batch");
+        }
+        // Decode steps read the cache's real slots: their states match full passes of each sequence.
+        let mut gen = GenCache::default();
+        let toks = [10u32, 20, 30, 40];
+        let h = model.decode_step(&pc, &mut gen, &toks).unwrap();
+        let stepped: Vec<Vec<f32>> = model.logits(&h).unwrap().to_vec2().unwrap();
+        for (r, p) in prompts.iter().enumerate() {
+            let mut full = p.clone();
+            full.push(toks[r]);
+            let d = gap(&full_forward_logits(&model, &full)[p.len()], &stepped[r]);
+            assert!(d < 1e-4, "{name} prompt {r}: {d}");
+        }
+    }
+}

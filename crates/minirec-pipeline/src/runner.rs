@@ -14,7 +14,6 @@ use minirec_eval::MetricsReport;
 use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
 use minirec_train::rl::RlConfig;
 use minirec_train::sft::SftConfig;
-use serde::{Deserialize, Serialize};
 
 use crate::experiment::Experiment;
 use crate::manifest::exported;
