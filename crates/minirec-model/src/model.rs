@@ -129,8 +129,12 @@ impl Prefix {
                 prompts.len()
             )));
         }
-        let (hidden, kv) = model.forward_inner(&ids, &mask, no_grad, true, None)?;
-        let last = hidden.narrow(1, tp - 1, 1)?.squeeze(1)?;
+        let (kv, last) = if model.runs_prompts_alone() {
+            model.forward_each(prompts, tp, no_grad)?
+        } else {
+            let (hidden, kv) = model.forward_inner(&ids, &mask, no_grad, true, None)?;
+            (kv, hidden.narrow(1, tp - 1, 1)?.squeeze(1)?)
+        };
         let idx: Vec<u32> = row_of.iter().map(|&i| i as u32).collect();
         let prefix = Prefix {
             kv,
@@ -629,7 +633,7 @@ impl Decoder {
     /// position's hidden state for each prompt ([B, H]).
     pub fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(PromptCache, Tensor)> {
         let ((_, mask), tp) = left_padded(prompts)?;
-        let (kv, last) = if self.decodes_uneven_rows() {
+        let (kv, last) = if self.runs_prompts_alone() {
             self.prefill_each(prompts, tp)?
         } else {
             self.prefill_padded(prompts)?
@@ -663,19 +667,32 @@ impl Decoder {
         Ok((kv, hidden.narrow(1, tp - 1, 1)?.squeeze(1)?.detach()))
     }
 
-    /// Each prompt on its own, so no padding is computed: the prompts of an evaluation batch differ in length
-    /// several times over, and a padded batch spends most of its products and attention on padding. The
-    /// padding slots of the cache stay zero (the CPU decode kernel starts each prompt's keys after them).
-    /// Each row's values are its padded pass's: rows and heads are computed independently either way.
+    /// `prefill` of each prompt on its own, detached (see `forward_each`).
     fn prefill_each(&self, prompts: &[Vec<u32>], tp: usize) -> Result<PrefillOut> {
+        let prompts: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let (kv, last) = self.forward_each(&prompts, tp, true)?;
+        let kv = kv
+            .into_iter()
+            .map(|(k, v)| (k.detach(), v.detach()))
+            .collect();
+        Ok((kv, last.detach()))
+    }
+
+    /// Each prompt through the model on its own, so no padding is computed: the prompts of a batch differ in
+    /// length several times over, and a left-padded batch spends most of its products and attention on the
+    /// padding. Returns each layer's keys and values placed as a left-padded batch's would be ([P, KVH, Tp,
+    /// D]; the padding slots zero, and the attention that reads them masks them) and the last states [P, H];
+    /// differentiable unless `no_grad`. A prompt's values do not depend on its batch mates.
+    fn forward_each(&self, prompts: &[&[u32]], tp: usize, no_grad: bool) -> Result<PrefillOut> {
         let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![Default::default(); self.blocks.len()];
         let mut last = Vec::with_capacity(prompts.len());
         for p in prompts {
-            let (hidden, kv) = self.forward(std::slice::from_ref(p), &[vec![1; p.len()]], true, true)?;
-            last.push(hidden.narrow(1, p.len() - 1, 1)?.squeeze(1)?.detach());
+            let ids = [p.to_vec()];
+            let (hidden, kv) = self.forward_inner(&ids, &[vec![1; p.len()]], no_grad, true, None)?;
+            last.push(hidden.narrow(1, p.len() - 1, 1)?.squeeze(1)?);
             for ((ks, vs), (k, v)) in layers.iter_mut().zip(kv) {
-                ks.push(k.detach().pad_with_zeros(2, tp - p.len(), 0)?);
-                vs.push(v.detach().pad_with_zeros(2, tp - p.len(), 0)?);
+                ks.push(k.pad_with_zeros(2, tp - p.len(), 0)?);
+                vs.push(v.pad_with_zeros(2, tp - p.len(), 0)?);
             }
         }
         let kv = layers
@@ -698,6 +715,12 @@ impl Decoder {
             return Err(ModelError::Invalid(format!("{n} rows for {b} prompts")));
         }
         self.decode_rows(pc, gen, tokens, &vec![n / b; b])
+    }
+
+    /// Whether prompts (a prefill's, a shared prefix's) run one at a time instead of as a left-padded batch: on
+    /// the CPU a wider batch gains little and its padding costs its full share; a GPU wants the batch.
+    fn runs_prompts_alone(&self) -> bool {
+        self.device.is_cpu()
     }
 
     /// Whether `decode_rows` takes any number of rows per prompt (the CPU kernel's case), not only equal

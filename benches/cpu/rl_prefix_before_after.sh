@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One full-weight RISER step (8 prompts × m = 20, n = 16, two updates, lr 1e-5) of SmolLM2-135M from an SFT
+# model, by the binary before (OLD) and after (NEW), alternated twice: each step's rollout and update seconds
+# and its logged values (rewards, losses, gradient norm; seconds aside), which should agree.
+# Run on an otherwise idle machine.
+#   OLD=... NEW=target/release/minirec bash benches/cpu/rl_prefix_before_after.sh SFT_MODEL DATA [OUT_DIR]
+set -euo pipefail
+: "${OLD:?}" "${NEW:?}"; M=${1:?SFT model}; D=${2:?prepared dataset}; O=${3:-$(mktemp -d)}
+mkdir -p "$O"
+nproc; grep -m1 'model name' /proc/cpuinfo
+step() { # name binary round
+  local run="$O/$1-$3"; rm -rf "$run"
+  /usr/bin/time -f "%M" -o "$run.rss" "$2" --quiet rl --data "$D" --init "$M" --out "$run" --max-steps 1 \
+    --prompts-per-step 8 --rollouts 20 --keep 16 --eval-every 0 --lr 1e-5 --cpu > /dev/null
+  python3 - "$run/rl_log.jsonl" "$1" "$3" "$(tail -1 "$run.rss")" <<'PY'
+import json, sys
+d = json.loads(open(sys.argv[1]).readline())
+print(f"{sys.argv[2]} round {sys.argv[3]}: rollouts {d['rollout_s']:.1f} s, updates {d['update_s']:.1f} s, "
+      f"peak RSS {int(sys.argv[4]) / 1048576:.2f} GB")
+keep = {k: v for k, v in d.items() if not k.endswith('_s')}
+print('  ', json.dumps(keep, sort_keys=True))
+PY
+}
+for r in 1 2; do step old "$OLD" $r; step new "$NEW" $r; done
