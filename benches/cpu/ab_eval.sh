@@ -1,7 +1,8 @@
 # Sourced by the before/after evaluation scripts: `ab_eval NAME BINARY ROUND` runs one beam-20 evaluation as the
 # experiment files run it (batch 16, two lanes, bf16 weights) on the seeded subset of $N test samples of the
 # prepared dataset $D with model $M, writing its lists and timing under $O; `ab_same_lists` checks every list
-# file against old-1's; `ab_profiles` prints the phase profile of OLD and NEW on the first 16 samples (one lane).
+# file against old-1's; `ab_profiles` prints the phase profile of OLD and NEW on the first 16 samples (one lane);
+# `ab_sft NAME BINARY` trains three full-SFT steps with $M on $D and keeps the log without its seconds.
 ab_eval() { # name binary round
   local s e; s=$(date +%s.%N)
   /usr/bin/time -f "  %P of the CPUs, peak RSS %M KB" -o "$O/time-$1-$3.txt" "$2" eval --model "$M" --data "$D" \
@@ -22,4 +23,12 @@ ab_profiles() {
     MINIREC_PROFILE=1 "$bin" eval --model "$M" --data "$D" --split test --beam 20 --batch 16 --sample 16 \
       --bf16-weights --cpu --quiet 2>&1 | grep -E '^\s+(decode|beam)\.'
   done
+}
+ab_sft() { # name binary: three full-SFT steps on 32 training samples; the log without its seconds in $O/sft-NAME.log
+  local s e; s=$(date +%s.%N)
+  "$2" --quiet sft --model "$M" --data "$D" --out "$O/sft-$1" --max-train 32 --max-steps 3 --batch-size 8 \
+    --max-valid 16 --valid-every 3 --lr 3e-4 --seed 42 --cpu > /dev/null
+  e=$(date +%s.%N)
+  printf 'sft %s: 3 steps in %.1f s\n' "$1" "$(echo "$e - $s" | bc)"
+  sed -E 's/"seconds":[0-9.e+-]+,?//' "$O/sft-$1/train_log.jsonl" > "$O/sft-$1.log"
 }

@@ -1,6 +1,7 @@
 //! minirec-train: supervised fine-tuning (and, next, GRPO with the RISER stabilisers) with atomic checkpoints
 //! and exact resume.
 
+mod adamw_cpu;
 pub mod checkpoint;
 pub mod demos;
 pub mod error;

@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+use crate::adamw_cpu::{Moment, Update};
 use crate::error::{Result, TrainError};
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -35,6 +36,8 @@ pub struct AdamW {
     /// Updates applied so far.
     pub t: usize,
     cfg: AdamWConfig,
+    /// Update f32 CPU variables in place (`adamw_cpu`); off only to test it against the composed ops.
+    in_place: bool,
 }
 
 /// Gradients summed over micro-batches, one per variable (f32).
@@ -60,6 +63,7 @@ impl AdamW {
             v: v2,
             t: 0,
             cfg,
+            in_place: true,
         })
     }
 
@@ -135,6 +139,10 @@ impl AdamW {
         let bc2 = 1.0 - b2.powi(self.t as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = &grads[i] else { continue };
+            if self.in_place && in_place_fits(var.as_tensor(), g) {
+                self.step_in_place(i, g, clip, (bc1, bc2), lr)?;
+                continue;
+            }
             let g = (g * clip)?;
             self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
@@ -149,6 +157,37 @@ impl AdamW {
             var.set(&new)?;
         }
         Ok(norm)
+    }
+
+    /// Variable `i`'s update through the in-place passes of `adamw_cpu` (the same bits as the composed ops).
+    fn step_in_place(
+        &self,
+        i: usize,
+        g: &Tensor,
+        clip: f64,
+        (bias1, bias2): (f64, f64),
+        lr: f64,
+    ) -> Result<()> {
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let moment = |beta, squared| Moment {
+            beta,
+            clip,
+            squared,
+        };
+        self.m[i].inplace_op2(g, &moment(b1, false))?;
+        self.v[i].inplace_op2(g, &moment(b2, true))?;
+        let update = Update {
+            bias1,
+            bias2,
+            eps: self.cfg.eps,
+            weight_decay: self.cfg.weight_decay,
+            lr,
+        };
+        self.vars[i]
+            .1
+            .as_tensor()
+            .inplace_op3(&self.m[i], &self.v[i], &update)?;
+        Ok(())
     }
 
     /// Writes the moments (`m.<name>`, `v.<name>`).
@@ -185,6 +224,14 @@ impl AdamW {
         self.t = t;
         Ok(())
     }
+}
+
+/// Whether a variable and its gradient take the in-place update: f32 on the CPU, contiguous. (Its moments
+/// always are: created as zeros or loaded, and only ever rewritten in place or whole.)
+fn in_place_fits(w: &Tensor, g: &Tensor) -> bool {
+    [w, g]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
 }
 
 /// Linear warm-up to `peak` over `warmup` steps, then cosine decay to `peak · min_ratio` at `total`.
@@ -252,6 +299,56 @@ mod tests {
             (m[0] - 0.1 * 0.6).abs() < 1e-6 && (m[1] - 0.1 * 0.8).abs() < 1e-6,
             "{m:?}"
         );
+    }
+
+    /// The in-place update (CPU, f32) keeps the composed ops' bits: weights and both moments over several steps,
+    /// with clipping on and off, weight decay on and off, and gradients holding −0, tiny and huge values.
+    #[test]
+    fn in_place_update_equals_the_composed_ops_bit_for_bit() {
+        let d = Device::Cpu;
+        for weight_decay in [0.0, 0.01] {
+            let init = [
+                Tensor::randn(0f32, 1.0, (3, 70_000), &d).unwrap(), // several parallel chunks
+                Tensor::new(&[0.5f32, -0.0, 0.0, 1e-30, -3e4], &d).unwrap(),
+            ];
+            let vars = |_| -> Vec<(String, Var)> {
+                let named = init.iter().enumerate();
+                named.map(|(i, t)| (format!("p{i}"), Var::from_tensor(t).unwrap())).collect()
+            };
+            let cfg = AdamWConfig {
+                weight_decay,
+                ..Default::default()
+            };
+            let mut fused = AdamW::new(vars(0), cfg).unwrap();
+            let mut composed = AdamW::new(vars(1), cfg).unwrap();
+            composed.in_place = false;
+            for step in 0..4 {
+                let grads = [
+                    (Tensor::randn(0f32, 1.0, (3, 70_000), &d).unwrap() * (1.0 + step as f64)).unwrap(),
+                    Tensor::new(&[-0.0f32, 1e-38, -1e-20, 7e3, 0.0], &d).unwrap(),
+                ];
+                // Clipping binds on the odd steps only.
+                let max_norm = if step % 2 == 1 { 1.0 } else { 0.0 };
+                for opt in [&mut fused, &mut composed] {
+                    let acc = Accumulator {
+                        sums: grads.iter().map(|g| Some(g.clone())).collect(),
+                        micro_batches: 1,
+                    };
+                    opt.step(acc, 1e-3, max_norm).unwrap();
+                }
+                let bits = |t: &Tensor| -> Vec<u32> {
+                    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                    v.iter().map(|x| x.to_bits()).collect()
+                };
+                for i in 0..2 {
+                    let what = format!("wd {weight_decay} step {step} p{i}");
+                    let (a, b) = (&fused.vars[i].1, &composed.vars[i].1);
+                    assert_eq!(bits(a.as_tensor()), bits(b.as_tensor()), "{what}: weights");
+                    assert_eq!(bits(&fused.m[i]), bits(&composed.m[i]), "{what}: m");
+                    assert_eq!(bits(&fused.v[i]), bits(&composed.v[i]), "{what}: v");
+                }
+            }
+        }
     }
 
     /// The gradient of a product of two variables (a LoRA B·A) carries a graph in candle; the moments must

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One full-weight RISER step (8 prompts × m = 20, n = 16, two updates, lr 1e-5) of SmolLM2-135M from an SFT
 # model, by the binary before (OLD) and after (NEW), alternated twice: each step's rollout and update seconds
-# and its logged values (rewards, losses, gradient norm; seconds aside), which should agree.
+# and its logged values (rewards, losses, gradient norm; seconds aside), which should agree; then three
+# full-SFT steps on 32 training samples by each (from the SFT model), whose logs should be identical.
 # Run on an otherwise idle machine.
-#   OLD=... NEW=target/release/minirec bash benches/cpu/rl_prefix_before_after.sh SFT_MODEL DATA [OUT_DIR]
+#   OLD=... NEW=target/release/minirec bash benches/cpu/rl_step_before_after.sh SFT_MODEL DATA [OUT_DIR]
 set -euo pipefail
 : "${OLD:?}" "${NEW:?}"; M=${1:?SFT model}; D=${2:?prepared dataset}; O=${3:-$(mktemp -d)}
 mkdir -p "$O"
+. "$(dirname "$0")/ab_eval.sh"
 nproc; grep -m1 'model name' /proc/cpuinfo
-step() { # name binary round
+step() { # name binary round: one RISER step
   local run="$O/$1-$3"; rm -rf "$run"
   /usr/bin/time -f "%M" -o "$run.rss" "$2" --quiet rl --data "$D" --init "$M" --out "$run" --max-steps 1 \
     --prompts-per-step 8 --rollouts 20 --keep 16 --eval-every 0 --lr 1e-5 --cpu > /dev/null
@@ -22,3 +24,5 @@ print('  ', json.dumps(keep, sort_keys=True))
 PY
 }
 for r in 1 2; do step old "$OLD" $r; step new "$NEW" $r; done
+ab_sft old-1 "$OLD"; ab_sft new-1 "$NEW"
+cmp "$O/sft-old-1.log" "$O/sft-new-1.log" && echo "same SFT log ($(wc -l < "$O/sft-new-1.log") lines):" && cat "$O/sft-new-1.log"
