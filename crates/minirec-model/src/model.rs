@@ -684,11 +684,13 @@ impl Decoder {
     /// D]; the padding slots zero, and the attention that reads them masks them) and the last states [P, H];
     /// differentiable unless `no_grad`. A prompt's values do not depend on its batch mates.
     fn forward_each(&self, prompts: &[&[u32]], tp: usize, no_grad: bool) -> Result<PrefillOut> {
-        let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![Default::default(); self.blocks.len()];
+        let mut layers: Vec<(Vec<Tensor>, Vec<Tensor>)> =
+            vec![Default::default(); self.blocks.len()];
         let mut last = Vec::with_capacity(prompts.len());
         for p in prompts {
             let ids = [p.to_vec()];
-            let (hidden, kv) = self.forward_inner(&ids, &[vec![1; p.len()]], no_grad, true, None)?;
+            let (hidden, kv) =
+                self.forward_inner(&ids, &[vec![1; p.len()]], no_grad, true, None)?;
             last.push(hidden.narrow(1, p.len() - 1, 1)?.squeeze(1)?);
             for ((ks, vs), (k, v)) in layers.iter_mut().zip(kv) {
                 ks.push(k.pad_with_zeros(2, tp - p.len(), 0)?);

@@ -218,7 +218,9 @@ fn prefilling_each_prompt_alone_equals_the_padded_batch() {
         cfg.max_position_embeddings = 256;
         let model = Decoder::from_weights(cfg, &w, DType::F32, &Device::Cpu).unwrap();
         let prompt = |len: usize, seed: usize| -> Vec<u32> {
-            (0..len).map(|i| ((i * 31 + seed * 17) % 90 + 3) as u32).collect()
+            (0..len)
+                .map(|i| ((i * 31 + seed * 17) % 90 + 3) as u32)
+                .collect()
         };
         let prompts = vec![prompt(150, 1), prompt(3, 2), prompt(70, 3), prompt(129, 4)];
         let (pc, last) = model.prefill(&prompts).unwrap();
@@ -227,8 +229,14 @@ fn prefilling_each_prompt_alone_equals_the_padded_batch() {
         for (r, p) in prompts.iter().enumerate() {
             let (_, alone) = model.prefill(std::slice::from_ref(p)).unwrap();
             let alone = &rows(&alone)[0];
-            let same = alone.iter().zip(&last[r]).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{name} prompt {r}: its state depends on its batch mates");
+            let same = alone
+                .iter()
+                .zip(&last[r])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{name} prompt {r}: its state depends on its batch mates"
+            );
         }
         let (_, padded) = model.prefill_padded(&prompts).unwrap();
         for (r, row) in rows(&padded).iter().enumerate() {

@@ -105,7 +105,12 @@ impl InplaceOp3 for Update {
         let w = values_mut("the weight", s1, l1)?;
         let (m, v) = (values("m", s2, l2)?, values("v", s3, l3)?);
         if m.len() != w.len() || v.len() != w.len() {
-            candle_core::bail!("adamw: moments of {}, {} for a weight of {}", m.len(), v.len(), w.len());
+            candle_core::bail!(
+                "adamw: moments of {}, {} for a weight of {}",
+                m.len(),
+                v.len(),
+                w.len()
+            );
         }
         let (inv1, inv2) = ((1.0 / self.bias1) as f32, (1.0 / self.bias2) as f32);
         let (eps, lr) = (self.eps as f32, self.lr as f32);

@@ -313,7 +313,9 @@ mod tests {
             ];
             let vars = |_| -> Vec<(String, Var)> {
                 let named = init.iter().enumerate();
-                named.map(|(i, t)| (format!("p{i}"), Var::from_tensor(t).unwrap())).collect()
+                named
+                    .map(|(i, t)| (format!("p{i}"), Var::from_tensor(t).unwrap()))
+                    .collect()
             };
             let cfg = AdamWConfig {
                 weight_decay,
@@ -324,7 +326,8 @@ mod tests {
             composed.in_place = false;
             for step in 0..4 {
                 let grads = [
-                    (Tensor::randn(0f32, 1.0, (3, 70_000), &d).unwrap() * (1.0 + step as f64)).unwrap(),
+                    (Tensor::randn(0f32, 1.0, (3, 70_000), &d).unwrap() * (1.0 + step as f64))
+                        .unwrap(),
                     Tensor::new(&[-0.0f32, 1e-38, -1e-20, 7e3, 0.0], &d).unwrap(),
                 ];
                 // Clipping binds on the odd steps only.
