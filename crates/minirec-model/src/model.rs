@@ -245,10 +245,10 @@ impl GenCache {
 /// Token rows and their masks (1: a real token), as `Decoder::forward` takes them.
 type Rows = (Vec<Vec<u32>>, Vec<Vec<u8>>);
 
-/// Prompts left-padded to their longest (token 0, masked out): ids, mask and the padded length.
 /// A prefill's keys and values per layer and the last positions' hidden states.
 pub type PrefillOut = (Vec<(Tensor, Tensor)>, Tensor);
 
+/// Prompts left-padded to their longest (token 0, masked out): ids, mask and the padded length.
 fn left_padded<P: AsRef<[u32]>>(prompts: &[P]) -> Result<(Rows, usize)> {
     let tp = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
     if tp == 0 || prompts.iter().any(|p| p.as_ref().is_empty()) {
