@@ -15,9 +15,12 @@
 #   bash benches/cpu/tables_session.sh seed-row FROM RUN ROW  # FROM's finished row ROW (its evaluation, RL log
 #                                                      # and stage times; no weights) -> RUN, for a file
 #                                                      # that trains ROW with the same settings
-#   BIN=... bash benches/cpu/tables_session.sh queue FILE=RUN [FILE=RUN ...]   # in the background, one after
-#                                                      # another: restore, run to the end, save; a file that
-#                                                      # fails stops the queue (log: RUN's parent/queue.log)
+#   bash benches/cpu/tables_session.sh seed-rows FROM RUN  # seed-sft, then seed-row for every row FROM has
+#                                                      # finished: a bigger file that continues a smaller one
+#   BIN=... bash benches/cpu/tables_session.sh queue FILE=RUN [FILE=RUN@FROM ...]   # in the background, one
+#                                                      # after another: (seed-rows FROM RUN,) restore, run to
+#                                                      # the end, save; a file that fails stops the queue
+#                                                      # (log: RUN's parent/queue.log)
 # FILE=examples/industrial-cpu-rl256.toml does the same for another file of the same data and SFT (default: the
 # tables file); its outputs go to benches/results/<the file's name>/.
 set -euo pipefail
@@ -25,10 +28,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 FILE=${FILE:-examples/industrial-cpu-tables.toml}
 KEEP="$ROOT/benches/results/$(basename "$FILE" .toml)"
-what=${1:?restore, run, save, seed-sft, seed-row or queue}
+what=${1:?restore, run, save, seed-sft, seed-row, seed-rows or queue}
 if [ "$what" = queue ]; then
   shift; [ $# -ge 1 ] || { echo "queue: name at least one FILE=RUN" >&2; exit 2; }
-elif [ "$what" = seed-sft ] || [ "$what" = seed-row ]; then
+elif [ "$what" = seed-sft ] || [ "$what" = seed-row ] || [ "$what" = seed-rows ]; then
   FROM=${2:?the run whose SFT or row to reuse}; RUN=${3:?run directory (outside the work tree)}
 else
   RUN=${2:?run directory (outside the work tree)}
@@ -67,13 +70,17 @@ case "$what" in
         *) echo "queue: $pair is not FILE=RUN" >&2; exit 2 ;; esac
     done
     fetch_model
-    first=${1#*=}; mkdir -p "$(dirname "$first")"; log="$(cd "$(dirname "$first")" && pwd)/queue.log"
+    first=${1#*=}; first=${first%%@*}; mkdir -p "$(dirname "$first")"; log="$(cd "$(dirname "$first")" && pwd)/queue.log"
     cd "$ROOT"
     nohup bash -c '
       me=$1; shift
       for pair; do
-        f=${pair%%=*}; r=${pair#*=}
-        echo "$(date -u +%FT%TZ) start $f -> $r"
+        f=${pair%%=*}; r=${pair#*=}; from=
+        case "$r" in *@*) from=${r#*@}; r=${r%%@*} ;; esac
+        echo "$(date -u +%FT%TZ) start $f -> $r${from:+ (seeded from $from)}"
+        if [ -n "$from" ]; then
+          FILE=$f bash "$me" seed-rows "$from" "$r" > /dev/null || { echo "$(date -u +%FT%TZ) seeding $r from $from failed"; exit 1; }
+        fi
         FILE=$f bash "$me" restore "$r"; mkdir -p "$r"
         "$BIN" run "$f" --out "$r" >> "$r/console.log" 2>&1 || { echo "$(date -u +%FT%TZ) $f failed"; exit 1; }
         FILE=$f bash "$me" save "$r"
@@ -124,23 +131,44 @@ case "$what" in
     if [ -d "$FROM/select/cache" ] && [ ! -e "$RUN/select/cache" ]; then
       mkdir -p "$RUN/select"; cp -al "$FROM/select/cache" "$RUN/select/cache"
     fi
+    # Its stage times, so the report's time columns read them.
+    if [ -f "$FROM/stages.json" ]; then
+      [ -f "$RUN/stages.json" ] || echo '{}' > "$RUN/stages.json"
+      jq -S --slurpfile from "$FROM/stages.json" '($from[0] | with_entries(select(.key == "sft"
+          or .key == "eval:sft" or .key == "eval:sft.whole"))) + .' \
+        "$RUN/stages.json" > "$RUN/stages.json.tmp" && mv "$RUN/stages.json.tmp" "$RUN/stages.json"
+    fi
     ls "$RUN/sft" "$RUN/eval"
     ;;
   seed-row)
     ROW=${4:?the row to reuse, e.g. full-grpo}
     [ -f "$FROM/eval/$ROW.json" ] || { echo "$FROM/eval/$ROW.json: the row's evaluation is not finished" >&2; exit 2; }
     mkdir -p "$RUN/eval" "$RUN/rl/$ROW"
-    for f in "$FROM/eval/$ROW".json "$FROM/eval/$ROW".predictions.jsonl; do
-      [ -e "$RUN/eval/$(basename "$f")" ] || cp -p "$f" "$RUN/eval/"
+    # Its whole-split evaluation too, when finished (a file that names the row in `[eval] whole` skips it).
+    for f in "$FROM/eval/$ROW".json "$FROM/eval/$ROW".predictions.jsonl "$FROM/eval/$ROW".whole.json \
+      "$FROM/eval/$ROW".whole.predictions.jsonl; do
+      case "$f" in *.whole.predictions.jsonl) [ -f "${f%.predictions.jsonl}.json" ] || continue ;; esac
+      if [ -f "$f" ] && [ ! -e "$RUN/eval/$(basename "$f")" ]; then cp -p "$f" "$RUN/eval/"; fi
     done
     (cd "$FROM/rl/$ROW" && find . -maxdepth 1 -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.svg' \)) |
       while read -r f; do [ -e "$RUN/rl/$ROW/$f" ] || cp -p "$FROM/rl/$ROW/$f" "$RUN/rl/$ROW/"; done
     # Its stage times, so the report's time columns read them.
     [ -f "$RUN/stages.json" ] || echo '{}' > "$RUN/stages.json"
     jq -S --arg r "$ROW" --slurpfile from "$FROM/stages.json" \
-      '. + ($from[0] | with_entries(select(.key == "rl:" + $r or .key == "eval:" + $r)))' \
+      '. + ($from[0] | with_entries(select(.key == "rl:" + $r or .key == "eval:" + $r
+        or .key == "eval:" + $r + ".whole")))' \
       "$RUN/stages.json" > "$RUN/stages.json.tmp" && mv "$RUN/stages.json.tmp" "$RUN/stages.json"
     ls "$RUN/eval" "$RUN/rl/$ROW"
     ;;
-  *) echo "unknown action $what: restore, run, save, seed-sft, seed-row or queue" >&2; exit 2 ;;
+  seed-rows)
+    bash "$HERE/tables_session.sh" seed-sft "$FROM" "$RUN" > /dev/null
+    for f in "$FROM"/eval/*.json; do
+      row=$(basename "$f" .json)
+      case "$row" in sft|sft.whole|*.whole|baseline-*) continue ;; esac
+      [ -d "$FROM/rl/$row" ] || continue
+      bash "$HERE/tables_session.sh" seed-row "$FROM" "$RUN" "$row" > /dev/null
+      echo "seeded $row"
+    done
+    ;;
+  *) echo "unknown action $what: restore, run, save, seed-sft, seed-row, seed-rows or queue" >&2; exit 2 ;;
 esac

@@ -449,8 +449,27 @@ mod tests {
         assert!(e.eval.bf16_weights);
         assert!(e.select.methods.iter().any(|m| m == "goracs"));
         assert_eq!((e.select.goracs.lambda, e.select.goracs.swaps), (0.1, 100));
-        assert_eq!((e.rl.demos, e.rl.demo_rollouts), (1, 15));
+        assert_eq!(e.rl.variants, vec!["grpo", "riser", "riser-no-simpo"]);
         e.check().unwrap();
+    }
+
+    /// `industrial-cpu.toml` continues the run of `industrial-cpu-sft-epoch.toml` (its SFT and RL rows are
+    /// seeded from it, `benches/cpu/tables_session.sh seed-rows`), which is only sound while both files train
+    /// the same weights.
+    #[test]
+    fn the_issue_file_trains_what_the_sft_epoch_file_trained() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let load = |f: &str| Experiment::load(&dir.join(f)).unwrap();
+        let (all, first) = (load("industrial-cpu.toml"), load("industrial-cpu-sft-epoch.toml"));
+        fn json<T: Serialize>(v: &T) -> serde_json::Value {
+            serde_json::to_value(v).unwrap()
+        }
+        assert_eq!(json(&all.data), json(&first.data));
+        assert_eq!(json(&all.model), json(&first.model));
+        assert_eq!(json(&all.sft), json(&first.sft));
+        assert_eq!(json(&all.rl), json(&first.rl));
+        assert_eq!(json(&all.eval), json(&first.eval));
+        assert_eq!((all.seed, all.cpu), (first.seed, first.cpu));
     }
 
     /// A typo in any shipped file (a variant, a method) is found here, not hours into a run.
