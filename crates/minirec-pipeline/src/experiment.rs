@@ -460,7 +460,10 @@ mod tests {
     fn the_issue_file_trains_what_the_sft_epoch_file_trained() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let load = |f: &str| Experiment::load(&dir.join(f)).unwrap();
-        let (all, first) = (load("industrial-cpu.toml"), load("industrial-cpu-sft-epoch.toml"));
+        let (all, first) = (
+            load("industrial-cpu.toml"),
+            load("industrial-cpu-sft-epoch.toml"),
+        );
         fn json<T: Serialize>(v: &T) -> serde_json::Value {
             serde_json::to_value(v).unwrap()
         }
