@@ -107,10 +107,13 @@ case "$what" in
       (cd "$ROOT" && "$BIN" run "$FILE" --out "$RUN" --report-only > /dev/null)
     fi
     # Files that change as a run goes on (stage times, the report, logs of an unfinished stage) are replaced.
-    # An RL run whose row is not evaluated yet is left out: it restarts next time (its log with it).
+    # An RL run whose row is not evaluated yet is left out: it restarts next time (its log with it); so are the
+    # lists of an unfinished evaluation.
     compact "$RUN" | while read -r f; do
       case "$f" in
         ./rl/*/*) row=${f#./rl/}; row=${row%%/*}; [ -e "$RUN/eval/$row.json" ] || continue ;;
+        # Lists of an evaluation still running: it continues from the run directory's copy.
+        ./eval/*.predictions.jsonl) [ -e "$RUN/${f%.predictions.jsonl}.json" ] || continue ;;
       esac
       mkdir -p "$KEEP/$(dirname "$f")"; cp -p "$RUN/$f" "$KEEP/$f"
     done

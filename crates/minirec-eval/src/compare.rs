@@ -193,6 +193,83 @@ pub fn paired_mean_diff(
     })
 }
 
+/// One system's metric: its mean over the samples with the bootstrap 95% percentile interval of that mean.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MetricInterval {
+    pub metric: String,
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// NDCG@K and HR@K of one system's lists at each cut-off, each with the interval of its mean over
+/// `resamples` seeded bootstrap draws of the samples (one seed for every metric). What a row's own
+/// uncertainty is; whether two rows differ is `paired_bootstrap`'s question, whose interval is narrower.
+pub fn mean_intervals(
+    p: &[Prediction],
+    ks: &[usize],
+    resamples: usize,
+    seed: u64,
+) -> Vec<MetricInterval> {
+    let refs: Vec<&Prediction> = p.iter().collect();
+    let per = per_sample(&refs, ks);
+    let mut out = Vec::new();
+    for &k in ks {
+        for name in [format!("ndcg@{k}"), format!("hr@{k}")] {
+            let v = &per[&name];
+            let (low, high) = bootstrap_interval(v, resamples, seed);
+            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+            out.push(MetricInterval {
+                metric: name,
+                mean,
+                low,
+                high,
+            });
+        }
+    }
+    out
+}
+
+/// A plain-text table of `mean_intervals`' output: one row per cut-off, HR@K and NDCG@K with their intervals.
+pub fn intervals_table(
+    n: u64,
+    ks: &[usize],
+    iv: &[MetricInterval],
+    resamples: usize,
+    seed: u64,
+) -> String {
+    let mut s = format!(
+        "n = {n}; 95% intervals: bootstrap of the mean, {resamples} resamples, seed {seed}\n\
+         {:>6}  {:>8}  {:<18}  {:>8}  [95%]\n",
+        "K", "HR@K", "[95%]", "NDCG@K"
+    );
+    let cell = |name: String| {
+        iv.iter().find(|m| m.metric == name).map_or_else(
+            || format!("{:>8}  {:<18}", "–", ""),
+            |m| format!("{:>8.4}  [{:.4}, {:.4}]", m.mean, m.low, m.high),
+        )
+    };
+    for k in ks {
+        s.push_str(&format!(
+            "{k:>6}  {}  {}\n",
+            cell(format!("hr@{k}")),
+            cell(format!("ndcg@{k}"))
+        ));
+    }
+    s
+}
+
+/// `{"resamples": R, "seed": S, "ndcg@5": [low, high], ...}`: the intervals beside a metrics JSON's means.
+pub fn intervals_json(iv: &[MetricInterval], resamples: usize, seed: u64) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("resamples".into(), resamples.into());
+    m.insert("seed".into(), seed.into());
+    for x in iv {
+        m.insert(x.metric.clone(), serde_json::json!([x.low, x.high]));
+    }
+    serde_json::Value::Object(m)
+}
+
 /// The 2.5% and 97.5% percentiles of the mean of `x` over `resamples` seeded bootstrap draws.
 pub fn bootstrap_interval(x: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
     let n = x.len();
@@ -304,6 +381,35 @@ mod tests {
         assert!(paired_bootstrap(&a, &b, &[1], 10, 1)
             .unwrap_err()
             .contains("sample 1"));
+    }
+
+    #[test]
+    fn a_systems_own_intervals_by_hand() {
+        // Ranks 0, 1, miss, miss: NDCG@2 per sample 1, 1/log2(3), 0, 0; HR@2 1, 1, 0, 0; HR@1 1, 0, 0, 0.
+        let p = vec![
+            pred("a", &["a", "b"], None),
+            pred("a", &["b", "a"], None),
+            pred("a", &["b", "c"], None),
+            pred("a", &[], None),
+        ];
+        let m = mean_intervals(&p, &[1, 2], 2000, 5);
+        let names: Vec<&str> = m.iter().map(|x| x.metric.as_str()).collect();
+        assert_eq!(names, ["ndcg@1", "hr@1", "ndcg@2", "hr@2"]);
+        let g = 1.0 / 3f64.log2();
+        assert!((m[2].mean - (1.0 + g) / 4.0).abs() < 1e-12);
+        assert_eq!((m[1].mean, m[3].mean), (0.25, 0.5));
+        // HR@1's mean of 4 draws from {1, 0, 0, 0} is 0 with p = 0.32 (so the 2.5th percentile), ≤ 0.5 with
+        // p = 0.95 and 1 with p = 0.004: its 97.5th percentile is 0.5 or 0.75.
+        assert_eq!(m[1].low, 0.0);
+        assert!(m[1].high >= 0.5 && m[1].high <= 0.75);
+        assert_eq!(
+            (m[3].low, m[3].high),
+            bootstrap_interval(&[1.0, 1.0, 0.0, 0.0], 2000, 5)
+        );
+        // Every list hits at rank 0: the interval is the point.
+        let all = vec![pred("a", &["a"], None); 3];
+        let m = mean_intervals(&all, &[5], 100, 1);
+        assert!(m.iter().all(|x| (x.mean, x.low, x.high) == (1.0, 1.0, 1.0)));
     }
 
     #[test]

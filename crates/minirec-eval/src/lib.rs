@@ -6,7 +6,10 @@ pub mod movement;
 pub mod predictions;
 pub mod subset;
 
-pub use compare::{bootstrap_interval, paired_bootstrap, paired_mean_diff, Comparison, MetricDiff};
+pub use compare::{
+    bootstrap_interval, intervals_json, intervals_table, mean_intervals, paired_bootstrap,
+    paired_mean_diff, Comparison, MetricDiff, MetricInterval,
+};
 pub use metrics::{parse_ks, MetricsReport, RankingMetrics};
 pub use movement::{movement, CutoffMovement, Movement};
 pub use predictions::{read_predictions, score_predictions_file, Prediction};

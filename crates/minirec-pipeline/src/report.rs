@@ -32,20 +32,28 @@ pub(crate) fn read_metrics(path: &Path) -> Option<MetricsReport> {
     MetricsReport::from_json(&v)
 }
 
-fn metrics_row(name: &str, r: Option<&MetricsReport>, extra: &[String]) -> String {
+/// A row of the metric tables: the six means, the row's own NDCG@10 and HR@10 intervals, then `extra`.
+fn metrics_row(
+    name: &str,
+    r: Option<&MetricsReport>,
+    ci: &[String; 2],
+    extra: &[String],
+) -> String {
     let g = |k: &str| {
         r.and_then(|r| r.get(k))
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "–".into())
     };
     let mut row = format!(
-        "| {name} | {} | {} | {} | {} | {} | {} |",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
         g("ndcg@5"),
         g("ndcg@10"),
         g("ndcg@20"),
         g("hr@5"),
         g("hr@10"),
-        g("hr@20")
+        g("hr@20"),
+        ci[0],
+        ci[1]
     );
     for x in extra {
         write!(row, " {x} |").expect("string");
@@ -53,7 +61,27 @@ fn metrics_row(name: &str, r: Option<&MetricsReport>, extra: &[String]) -> Strin
     row
 }
 
-const HEADER: &str = "| NDCG@5 | NDCG@10 | NDCG@20 | HR@5 | HR@10 | HR@20 |";
+const HEADER: &str =
+    "| NDCG@5 | NDCG@10 | NDCG@20 | HR@5 | HR@10 | HR@20 | NDCG@10 [95%] | HR@10 [95%] |";
+/// The rule under `| name {HEADER}`.
+const RULE: &str = "|---|---|---|---|---|---|---|---|---|";
+
+/// Row `name`'s own NDCG@10 and HR@10 intervals (bootstrap of the mean, 1,000 resamples, the experiment's
+/// seed) from its per-sample lists (`eval/{name}.predictions.jsonl`); "–" until they hold `r`'s samples.
+fn interval_cells(e: &Experiment, name: &str, r: Option<&MetricsReport>) -> [String; 2] {
+    let lists = e.out.join("eval").join(format!("{name}.predictions.jsonl"));
+    let p = match (r, minirec_eval::read_predictions(&lists)) {
+        (Some(r), Ok(p)) if p.len() as u64 == r.n => p,
+        _ => return ["–".into(), "–".into()],
+    };
+    let iv = minirec_eval::mean_intervals(&p, &[10], 1000, e.seed);
+    let cell = |m: &str| {
+        iv.iter()
+            .find(|x| x.metric == m)
+            .map_or("–".into(), |x| format!("[{:.4}, {:.4}]", x.low, x.high))
+    };
+    [cell("ndcg@10"), cell("hr@10")]
+}
 
 fn secs(t: Option<f64>) -> String {
     t.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "–".into())
@@ -92,12 +120,14 @@ fn whole_split_section(e: &Experiment, ds: &PreparedDataset) -> Result<String> {
     let len = crate::runner::eval_split(e, ds)?.len() as u64;
     let dir = e.out.join("eval");
     let mut md = format!(
-        "## The whole {} split ({len} samples)\n\n| model {HEADER}\n|---|---|---|---|---|---|---|\n",
+        "## The whole {} split ({len} samples)\n\n| model {HEADER}\n{RULE}\n",
         e.eval.split
     );
     for name in &e.eval.whole {
         let r = read_metrics(&dir.join(format!("{name}.whole.json"))).filter(|r| r.n == len);
-        writeln!(md, "{}", metrics_row(name, r.as_ref(), &[]))?;
+        let whole = format!("{name}.whole");
+        let ci = interval_cells(e, &whole, r.as_ref());
+        writeln!(md, "{}", metrics_row(name, r.as_ref(), &ci, &[]))?;
     }
     md.push('\n');
     Ok(md)
@@ -253,7 +283,7 @@ pub(crate) fn write_report(
         )?;
         writeln!(
             md,
-            "| training set {HEADER} selection | RL |\n|---|---|---|---|---|---|---|---|---|"
+            "| training set {HEADER} selection | RL |\n{RULE}---|---|"
         )?;
         for set in sets
             .iter()
@@ -264,47 +294,42 @@ pub(crate) fn write_report(
                 secs(times.get(&format!("select:{}", set.label))),
                 secs(times.get(&format!("rl:{name}"))),
             ];
-            writeln!(
-                md,
-                "{}",
-                metrics_row(&set.method, results.get(&name), &extra)
-            )?;
+            let r = results.get(&name);
+            let ci = interval_cells(e, &name, r);
+            writeln!(md, "{}", metrics_row(&set.method, r, &ci, &extra))?;
         }
         if e.select.full {
             let name = format!("full-{main_variant}");
             let extra = ["–".to_string(), secs(times.get(&format!("rl:{name}")))];
-            writeln!(
-                md,
-                "{}",
-                metrics_row(
-                    &format!("full ({})", ds.train.len()),
-                    results.get(&name),
-                    &extra
-                )
-            )?;
+            let (r, label) = (results.get(&name), format!("full ({})", ds.train.len()));
+            let ci = interval_cells(e, &name, r);
+            writeln!(md, "{}", metrics_row(&label, r, &ci, &extra))?;
         }
+        let ci = interval_cells(e, "sft", results.get("sft"));
+        let none = ["–".into(), "–".into()];
         writeln!(
             md,
             "{}\n",
-            metrics_row("SFT only", results.get("sft"), &["–".into(), "–".into()])
+            metrics_row("SFT only", results.get("sft"), &ci, &none)
         )?;
     }
     // Ablations (MiniRec Table 4).
     if let (Some(&size), false) = (e.select.sizes.first(), e.select.ablations.is_empty()) {
         writeln!(md, "## MiniRec ablations ({size} samples)\n")?;
-        writeln!(md, "| variant {HEADER}\n|---|---|---|---|---|---|---|")?;
+        writeln!(md, "| variant {HEADER}\n{RULE}")?;
         let base = format!("minirec-{size}-{main_variant}");
-        writeln!(md, "{}", metrics_row("MiniRec", results.get(&base), &[]))?;
-        for ab in &e.select.ablations {
-            let name = format!("minirec-{size}-{ab}-{main_variant}");
+        let rows = std::iter::once(("MiniRec".to_string(), base)).chain(
+            e.select.ablations.iter().map(|ab| {
+                let title = format!("w/o {}", ab.trim_start_matches("no-"));
+                (title, format!("minirec-{size}-{ab}-{main_variant}"))
+            }),
+        );
+        for (title, name) in rows {
+            let r = results.get(&name);
             writeln!(
                 md,
                 "{}",
-                metrics_row(
-                    &format!("w/o {}", ab.trim_start_matches("no-")),
-                    results.get(&name),
-                    &[]
-                )
+                metrics_row(&title, r, &interval_cells(e, &name, r), &[])
             )?;
         }
         writeln!(md)?;
@@ -321,8 +346,13 @@ pub(crate) fn write_report(
                 "the selected samples"
             }
         )?;
-        writeln!(md, "| model {HEADER}\n|---|---|---|---|---|---|---|")?;
-        writeln!(md, "{}", metrics_row("SFT", results.get("sft"), &[]))?;
+        writeln!(md, "| model {HEADER}\n{RULE}")?;
+        let sft = results.get("sft");
+        writeln!(
+            md,
+            "{}",
+            metrics_row("SFT", sft, &interval_cells(e, "sft", sft), &[])
+        )?;
         let label = if e.select.full {
             "full".to_string()
         } else {
@@ -332,10 +362,12 @@ pub(crate) fn write_report(
             .iter()
             .filter(|(v, _)| e.rl.variants.iter().any(|x| x == v))
         {
+            let name = format!("{label}-{v}");
+            let r = results.get(&name);
             writeln!(
                 md,
                 "{}",
-                metrics_row(title, results.get(&format!("{label}-{v}")), &[])
+                metrics_row(title, r, &interval_cells(e, &name, r), &[])
             )?;
         }
         writeln!(md)?;
@@ -352,17 +384,15 @@ pub(crate) fn write_report(
             md,
             "## Classic sequential recommenders (same split, same metrics)\n"
         )?;
-        writeln!(
-            md,
-            "| model {HEADER} training |\n|---|---|---|---|---|---|---|---|"
-        )?;
+        writeln!(md, "| model {HEADER} training |\n{RULE}---|")?;
         for (k, r) in results.iter().filter(|(k, _)| k.starts_with("baseline:")) {
             let name = k.trim_start_matches("baseline:");
             let label = name.replace("-text", "*");
+            let ci = interval_cells(e, &format!("baseline-{name}"), Some(r));
             writeln!(
                 md,
                 "{}",
-                metrics_row(&label, Some(r), &[secs(times.get(k))])
+                metrics_row(&label, Some(r), &ci, &[secs(times.get(k))])
             )?;
         }
         writeln!(md)?;
@@ -423,6 +453,39 @@ fn step_cap(max_steps: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_own_interval_comes_from_its_lists_once_they_hold_every_sample() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = "out = \"o\"\n[data]\ndemo_users = 50\n[model]\npreset = \"tiny\"\n";
+        let mut e: Experiment = toml::from_str(toml).unwrap();
+        e.out = dir.path().to_path_buf();
+        std::fs::create_dir_all(dir.path().join("eval")).unwrap();
+        let lists = dir.path().join("eval/sft.predictions.jsonl");
+        // Hits at ranks 1 and 12 and two misses: NDCG@10 per sample 1, 0, 0, 0.
+        let ranked: Vec<String> = (0..20).map(|i| format!("\"t{i}\"")).collect();
+        let line = |target: &str| {
+            format!(
+                "{{\"target\":\"{target}\",\"ranked\":[{}]}}\n",
+                ranked.join(",")
+            )
+        };
+        std::fs::write(
+            &lists,
+            [line("t0"), line("t11"), line("x"), line("y")].concat(),
+        )
+        .unwrap();
+        let r = minirec_eval::score_predictions_file(&lists, &[10]).unwrap();
+        let expect = minirec_eval::bootstrap_interval(&[1.0, 0.0, 0.0, 0.0], 1000, e.seed);
+        let ci = interval_cells(&e, "sft", Some(&r));
+        assert_eq!(ci[0], format!("[{:.4}, {:.4}]", expect.0, expect.1));
+        assert_eq!(ci[0], ci[1], "HR@10 has the same per-sample values here");
+        // Metrics of more samples than the lists hold (an evaluation still growing), or no lists: no interval.
+        let grown = MetricsReport { n: 5, ..r.clone() };
+        assert_eq!(interval_cells(&e, "sft", Some(&grown)), ["–", "–"]);
+        assert_eq!(interval_cells(&e, "full-grpo", Some(&r)), ["–", "–"]);
+        assert_eq!(interval_cells(&e, "sft", None), ["–", "–"]);
+    }
 
     #[test]
     fn the_stage_table_totals_finished_stages_and_lists_unfinished_ones_apart() {

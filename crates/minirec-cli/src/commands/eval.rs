@@ -3,7 +3,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use minirec_data::Split;
-use minirec_eval::{parse_ks, score_predictions_file};
+use minirec_eval::{
+    intervals_json, intervals_table, mean_intervals, parse_ks, read_predictions,
+    score_predictions_file,
+};
 use minirec_pipeline::baseline::{seed_std, BaselineEval};
 use minirec_pipeline::eval::{evaluate_model, EvalJob};
 
@@ -54,6 +57,12 @@ pub struct EvalArgs {
     /// Write the metrics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Bootstrap resamples for each metric's 95% interval, printed when the per-sample lists are at hand
+    /// (--predictions, or --model with --predictions-out); 0: none.
+    #[arg(long, default_value_t = 1000)]
+    resamples: usize,
+    #[arg(long, default_value_t = 42)]
+    bootstrap_seed: u64,
 }
 
 pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
@@ -72,7 +81,7 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
                 limit: a.limit,
                 sample: a.sample,
                 sample_seed: a.sample_seed,
-                ks,
+                ks: ks.clone(),
                 predictions_out: a.predictions_out.clone(),
                 resume: a.resume,
                 cpu: a.cpu,
@@ -84,7 +93,24 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
         (Some(_), Some(_)) => bail!("give either --predictions or --model, not both"),
         (None, None) => bail!("give --predictions FILE, or --model PATH with --data DIR"),
     };
-    print!("{}", report.table());
+    // Each metric's own interval needs the per-sample lists: the file scored, or the one just written.
+    let lists = a.predictions.as_ref().or(a.predictions_out.as_ref());
+    let intervals = match lists {
+        Some(p) if a.resamples > 0 && baseline.is_none() => Some(mean_intervals(
+            &read_predictions(p)?,
+            &ks,
+            a.resamples,
+            a.bootstrap_seed,
+        )),
+        _ => None,
+    };
+    match &intervals {
+        Some(iv) => print!(
+            "{}",
+            intervals_table(report.n, &ks, iv, a.resamples, a.bootstrap_seed)
+        ),
+        None => print!("{}", report.table()),
+    }
     if let Some(b) = &baseline {
         print!("{}", baseline_tables(b));
     }
@@ -96,6 +122,9 @@ pub fn run(a: EvalArgs, progress: bool) -> Result<()> {
     }
     if let Some(out) = &a.json {
         let mut json = report.to_json();
+        if let Some(iv) = &intervals {
+            json["intervals"] = intervals_json(iv, a.resamples, a.bootstrap_seed);
+        }
         if let Some(b) = &baseline {
             json["item_level"] = b.items.to_json();
             json["seeds"] = seeds_json(b);
