@@ -16,6 +16,7 @@ pub mod probe;
 pub mod report;
 mod reproduce;
 pub mod rl;
+mod rl_settings;
 pub mod runner;
 pub mod select;
 pub mod serve;

@@ -12,7 +12,6 @@ use candle_core::DType;
 use minirec_data::{PrepareOptions, PreparedDataset, Split};
 use minirec_eval::MetricsReport;
 use minirec_model::load::{default_dtype, pick_device, preset_config, random_model};
-use minirec_train::rl::RlConfig;
 use minirec_train::sft::SftConfig;
 
 use crate::experiment::Experiment;
@@ -211,6 +210,11 @@ pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
         }
         for (variant, name) in rows {
             let model = if row_finished(e, &ds, &name) {
+                // A finished row may be seeded from another file's run: it must be this file's row.
+                let samples = crate::rl::training_order(&ds, set.subset.as_deref(), e.seed)
+                    .ok()
+                    .map(|s| s.len());
+                crate::rl_settings::check_recorded(e, set, samples, variant, &name)?;
                 None
             } else {
                 let sft = sft_path(&sft_model);
@@ -723,35 +727,7 @@ fn rl_stage(
         return Ok(p);
     }
     let samples = crate::rl::training_order(ds, set.subset.as_deref(), e.seed)?;
-    let r = &e.rl;
-    let mut steps = ((samples.len() as f64 * r.epochs) / r.prompts_per_step as f64).ceil() as usize;
-    if r.max_steps > 0 {
-        steps = steps.min(r.max_steps);
-    }
-    let mut cfg = RlConfig {
-        max_steps: steps.max(1),
-        prompts_per_step: r.prompts_per_step,
-        rollouts: r.rollouts,
-        keep: r.keep,
-        lr: r.lr,
-        kl_cov_ratio: r.kl_cov_ratio,
-        micro_batch: r.micro_batch,
-        updates_per_batch: r.updates_per_batch,
-        eval_every: r.eval_every,
-        checkpoint_every: r.checkpoint_every,
-        seed: e.seed,
-        lora: r.lora_rank.map(|rank| minirec_model::lora::LoraConfig {
-            r: rank,
-            alpha: 2.0 * rank as f64,
-            dropout: 0.0,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    cfg = crate::variant::configure(cfg, variant);
-    if variant == "riser-demos" {
-        (cfg.demos, cfg.demo_rollouts, cfg.demo_select) = (r.demos, r.demo_rollouts, r.demo_select);
-    }
+    let cfg = crate::rl_settings::rl_config(e, samples.len(), variant);
     let resume = run.join("checkpoints").join("latest").is_file();
     let clock = StageClock::start(&e.out, &format!("rl:{name}"));
     let job = crate::rl::RlJob {
@@ -762,7 +738,7 @@ fn rl_stage(
         eval_samples: 128,
         resume,
         cpu: e.cpu,
-        demo_encoder: r.demo_encoder.as_deref(),
+        demo_encoder: e.rl.demo_encoder.as_deref(),
     };
     let s = crate::rl::train_rl(ds, &samples, &cfg, &job, progress)?;
     let secs = clock.stop()?;
