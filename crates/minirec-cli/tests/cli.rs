@@ -750,11 +750,21 @@ fn a_row_whose_model_is_the_sft_models_bytes_reuses_its_lists() {
         "{out}"
     );
 
-    // RISER's SimPO term moves the policy even when every group failed: its row is ranked.
+    // RISER's SimPO term moves the policy even when every group failed: its row is ranked. At the new lr the
+    // finished GRPO row is not this file's any more: the runner names it and what to remove.
     let toml = toml
         .replace(r#"variants = ["grpo"]"#, r#"variants = ["grpo", "riser"]"#)
         .replace("lr = 0.0\n", "lr = 1e-3\n");
     std::fs::write(&file, toml).unwrap();
+    let err = fails(&["run", file.to_str().unwrap()]);
+    assert!(
+        err.contains("row full-grpo") && err.contains("lr: 0 recorded, 1e-3 here"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(tmp.path().join("exp/rl/full-grpo")).unwrap();
+    for f in ["full-grpo.json", "full-grpo.predictions.jsonl"] {
+        std::fs::remove_file(eval.join(f)).unwrap();
+    }
     let out = ok(&["run", file.to_str().unwrap()]);
     assert!(out.contains("rl full-riser: 1 steps"), "{out}");
     assert!(
@@ -1425,8 +1435,17 @@ fn baseline_trains_and_evaluates_like_any_model() {
         p.to_str().unwrap(),
     ]);
     assert!(table.contains("NDCG@K"), "{table}");
-    // The predictions file scores to the same numbers through the generic path.
-    let again = ok(&["eval", "--predictions", p.to_str().unwrap()]);
+    // The predictions file scores to the same numbers through the generic path (without the intervals it
+    // prints by default, which the model's multi-level table leaves out).
+    let again = ok(&[
+        "eval",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--resamples",
+        "0",
+    ]);
+    let with_intervals = ok(&["eval", "--predictions", p.to_str().unwrap()]);
+    assert!(with_intervals.contains("95% intervals"), "{with_intervals}");
     // (the model's table is followed by its item-level one, which a predictions file cannot give).
     assert!(table.starts_with(&again), "{table}\n{again}");
     assert!(table.contains("item-level"), "{table}");
