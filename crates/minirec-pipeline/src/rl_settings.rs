@@ -105,7 +105,7 @@ fn differing(expected: &Value, recorded: &Value, ignore: &[&str]) -> Vec<String>
 /// A setting's value as the files write it: fractions in exponent form (1e-5, not 0.00001).
 fn show(v: &Value) -> String {
     match v.as_f64() {
-        Some(f) if f == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(f) if !v.is_u64() && !v.is_i64() => format!("{f:e}"),
         _ => v.to_string(),
     }
