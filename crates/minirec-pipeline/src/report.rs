@@ -397,6 +397,17 @@ pub(crate) fn write_report(
         }
         writeln!(md)?;
     }
+    // The runs' RL logs, for the training table and the curves.
+    let logs: Vec<(String, PathBuf)> = results
+        .keys()
+        .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
+        .map(|k| (k.clone(), e.out.join("rl").join(k).join("rl_log.jsonl")))
+        .filter(|(_, p)| p.is_file())
+        .collect();
+    md.push_str(&crate::rl_training::rl_training_section(
+        &logs,
+        e.rl.prompts_per_step,
+    )?);
     // Curves.
     let mut curves = String::new();
     for dir in results
@@ -415,12 +426,6 @@ pub(crate) fn write_report(
     }
     if !curves.is_empty() {
         // All runs on one chart per metric, smoothed over 8 steps so the methods can be told apart.
-        let logs: Vec<(String, PathBuf)> = results
-            .keys()
-            .filter(|k| *k != "sft" && !k.starts_with("baseline:"))
-            .map(|k| (k.clone(), e.out.join("rl").join(k).join("rl_log.jsonl")))
-            .filter(|(_, p)| p.is_file())
-            .collect();
         writeln!(md, "## Training curves\n")?;
         for (key, file, label) in [
             ("mean_reward", "rewards.svg", "mean reward per rollout"),

@@ -214,6 +214,20 @@ pub struct StepLog {
     pub plain_reward: Option<f64>,
 }
 
+/// The steps of an RL log (`rl_log.jsonl`), without its validation lines.
+pub fn read_step_logs(path: &Path) -> Result<Vec<StepLog>> {
+    checkpoint::read_log(path)?
+        .into_iter()
+        .filter(|v| v.get("mean_reward").is_some())
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| TrainError::File {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Log-probabilities of the sequences' response tokens and the tokens run to get them, shared or not.
 fn logprobs(
     model: &Decoder,
@@ -888,16 +902,7 @@ pub fn train(
     )?;
     let output = crate::sft::export(model, tok, cfg.lora.as_ref(), base, run)?;
     // The whole run's steps, from the log: a resumed run's summary equals an uninterrupted one's.
-    let logs: Vec<StepLog> = checkpoint::read_log(&log_path)?
-        .into_iter()
-        .filter(|v| v.get("mean_reward").is_some())
-        .map(|v| {
-            serde_json::from_value(v).map_err(|e| TrainError::File {
-                path: log_path.clone(),
-                msg: e.to_string(),
-            })
-        })
-        .collect::<Result<_>>()?;
+    let logs = read_step_logs(&log_path)?;
     let k = (logs.len() / 4).max(1);
     let avg = |s: &[StepLog]| s.iter().map(|l| l.mean_reward).sum::<f64>() / s.len().max(1) as f64;
     let summary = RlSummary {
