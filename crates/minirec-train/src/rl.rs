@@ -442,7 +442,10 @@ impl Update<'_> {
         Ok(k3)
     }
 
-    /// One update's SimPO part over its all-fail pairs, `mb / 2` pairs at a time, gradients added into `acc`.
+    /// One update's SimPO part over its all-fail pairs, gradients added into `acc`. A micro-batch holds `mb`
+    /// pairs when prompts are shared: a group's pairs share their prompt and chosen continuation, so `mb` of
+    /// them run one prompt pass and `mb + 1` continuations, as a GRPO micro-batch of `mb` does. Unshared, each
+    /// pair is two whole sequences, so `mb / 2`.
     fn simpo_part(
         &self,
         opt: &AdamW,
@@ -453,7 +456,12 @@ impl Update<'_> {
         let cfg = self.cfg;
         let gamma = cfg.simpo_gamma_ratio * cfg.simpo_beta;
         let mut l_sum = 0f64;
-        for part in my_pairs.chunks((self.mb / 2).max(1)) {
+        let per_part = if cfg.share_prompts {
+            self.mb
+        } else {
+            (self.mb / 2).max(1)
+        };
+        for part in my_pairs.chunks(per_part) {
             let mut seqs: Vec<(&[u32], &[u32])> = Vec::with_capacity(2 * part.len());
             for (p, c, r) in part.iter().copied() {
                 seqs.push((p, c));
