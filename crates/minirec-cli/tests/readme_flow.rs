@@ -123,6 +123,15 @@ fn the_readme_lora_flow_runs_end_to_end() {
             .to_string()
     };
     assert_eq!(summary(&out), summary(&resumed));
+    // And the reward signal the run had, the same after the resume.
+    let signal = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("rl: groups with a hit "))
+            .unwrap_or_else(|| panic!("no signal line in {t}"))
+            .to_string()
+    };
+    assert!(signal(&out).contains(" of 6 ("), "{out}");
+    assert_eq!(signal(&out), signal(&resumed));
 
     let sel = tmp.path().join("sel/minirec-8.jsonl");
     ok(&[

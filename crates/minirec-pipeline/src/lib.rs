@@ -17,7 +17,7 @@ pub mod report;
 mod reproduce;
 pub mod rl;
 mod rl_settings;
-mod rl_training;
+pub mod rl_training;
 pub mod runner;
 pub mod select;
 pub mod serve;

@@ -11,7 +11,7 @@ use minirec_train::rl::{read_step_logs, StepLog};
 /// One run's log, condensed. A "quarter" is ⌈steps / 4⌉ consecutive steps (the last may be shorter, and a run
 /// of fewer than 8 steps may have fewer than four).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RlTraining {
+pub struct RlTraining {
     pub steps: usize,
     pub groups: usize,
     /// Groups (prompts) with at least one kept rollout hitting the target, per quarter.
@@ -30,7 +30,7 @@ pub(crate) struct RlTraining {
 }
 
 impl RlTraining {
-    pub(crate) fn hit_groups(&self) -> usize {
+    pub fn hit_groups(&self) -> usize {
         self.hit_groups_by_quarter.iter().sum()
     }
 }
@@ -44,7 +44,7 @@ fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
 
 /// Condenses a log of `prompts_per_step` prompts a step; `None` for a log with no step yet. The log keeps
 /// shares, not counts, so a last step with fewer prompts is counted as a full one.
-pub(crate) fn summarize(log: &[StepLog], prompts_per_step: usize) -> Option<RlTraining> {
+pub fn summarize(log: &[StepLog], prompts_per_step: usize) -> Option<RlTraining> {
     let first = log.first()?;
     let quarter = log.len().div_ceil(4);
     let quarters: Vec<&[StepLog]> = log.chunks(quarter).collect();
@@ -73,6 +73,39 @@ pub(crate) fn summarize(log: &[StepLog], prompts_per_step: usize) -> Option<RlTr
         rollout_s: log.iter().map(|s| s.rollout_s).sum(),
         update_s: log.iter().map(|s| s.update_s).sum(),
     })
+}
+
+/// The condensed log of the RL run in `run` (its `rl_log.jsonl`), `None` before its first step.
+pub fn summarize_run(run: &std::path::Path, prompts_per_step: usize) -> Result<Option<RlTraining>> {
+    let steps = read_step_logs(&run.join("rl_log.jsonl"))?;
+    Ok(summarize(&steps, prompts_per_step))
+}
+
+impl std::fmt::Display for RlTraining {
+    /// One line for a terminal: the signal the run had and where its policy went.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quarters: Vec<String> = self
+            .hit_groups_by_quarter
+            .iter()
+            .map(|q| q.to_string())
+            .collect();
+        write!(
+            f,
+            "groups with a hit {} of {} ({} by quarter), all-fail {:.1}%, entropy {:.2} -> {:.2}, distinct rollouts {:.1} -> {:.1}",
+            self.hit_groups(),
+            self.groups,
+            quarters.join(", "),
+            100.0 * self.all_fail_share,
+            self.entropy.0,
+            self.entropy.1,
+            self.distinct.0,
+            self.distinct.1,
+        )?;
+        if let Some((a, b)) = self.simpo {
+            write!(f, ", SimPO loss {a:.2} -> {b:.2}")?;
+        }
+        Ok(())
+    }
 }
 
 fn row(name: &str, t: &RlTraining) -> String {
@@ -203,6 +236,16 @@ mod tests {
             row("full-grpo", &t).contains("| 1 of 8 (1) | 87.5% |"),
             "{}",
             row("full-grpo", &t)
+        );
+    }
+
+    #[test]
+    fn the_terminal_line_names_the_signal() {
+        let t = summarize(&[step(0, 0.25, 0.1, 1.5, Some(5.0))], 8).unwrap();
+        assert_eq!(
+            t.to_string(),
+            "groups with a hit 2 of 8 (2 by quarter), all-fail 75.0%, entropy 1.50 -> 1.50, \
+             distinct rollouts 20.0 -> 20.0, SimPO loss 5.00 -> 5.00"
         );
     }
 

@@ -160,5 +160,8 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         summary.update_s,
         summary.output.display()
     );
+    if let Some(t) = minirec_pipeline::rl_training::summarize_run(&a.out, cfg.prompts_per_step)? {
+        println!("rl: {t}");
+    }
     Ok(())
 }
