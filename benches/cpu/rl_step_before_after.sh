@@ -5,16 +5,18 @@
 # full-SFT steps on 32 training samples by each (from the SFT model), whose logs should be identical.
 # Run on an otherwise idle machine.
 #   OLD=... NEW=target/release/minirec bash benches/cpu/rl_step_before_after.sh SFT_MODEL DATA [OUT_DIR]
+# NEW_FLAGS: extra `rl` flags for NEW only (e.g. --bf16-mixed: one binary, two settings); SKIP_SFT=1 leaves
+# out the SFT comparison.
 set -euo pipefail
 : "${OLD:?}" "${NEW:?}"; M=${1:?SFT model}; D=${2:?prepared dataset}; O=${3:-$(mktemp -d)}
 mkdir -p "$O"
 . "$(dirname "$0")/ab_eval.sh"
 nproc; grep -m1 'model name' /proc/cpuinfo
-step() { # name binary round: one RISER step
-  local run="$O/$1-$3"; rm -rf "$run"
-  /usr/bin/time -f "%M" -o "$run.rss" "$2" --quiet rl --data "$D" --init "$M" --out "$run" --max-steps 1 \
-    --prompts-per-step 8 --rollouts 20 --keep 16 --eval-every 0 --lr 1e-5 --cpu > /dev/null
-  python3 - "$run/rl_log.jsonl" "$1" "$3" "$(tail -1 "$run.rss")" <<'PY'
+step() { # name binary round [flags…]: one RISER step
+  local run="$O/$1-$3" bin=$2 name=$1 round=$3; shift 3; rm -rf "$run"
+  /usr/bin/time -f "%M" -o "$run.rss" "$bin" --quiet rl --data "$D" --init "$M" --out "$run" --max-steps 1 \
+    --prompts-per-step 8 --rollouts 20 --keep 16 --eval-every 0 --lr 1e-5 --cpu "$@" > /dev/null
+  python3 - "$run/rl_log.jsonl" "$name" "$round" "$(tail -1 "$run.rss")" <<'PY'
 import json, sys
 d = json.loads(open(sys.argv[1]).readline())
 print(f"{sys.argv[2]} round {sys.argv[3]}: rollouts {d['rollout_s']:.1f} s, updates {d['update_s']:.1f} s, "
@@ -23,6 +25,7 @@ keep = {k: v for k, v in d.items() if not k.endswith('_s')}
 print('  ', json.dumps(keep, sort_keys=True))
 PY
 }
-for r in 1 2; do step old "$OLD" $r; step new "$NEW" $r; done
+for r in 1 2; do step old "$OLD" $r; step new "$NEW" $r ${NEW_FLAGS:-}; done
+[ -n "${SKIP_SFT:-}" ] && exit 0
 ab_sft old-1 "$OLD"; ab_sft new-1 "$NEW"
 cmp "$O/sft-old-1.log" "$O/sft-new-1.log" && echo "same SFT log ($(wc -l < "$O/sft-new-1.log") lines):" && cat "$O/sft-new-1.log"

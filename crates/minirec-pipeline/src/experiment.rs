@@ -201,6 +201,8 @@ pub struct RlSection {
     pub demo_rollouts: usize,
     pub demo_select: minirec_train::demos::DemoSelect,
     pub demo_encoder: Option<PathBuf>,
+    /// Mixed precision in the updates on the CPU's bf16 units (`rl --bf16-mixed`); rollouts stay f32.
+    pub bf16_mixed: bool,
 }
 
 impl Default for RlSection {
@@ -223,6 +225,7 @@ impl Default for RlSection {
             demo_rollouts: 15,
             demo_select: Default::default(),
             demo_encoder: None,
+            bf16_mixed: false,
         }
     }
 }

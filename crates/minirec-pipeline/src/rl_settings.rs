@@ -27,6 +27,7 @@ pub(crate) fn rl_config(e: &Experiment, samples: usize, variant: &str) -> RlConf
         kl_cov_ratio: r.kl_cov_ratio,
         micro_batch: r.micro_batch,
         updates_per_batch: r.updates_per_batch,
+        bf16_mixed: r.bf16_mixed,
         eval_every: r.eval_every,
         checkpoint_every: r.checkpoint_every,
         seed: e.seed,
@@ -96,10 +97,17 @@ fn differing(expected: &Value, recorded: &Value, ignore: &[&str]) -> Vec<String>
     x.iter()
         .filter(|(k, _)| !ignore.contains(&k.as_str()))
         .filter_map(|(k, want)| {
-            let got = r.get(k)?;
+            let absent = absent_means(k);
+            let got = r.get(k).or(absent.as_ref())?;
             (got != want).then(|| format!("{k}: {} recorded, {} here", show(got), show(want)))
         })
         .collect()
+}
+
+/// What a record without `key` was trained with, for settings added after records existed whose old
+/// behaviour is known (every run before `bf16_mixed` trained in f32).
+fn absent_means(key: &str) -> Option<Value> {
+    (key == "bf16_mixed").then_some(Value::Bool(false))
 }
 
 /// A setting's value as the files write it: fractions in exponent form (1e-5, not 0.00001).
@@ -205,5 +213,15 @@ mod tests {
         let err = check_recorded(&e, &set, Some(256), "riser", "full-riser").unwrap_err();
         assert!(err.to_string().contains("max_steps"), "{err}");
         check_recorded(&e, &set, None, "riser", "full-riser").unwrap();
+        // A record from before `bf16_mixed` trained in f32: it passes an f32 file, and a mixed one refuses it.
+        write(&rl_config(&e, 256, "riser"), "bf16_mixed");
+        check_recorded(&e, &set, Some(256), "riser", "full-riser").unwrap();
+        e.rl.bf16_mixed = true;
+        let err = check_recorded(&e, &set, Some(256), "riser", "full-riser").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("bf16_mixed: false recorded, true here"),
+            "{err}"
+        );
     }
 }

@@ -83,6 +83,12 @@ pub struct RlConfig {
     pub demo_rollouts: usize,
     #[serde(default)]
     pub demo_select: crate::demos::DemoSelect,
+    /// Mixed precision in the updates on the CPU's bf16 units (Intel AMX, AVX512_BF16): the products of
+    /// trainable weights round their operands to bf16, as `sft --bf16-mixed` does. Every log-probability an
+    /// update uses, the rollout-time ones included, comes from the same mixed pass, so the importance ratio
+    /// compares like with like; rollouts sample in f32. Without such units it trains in f32 and says so.
+    #[serde(default)]
+    pub bf16_mixed: bool,
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
 }
@@ -126,6 +132,7 @@ impl Default for RlConfig {
             demos: 0,
             demo_rollouts: 0,
             demo_select: Default::default(),
+            bf16_mixed: false,
             interrupt_after: None,
         }
     }
@@ -569,7 +576,8 @@ impl Rollouts {
 
 #[allow(clippy::too_many_arguments)]
 fn one_step(
-    model: &Decoder,
+    model: &mut Decoder,
+    mixed: bool,
     reference: Option<&Decoder>,
     index: &ItemIndex,
     batch: &[(usize, &RlPrompt)],
@@ -586,7 +594,11 @@ fn one_step(
     let prompts: Vec<&RlPrompt> = batch.iter().map(|(_, p)| *p).collect();
     let with = drawn.sampled_with(batch);
     let groups = group_rollouts(&prompts, &drawn.rolls, &with, index, cfg, rng);
-    let sums = update(model, reference, index, &groups, cfg, opt, step)?;
+    // Rollouts sample in f32; the update's passes, all of its log-probabilities, run mixed when asked.
+    model.set_mixed_bf16(mixed);
+    let sums = update(model, reference, index, &groups, cfg, opt, step);
+    model.set_mixed_bf16(false);
+    let sums = sums?;
     let (plain_reward, demo_reward) = drawn.rewards_by_kind(batch);
     let mean = |s: f64, n: usize| (n > 0).then(|| s / n as f64);
     let n = batch.len().max(1) as f64;
@@ -792,6 +804,8 @@ pub fn train(
         ));
     }
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
+    let mixed = cfg.bf16_mixed && crate::sft::mixed_precision(model, true);
+    model.set_mixed_bf16(false);
     let mut opt = AdamW::new(vars, AdamWConfig::default())?;
     let mut st = RlState {
         step: 0,
@@ -865,7 +879,7 @@ pub fn train(
             cfg.seed ^ (st.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
         let entry = match one_step(
-            model, reference, index, &batch, demos, cfg, &mut opt, &mut rng, st.step,
+            model, mixed, reference, index, &batch, demos, cfg, &mut opt, &mut rng, st.step,
         ) {
             Err(TrainError::NonFinite { step, loss, .. }) => {
                 pb.abandon();

@@ -298,9 +298,10 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<b
 }
 
 /// Turns mixed precision on or off as asked, and says which: a run asked for it on a CPU without bf16 units
-/// trains in f32.
-fn mixed_precision(model: &mut Decoder, asked: bool) {
-    match (asked, model.set_mixed_bf16(asked)) {
+/// trains in f32. Returns whether it is on.
+pub(crate) fn mixed_precision(model: &mut Decoder, asked: bool) -> bool {
+    let on = model.set_mixed_bf16(asked);
+    match (asked, on) {
         (true, true) => tracing::info!(
             "mixed precision: trainable weights multiply in bf16 on {}",
             minirec_model::kernels::bf16::kernel().map_or("?", |k| k.name())
@@ -312,6 +313,7 @@ fn mixed_precision(model: &mut Decoder, asked: bool) {
         }
         _ => {}
     }
+    on
 }
 
 const LOWER_BATCH: &str = "lower --batch-size and raise --grad-accum to keep the effective batch";

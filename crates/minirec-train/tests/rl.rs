@@ -150,6 +150,70 @@ fn reward_rises_with_riser_and_with_plain_grpo() {
 }
 
 #[test]
+fn mixed_precision_updates_learn_as_f32_does_and_leave_rollouts_f32() {
+    if !minirec_model::kernels::bf16::available() {
+        eprintln!("skipped: no bf16 kernel on this CPU (the run would train in f32 and say so)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_cfg = RlConfig {
+        max_steps: 30,
+        prompts_per_step: 4,
+        rollouts: 8,
+        keep: 6,
+        lr: 5e-3,
+        checkpoint_every: 0,
+        eval_every: 0,
+        kl_cov_ratio: 0.05,
+        ..Default::default()
+    };
+    let mixed_cfg = RlConfig {
+        bf16_mixed: true,
+        ..f32_cfg.clone()
+    };
+    let (f32_model, _) = run(&f32_cfg, &tmp.path().join("f32"), false).unwrap();
+    let (mixed, rewards) = run(&mixed_cfg, &tmp.path().join("mixed"), false).unwrap();
+    assert!(
+        !mixed.mixed_bf16(),
+        "the model leaves RL in f32 (rollouts, validation and export)"
+    );
+    let (first, last) = (mean(&rewards[..5]), mean(&rewards[25..]));
+    assert!(last > first + 0.3 && last > 0.5, "mixed: {first} -> {last}");
+    assert!(
+        max_diff(&f32_model, &mixed) > 0.0,
+        "mixed precision changed nothing"
+    );
+    let init = tiny(3);
+    for ((name, w), (_, w0)) in mixed
+        .named_tensors()
+        .unwrap()
+        .iter()
+        .zip(init.named_tensors().unwrap())
+    {
+        let moved = (w - w0).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(
+            moved.to_scalar::<f32>().unwrap() > 0.0,
+            "{name} never moved"
+        );
+    }
+    // The first step's updates start from the same weights and the same rollouts: their losses agree to
+    // bf16's rounding.
+    let step0 = |dir: &str| -> serde_json::Value {
+        let log = std::fs::read_to_string(tmp.path().join(dir).join("rl_log.jsonl")).unwrap();
+        serde_json::from_str(log.lines().find(|l| l.contains("\"step\":0")).unwrap()).unwrap()
+    };
+    let (a, b) = (step0("f32"), step0("mixed"));
+    for key in ["grpo_loss", "simpo_loss", "grad_norm"] {
+        let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+        assert!(
+            (x - y).abs() < 0.05 * x.abs(),
+            "{key}: {x} (f32) vs {y} (mixed)"
+        );
+        println!("step 0 {key}: {x} (f32) vs {y} (mixed)");
+    }
+}
+
+#[test]
 fn rl_resume_reaches_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = RlConfig {

@@ -55,6 +55,11 @@ pub struct RlArgs {
     /// for comparisons.
     #[arg(long)]
     per_sequence: bool,
+    /// Mixed precision in the updates on the CPU's bf16 units (Intel AMX, AVX512_BF16): products of trainable
+    /// weights round their operands to bf16; rollouts, weights, gradients and the optimiser stay f32
+    /// (BENCHMARKS.md). Without such units it trains in f32 and says so.
+    #[arg(long)]
+    bf16_mixed: bool,
     #[arg(long, default_value_t = 1e-6)]
     lr: f64,
     /// Certainty-mask decay d (Eq. 6).
@@ -120,6 +125,7 @@ pub fn run(a: RlArgs, progress: bool) -> Result<()> {
         micro_batch: a.micro_batch,
         updates_per_batch: a.updates_per_batch,
         share_prompts: !a.per_sequence,
+        bf16_mixed: a.bf16_mixed,
         lr: a.lr,
         dedup: !a.no_dedup,
         mask_decay: (!a.no_mask).then_some(a.mask_decay),
