@@ -806,6 +806,9 @@ pub fn train(
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let mixed = cfg.bf16_mixed && crate::sft::mixed_precision(model, true);
     model.set_mixed_bf16(false);
+    if mixed {
+        tracing::info!("RL: the updates run mixed; rollouts, validation and the export stay f32");
+    }
     let mut opt = AdamW::new(vars, AdamWConfig::default())?;
     let mut st = RlState {
         step: 0,
