@@ -33,6 +33,16 @@ impl RlTraining {
     pub fn hit_groups(&self) -> usize {
         self.hit_groups_by_quarter.iter().sum()
     }
+
+    /// The groups with a hit of each quarter, as "8, 8, 5, 6".
+    fn by_quarter(&self) -> String {
+        let counts: Vec<String> = self
+            .hit_groups_by_quarter
+            .iter()
+            .map(|q| q.to_string())
+            .collect();
+        counts.join(", ")
+    }
 }
 
 fn mean(xs: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -84,17 +94,12 @@ pub fn summarize_run(run: &std::path::Path, prompts_per_step: usize) -> Result<O
 impl std::fmt::Display for RlTraining {
     /// One line for a terminal: the signal the run had and where its policy went.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let quarters: Vec<String> = self
-            .hit_groups_by_quarter
-            .iter()
-            .map(|q| q.to_string())
-            .collect();
         write!(
             f,
             "groups with a hit {} of {} ({} by quarter), all-fail {:.1}%, entropy {:.2} -> {:.2}, distinct rollouts {:.1} -> {:.1}",
             self.hit_groups(),
             self.groups,
-            quarters.join(", "),
+            self.by_quarter(),
             100.0 * self.all_fail_share,
             self.entropy.0,
             self.entropy.1,
@@ -109,11 +114,6 @@ impl std::fmt::Display for RlTraining {
 }
 
 fn row(name: &str, t: &RlTraining) -> String {
-    let quarters: Vec<String> = t
-        .hit_groups_by_quarter
-        .iter()
-        .map(|q| q.to_string())
-        .collect();
     let simpo = t
         .simpo
         .map(|(a, b)| format!("{a:.2} → {b:.2}"))
@@ -123,7 +123,7 @@ fn row(name: &str, t: &RlTraining) -> String {
         t.steps,
         t.hit_groups(),
         t.groups,
-        quarters.join(", "),
+        t.by_quarter(),
         100.0 * t.all_fail_share,
         t.reward.0,
         t.reward.1,
