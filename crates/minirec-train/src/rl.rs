@@ -804,7 +804,7 @@ pub fn train(
         ));
     }
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
-    let mixed = cfg.bf16_mixed && crate::sft::mixed_precision(model, true);
+    let mixed = cfg.bf16_mixed && crate::sft::mixed_precision(model, true, cfg.lora.is_some());
     model.set_mixed_bf16(false);
     if mixed {
         tracing::info!("RL: the updates run mixed; rollouts, validation and the export stay f32");

@@ -298,8 +298,17 @@ fn check_memory(model: &Decoder, train: &[Example], cfg: &SftConfig) -> Result<b
 }
 
 /// Turns mixed precision on or off as asked, and says which: a run asked for it on a CPU without bf16 units
-/// trains in f32. Returns whether it is on.
-pub(crate) fn mixed_precision(model: &mut Decoder, asked: bool) -> bool {
+/// trains in f32, and so does a LoRA run, whose trainable weights are only its small adapters (the frozen
+/// base reaches the bf16 units through `--bf16-weights` instead). Returns whether it is on.
+pub(crate) fn mixed_precision(model: &mut Decoder, asked: bool, lora: bool) -> bool {
+    if asked && lora {
+        tracing::warn!(
+            "mixed precision multiplies trainable full weights; with LoRA only the adapters train, so it is \
+             off (--bf16-weights multiplies the frozen base on the bf16 units)"
+        );
+        model.set_mixed_bf16(false);
+        return false;
+    }
     let on = model.set_mixed_bf16(asked);
     match (asked, on) {
         (true, true) => tracing::info!(
@@ -379,7 +388,7 @@ pub fn train(
     }
     let recompute = check_memory(model, train, cfg)?;
     model.set_recompute(recompute);
-    mixed_precision(model, cfg.bf16_mixed);
+    mixed_precision(model, cfg.bf16_mixed, cfg.lora.is_some());
     std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
     let per_step = cfg.batch_size * cfg.grad_accum;
     let steps_per_epoch = train.len().div_ceil(per_step);
