@@ -57,7 +57,7 @@ pub struct RlArgs {
     per_sequence: bool,
     /// Mixed precision in the updates on the CPU's bf16 units (Intel AMX, AVX512_BF16): products of trainable
     /// weights round their operands to bf16; rollouts, weights, gradients and the optimiser stay f32
-    /// (BENCHMARKS.md). Without such units it trains in f32 and says so.
+    /// (BENCHMARKS.md). Full weights only: with LoRA, or without such units, it trains in f32 and says so.
     #[arg(long)]
     bf16_mixed: bool,
     #[arg(long, default_value_t = 1e-6)]

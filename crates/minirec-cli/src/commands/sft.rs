@@ -60,7 +60,7 @@ pub struct SftArgs {
     recompute: bool,
     /// Mixed precision on the CPU's bf16 units (Intel AMX, AVX512_BF16 on AMD Zen 4): products of trainable
     /// weights round their operands to bf16; weights, gradients, sums and the optimiser stay f32
-    /// (BENCHMARKS.md). Without such units it trains in f32 and says so.
+    /// (BENCHMARKS.md). Full weights only: with LoRA, or without such units, it trains in f32 and says so.
     #[arg(long)]
     bf16_mixed: bool,
     /// Continue from the newest checkpoint in --out.
