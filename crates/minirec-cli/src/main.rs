@@ -94,10 +94,24 @@ fn keep_freed_memory() {
     }
 }
 
+/// Rust ignores SIGPIPE, so `minirec run FILE --plan | head` ended in a panic on the closed pipe; the default
+/// action ends the program quietly, as any Unix filter does. Not for `serve`, whose sockets must outlive a
+/// client that hangs up.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores one signal's default disposition (process-wide); no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     memtrace::start();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        die_quietly_on_closed_pipe();
+    }
     if let Some(n) = cli.threads {
         // candle's matrix products and rayon's pool (our kernels) both size themselves from this variable when
         // first used; nothing has run on another thread yet.

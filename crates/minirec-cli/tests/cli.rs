@@ -905,6 +905,62 @@ fn a_run_restored_without_weights_redoes_sft_checks_it_and_skips_finished_rows()
     assert!(!exp.join("rl/full-grpo/model").exists());
 }
 
+/// `run --plan` lists every stage in the runner's order with its state, trains nothing, and estimates what is
+/// left from the run's own finished stages of the same kind.
+#[test]
+fn plan_lists_each_stage_and_estimates_the_rest_from_finished_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), "[\"random\"]", 12, 8);
+    ok(&["run", file.to_str().unwrap()]);
+    let exp = tmp.path().join("exp");
+    std::fs::remove_dir_all(exp.join("rl/full-grpo")).unwrap();
+    std::fs::remove_file(exp.join("eval/full-grpo.json")).unwrap();
+    std::fs::remove_file(exp.join("eval/full-grpo.predictions.jsonl")).unwrap();
+    let plan = ok(&["run", file.to_str().unwrap(), "--plan"]);
+    let order: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" | ").next())
+        .filter(|s| s.contains(':') || *s == "sft")
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "sft",
+            "eval:sft",
+            "rl:full-riser",
+            "eval:full-riser",
+            "rl:full-grpo",
+            "eval:full-grpo",
+            "select:random-8",
+            "rl:random-8-riser",
+            "eval:random-8-riser",
+        ],
+        "{plan}"
+    );
+    assert!(plan.contains("9 stages, 7 done"), "{plan}");
+    assert!(plan.contains("2 left"), "{plan}");
+    // The one GRPO run is the one to do: RISER's steps do not stand in for its rate.
+    assert!(
+        plan.contains("plus 1 stage(s) of a kind not measured yet"),
+        "{plan}"
+    );
+    let row = |name: &str| {
+        plan.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(row("rl:full-grpo").ends_with("| to do |  | ? |"), "{plan}");
+    assert!(row("eval:full-grpo").contains("≈"), "{plan}");
+    assert!(row("rl:full-riser").contains("| done |"), "{plan}");
+    assert!(
+        !exp.join("rl/full-grpo").exists(),
+        "the plan trained something"
+    );
+    assert!(!exp.join("eval/full-grpo.json").exists());
+}
+
 /// Growing `[eval] sample` extends every row's evaluation: the lists ranked already are kept (a seeded
 /// subset's first draws are the smaller subset), only the new samples are ranked, as a fresh evaluation ranks
 /// them, and only after the row's model has re-ranked the first batch it wrote identically. A list the model

@@ -10,6 +10,7 @@ pub mod experiment;
 pub mod lanes;
 pub mod manifest;
 pub mod model;
+pub mod plan;
 pub mod prepare;
 pub mod proactive;
 pub mod probe;
@@ -27,4 +28,5 @@ mod twin;
 pub mod variant;
 
 pub use experiment::Experiment;
+pub use plan::plan;
 pub use runner::{report_so_far, run_experiment};

@@ -30,7 +30,7 @@ pub(crate) struct RlSet {
 
 /// The RL training sets in the order they run: every training sample (with `[select] full`), each method at
 /// each size, then MiniRec's ablations at the first size. Selection files live in `sel_dir`.
-fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
+pub(crate) fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
     let mut sets = Vec::new();
     if e.select.full {
         sets.push(RlSet {
@@ -69,7 +69,7 @@ fn rl_sets(e: &Experiment, sel_dir: &Path) -> Vec<RlSet> {
 
 /// The trainers each set is trained with: the file's first variant trains every set (the selection table's
 /// trainer); the others compare trainers, so they run on the full set only, when there is one.
-fn set_variants<'a>(e: &'a Experiment, set: &RlSet) -> Vec<&'a str> {
+pub(crate) fn set_variants<'a>(e: &'a Experiment, set: &RlSet) -> Vec<&'a str> {
     e.rl.variants
         .iter()
         .enumerate()
@@ -79,7 +79,7 @@ fn set_variants<'a>(e: &'a Experiment, set: &RlSet) -> Vec<&'a str> {
 }
 
 /// Every LLM row of the report: SFT, then each set with each of its trainers.
-fn row_names(e: &Experiment, sets: &[RlSet]) -> Vec<String> {
+pub(crate) fn row_names(e: &Experiment, sets: &[RlSet]) -> Vec<String> {
     let mut rows = vec!["sft".to_string()];
     for set in sets {
         rows.extend(
@@ -93,7 +93,7 @@ fn row_names(e: &Experiment, sets: &[RlSet]) -> Vec<String> {
 
 /// Whether row `name`'s evaluations are finished: its metrics on the `[eval]` samples, and on the whole split
 /// when `[eval] whole` names it. Such a row needs no model.
-fn row_finished(e: &Experiment, ds: &PreparedDataset, name: &str) -> bool {
+pub(crate) fn row_finished(e: &Experiment, ds: &PreparedDataset, name: &str) -> bool {
     let whole = e.eval.whole.iter().any(|w| w == name);
     finished_metrics(e, ds, name, false).is_some()
         && (!whole || finished_metrics(e, ds, &format!("{name}.whole"), true).is_some())
@@ -101,7 +101,7 @@ fn row_finished(e: &Experiment, ds: &PreparedDataset, name: &str) -> bool {
 
 /// Row `name`'s metrics if its evaluation covers every sample the experiment asks for now: metrics of a
 /// smaller `[eval] sample` (the file grew it) are not finished; that evaluation continues from its lists.
-fn finished_metrics(
+pub(crate) fn finished_metrics(
     e: &Experiment,
     ds: &PreparedDataset,
     name: &str,
@@ -112,7 +112,7 @@ fn finished_metrics(
 }
 
 /// How many samples the evaluation ranks: the `[eval]` subset, or with `whole` the entire split.
-fn eval_size(e: &Experiment, ds: &PreparedDataset, whole: bool) -> Result<usize> {
+pub(crate) fn eval_size(e: &Experiment, ds: &PreparedDataset, whole: bool) -> Result<usize> {
     let len = eval_split(e, ds)?.len();
     Ok(if whole {
         len
@@ -282,7 +282,7 @@ pub fn report_so_far(e: &Experiment) -> Result<String> {
     Ok(report)
 }
 
-fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
+pub(crate) fn prepare_stage(e: &Experiment, progress: bool) -> Result<PathBuf> {
     if let Some(p) = &e.data.prepared {
         return Ok(p.clone());
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use minirec_pipeline::{report_so_far, run_experiment, Experiment};
+use minirec_pipeline::{plan, report_so_far, run_experiment, Experiment};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -15,8 +15,12 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     /// Only write report.md from the rows finished so far (e.g. while the run goes on, or after it was cut
     /// off); trains and evaluates nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub report_only: bool,
+    /// List every stage in the order the run takes them: finished (with its wall time), part done, or to do,
+    /// with the time left estimated from this run's own finished stages of the same kind; trains nothing.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 pub fn run(a: RunArgs, progress: bool) -> Result<()> {
@@ -24,7 +28,9 @@ pub fn run(a: RunArgs, progress: bool) -> Result<()> {
     if let Some(out) = a.out {
         e.out = out;
     }
-    let report = if a.report_only {
+    let report = if a.plan {
+        plan(&e)?
+    } else if a.report_only {
         report_so_far(&e)?
     } else {
         run_experiment(&e, progress)?
