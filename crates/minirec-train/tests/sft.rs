@@ -36,6 +36,16 @@ fn tiny_model(vocab: usize, seed: u64) -> Decoder {
     random_model(cfg, DType::F32, &Device::Cpu, seed).unwrap()
 }
 
+/// Rank-4 adapters without dropout, so runs compare exactly.
+fn small_lora() -> LoraConfig {
+    LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        ..Default::default()
+    }
+}
+
 fn examples(ds: &PreparedDataset, tok: &TextTokenizer) -> (Vec<Example>, Vec<Example>) {
     let train = encode_samples(ds, &ds.train[..256], tok).unwrap();
     let valid = encode_samples(ds, &ds.valid[..64], tok).unwrap();
@@ -203,15 +213,7 @@ fn resume_after_interruption_reaches_the_same_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = demo_data(tmp.path());
     let tok = tokenizer(&ds);
-    for lora in [
-        None,
-        Some(LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.0,
-            ..Default::default()
-        }),
-    ] {
+    for lora in [None, Some(small_lora())] {
         let cfg = SftConfig {
             epochs: 2,
             lr: 2e-3,
@@ -379,12 +381,7 @@ fn mixed_precision_is_off_for_lora_which_trains_as_in_f32() {
         batch_size: 32,
         checkpoint_every: 0,
         bf16_mixed: mixed,
-        lora: Some(LoraConfig {
-            r: 4,
-            alpha: 8.0,
-            dropout: 0.0,
-            ..Default::default()
-        }),
+        lora: Some(small_lora()),
         ..Default::default()
     };
     let mut adapters = Vec::new();
