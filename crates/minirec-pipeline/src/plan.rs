@@ -16,7 +16,9 @@ use crate::stage_times::{unfinished, StageTimes};
 #[derive(Debug, Clone, PartialEq)]
 enum Kind {
     Sft,
-    Select,
+    /// A selection by this method: the methods' costs differ by hours (the first to need the LLM's scores
+    /// computes the shared caches; Random takes milliseconds).
+    Select(String),
     /// An RL run of this trainer; its units are steps.
     Rl(String),
     /// An evaluation; its units are ranked samples.
@@ -73,7 +75,8 @@ fn stages(e: &Experiment, ds: &PreparedDataset, times: &StageTimes) -> Result<Ve
         let pending = rows.iter().any(|(_, r)| !row_finished(e, ds, r));
         if let (Some(path), Some(_)) = (&set.subset, set.size) {
             let name = format!("select:{}", set.label);
-            out.push(simple(&name, Kind::Select, path.is_file(), !pending));
+            let kind = Kind::Select(set.method.clone());
+            out.push(simple(&name, kind, path.is_file(), !pending));
         }
         for (variant, row) in rows {
             out.push(rl_stage(
@@ -203,6 +206,7 @@ impl Rates {
     fn key(kind: &Kind) -> String {
         match kind {
             Kind::Rl(v) => format!("rl:{v}"),
+            Kind::Select(m) => format!("select:{m}"),
             other => format!("{other:?}"),
         }
     }
@@ -334,6 +338,7 @@ fn render(
         .map(|(k, (s, u))| match k.as_str() {
             "Eval" => format!("evaluation {:.2} s a sample", s / u),
             k if k.starts_with("rl:") => format!("{k} {:.1} s a step", s / u),
+            k if k.starts_with("select:") => format!("{k} {} a selection", secs(s / u)),
             k => format!("{} {} a stage", k.to_lowercase(), secs(s / u)),
         })
         .collect();
@@ -398,10 +403,24 @@ mod tests {
             stage("rl:random-256-grpo", grpo(), State::Part, 32, 8),
             stage("eval:twin", Kind::Eval, State::Done, 2000, 2000),
             stage("eval:random-256-grpo", Kind::Eval, State::ToDo, 2000, 0),
-            stage("select:random-256", Kind::Select, State::ToDo, 0, 0),
+            stage(
+                "select:random-256",
+                Kind::Select("random".into()),
+                State::Done,
+                0,
+                0,
+            ),
+            stage(
+                "select:minirec-256",
+                Kind::Select("minirec".into()),
+                State::ToDo,
+                0,
+                0,
+            ),
         ];
         let times: StageTimes = serde_json::from_value(serde_json::json!({
-            "eval:sft": 1500.0, "eval:sft.whole": 2533.0, "rl:full-grpo": 960.0, "eval:twin": 0.1
+            "eval:sft": 1500.0, "eval:sft.whole": 2533.0, "rl:full-grpo": 960.0, "eval:twin": 0.1,
+            "select:random-256": 0.02
         }))
         .unwrap();
         let r = Rates::measure(&stages, &times);
@@ -414,7 +433,9 @@ mod tests {
             "24 steps left at 30 s"
         );
         assert_eq!(r.left(&stages[3]), None, "no RISER run finished");
-        assert_eq!(r.left(&stages[7]), None, "no selection finished");
+        // Random's milliseconds say nothing of MiniRec's selection.
+        assert_eq!(r.left(&stages[7]), Some(0.02));
+        assert_eq!(r.left(&stages[8]), None, "no MiniRec selection finished");
         let text = render_for_test(&stages, &times);
         assert!(
             text.contains("| rl:random-256-grpo | 8 of 32 steps logged |  | ≈ 720 s |"),
