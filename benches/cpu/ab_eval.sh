@@ -31,4 +31,6 @@ ab_sft() { # name binary: three full-SFT steps on 32 training samples; the log w
   e=$(date +%s.%N)
   printf 'sft %s: 3 steps in %.1f s\n' "$1" "$(echo "$e - $s" | bc)"
   sed -E 's/"seconds":[0-9.e+-]+,?//' "$O/sft-$1/train_log.jsonl" > "$O/sft-$1.log"
+  # Weights and checkpoints (≈ 2–5 GB) are not results: the log is.
+  rm -rf "$O/sft-$1/model" "$O/sft-$1/checkpoints" "$O/sft-$1/best.safetensors"
 }

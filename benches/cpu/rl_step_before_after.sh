@@ -24,6 +24,8 @@ print(f"{sys.argv[2]} round {sys.argv[3]}: rollouts {d['rollout_s']:.1f} s, upda
 keep = {k: v for k, v in d.items() if not k.endswith('_s')}
 print('  ', json.dumps(keep, sort_keys=True))
 PY
+  # The exported weights and checkpoints (≈ 2–3 GB a run) are not results; the log is.
+  rm -rf "$run/model" "$run/checkpoints"
 }
 for r in 1 2; do step old "$OLD" $r; step new "$NEW" $r ${NEW_FLAGS:-}; done
 [ -n "${SKIP_SFT:-}" ] && exit 0
