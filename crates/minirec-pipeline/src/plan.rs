@@ -59,7 +59,8 @@ pub fn plan(e: &Experiment) -> Result<String> {
 /// evaluation, then the classic baselines).
 fn stages(e: &Experiment, ds: &PreparedDataset, times: &StageTimes) -> Result<Vec<Stage>> {
     let mut out = Vec::new();
-    let rows_left = crate::runner::row_names(e, &rl_sets(e, &e.out.join("select")))
+    let sets = rl_sets(e, &e.out.join("select"));
+    let rows_left = crate::runner::row_names(e, &sets)
         .iter()
         .any(|r| !row_finished(e, ds, r));
     if !e.sft.skip {
@@ -67,7 +68,7 @@ fn stages(e: &Experiment, ds: &PreparedDataset, times: &StageTimes) -> Result<Ve
         out.push(simple("sft", Kind::Sft, done, !rows_left));
     }
     eval_stages(e, ds, "sft", &mut out)?;
-    for set in rl_sets(e, &e.out.join("select")) {
+    for set in sets {
         let rows: Vec<(&str, String)> = set_variants(e, &set)
             .into_iter()
             .map(|v| (v, format!("{}-{v}", set.label)))
