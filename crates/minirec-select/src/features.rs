@@ -39,13 +39,39 @@ pub fn llm_scores(
     proj: Option<&Projection>,
     progress: bool,
 ) -> Result<LlmScores> {
+    llm_scores_resumable(
+        model,
+        examples,
+        batch,
+        proj,
+        None,
+        &mut |_| Ok(()),
+        progress,
+    )
+}
+
+/// Batches between two calls of `on_part` in [`llm_scores_resumable`]: 16 batches of 16 are ≈ 2 minutes of a
+/// SmolLM2-135M scoring pass on 2 cores, and each call rewrites everything scored so far.
+pub const PART_BATCHES: usize = 16;
+
+/// [`llm_scores`] continuing from `done` (the scores of the first examples, as an earlier call's `on_part`
+/// received them), handing what is scored so far to `on_part` every [`PART_BATCHES`] batches. A run stopped
+/// and continued this way scores the same batches as an uninterrupted one, so the scores are identical.
+pub fn llm_scores_resumable(
+    model: &Decoder,
+    examples: &[Example],
+    batch: usize,
+    proj: Option<&Projection>,
+    done: Option<LlmScores>,
+    on_part: &mut dyn FnMut(&LlmScores) -> Result<()>,
+    progress: bool,
+) -> Result<LlmScores> {
     if examples.is_empty() {
         return Err(SelectError::Invalid("no samples to score".into()));
     }
+    let batch = batch.max(1);
     let hd = model.cfg.hidden_size;
-    let w = model.output_weight()?.to_dtype(DType::F32)?;
-    let pb = crate::bar(progress, examples.len() as u64, "scoring samples");
-    let mut out = LlmScores {
+    let empty = || LlmScores {
         hidden: Matrix::zeros(0, hd),
         grad: Matrix::zeros(0, hd),
         hvp: Matrix::zeros(0, hd),
@@ -54,30 +80,51 @@ pub fn llm_scores(
         el2n: Vec::new(),
         grand: Vec::new(),
     };
-    for chunk in examples.chunks(batch.max(1)) {
-        let s = score_batch(model, &w, chunk, proj)?;
-        if let Some(ph) = s.param_hvp {
-            let acc = out
-                .param_hvp
-                .get_or_insert_with(|| Matrix::zeros(0, ph.dim));
-            acc.rows += ph.rows;
-            acc.data.extend(ph.data);
-        }
-        for (m, part) in [
-            (&mut out.hidden, s.hidden),
-            (&mut out.grad, s.grad),
-            (&mut out.hvp, s.hvp),
-        ] {
-            m.rows += part.rows;
-            m.data.extend(part.data);
-        }
-        out.nll.extend(s.nll);
-        out.el2n.extend(s.el2n);
-        out.grand.extend(s.grand);
+    // A part that does not end on a batch boundary of these examples (another batch size, other data) would
+    // not give the uninterrupted scores: start over.
+    let mut out = done
+        .filter(|d| {
+            let k = d.nll.len();
+            k <= examples.len()
+                && (k % batch == 0 || k == examples.len())
+                && d.hidden.dim == hd
+                && d.hidden.rows == k
+                && d.param_hvp.is_some() == proj.is_some()
+        })
+        .unwrap_or_else(empty);
+    let w = model.output_weight()?.to_dtype(DType::F32)?;
+    let pb = crate::bar(progress, examples.len() as u64, "scoring samples");
+    pb.set_position(out.nll.len() as u64);
+    for (i, chunk) in examples[out.nll.len()..].chunks(batch).enumerate() {
+        append(&mut out, score_batch(model, &w, chunk, proj)?);
         pb.inc(chunk.len() as u64);
+        if (i + 1) % PART_BATCHES == 0 && out.nll.len() < examples.len() {
+            on_part(&out)?;
+        }
     }
     pb.finish_and_clear();
     Ok(out)
+}
+
+fn append(out: &mut LlmScores, s: LlmScores) {
+    if let Some(ph) = s.param_hvp {
+        let acc = out
+            .param_hvp
+            .get_or_insert_with(|| Matrix::zeros(0, ph.dim));
+        acc.rows += ph.rows;
+        acc.data.extend(ph.data);
+    }
+    for (m, part) in [
+        (&mut out.hidden, s.hidden),
+        (&mut out.grad, s.grad),
+        (&mut out.hvp, s.hvp),
+    ] {
+        m.rows += part.rows;
+        m.data.extend(part.data);
+    }
+    out.nll.extend(s.nll);
+    out.el2n.extend(s.el2n);
+    out.grand.extend(s.grand);
 }
 
 /// Fixed random projections for the parameter-space HVP: R1 [k1, V] and R2 [k2, H], Gaussian / √k.

@@ -15,7 +15,7 @@ use minirec_train::sft::encode_samples;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SelectError};
-use crate::features::{llm_scores, LlmScores, Projection};
+use crate::features::{llm_scores, llm_scores_resumable, LlmScores, Projection};
 use crate::matrix::Matrix;
 use crate::methods::{self, Method, MiniRecConfig};
 use crate::subset::SubsetRow;
@@ -134,45 +134,52 @@ impl ScoreCache {
         if !p.exists() || !self.key_ok("llm_scores") {
             return Ok(None);
         }
-        let t = candle_core::safetensors::load(&p, &Device::Cpu)?;
-        let get = |k: &str| -> Result<Tensor> {
-            t.get(k)
-                .cloned()
-                .ok_or_else(|| SelectError::Invalid(format!("{}: no tensor {k}", p.display())))
-        };
-        let vec = |k: &str| -> Result<Vec<f32>> { Ok(get(k)?.to_vec1()?) };
-        Ok(Some(LlmScores {
-            hidden: Matrix::from_tensor(&get("hidden")?)?,
-            grad: Matrix::from_tensor(&get("grad")?)?,
-            hvp: Matrix::from_tensor(&get("hvp")?)?,
-            param_hvp: t.get("param_hvp").map(Matrix::from_tensor).transpose()?,
-            nll: vec("nll")?,
-            el2n: vec("el2n")?,
-            grand: vec("grand")?,
-        }))
+        read_llm_scores(&p).map(Some)
     }
 
     pub fn save_scores(&self, s: &LlmScores) -> Result<()> {
         let Some(p) = self.path("llm_scores.safetensors") else {
             return Ok(());
         };
-        let dev = Device::Cpu;
-        let mut t: HashMap<String, Tensor> = HashMap::new();
-        t.insert("hidden".into(), s.hidden.to_tensor(&dev)?);
-        t.insert("grad".into(), s.grad.to_tensor(&dev)?);
-        t.insert("hvp".into(), s.hvp.to_tensor(&dev)?);
-        if let Some(ph) = &s.param_hvp {
-            t.insert("param_hvp".into(), ph.to_tensor(&dev)?);
-        }
-        for (k, v) in [("nll", &s.nll), ("el2n", &s.el2n), ("grand", &s.grand)] {
-            t.insert(k.into(), Tensor::from_slice(v, v.len(), &dev)?);
-        }
-        let dir = p.parent().expect("a file in a directory");
-        std::fs::create_dir_all(dir).map_err(|e| SelectError::io(dir, e))?;
-        let tmp = p.with_extension("tmp");
-        candle_core::safetensors::save(&t, &tmp)?;
-        std::fs::rename(&tmp, &p).map_err(|e| SelectError::io(&p, e))?;
+        write_llm_scores(&p, s)?;
         self.write_key("llm_scores")
+    }
+
+    /// The scores an interrupted scoring pass under `key` finished (`llm_scores.partial.safetensors`), if any.
+    pub fn load_scores_partial(&self, key: &str) -> Result<Option<LlmScores>> {
+        let (Some(p), Some(k)) = (
+            self.path("llm_scores.partial.safetensors"),
+            self.path("llm_scores.partial.key"),
+        ) else {
+            return Ok(None);
+        };
+        if !p.exists() || std::fs::read_to_string(&k).ok().as_deref() != Some(key) {
+            return Ok(None);
+        }
+        read_llm_scores(&p).map(Some)
+    }
+
+    /// Replaces the partial scores with `s` (the file first, then its key, each atomically).
+    pub fn save_scores_partial(&self, key: &str, s: &LlmScores) -> Result<()> {
+        let (Some(p), Some(k)) = (
+            self.path("llm_scores.partial.safetensors"),
+            self.path("llm_scores.partial.key"),
+        ) else {
+            return Ok(());
+        };
+        write_llm_scores(&p, s)?;
+        minirec_data::fsutil::write_atomic(&k, |w| w.write_all(key.as_bytes()))?;
+        Ok(())
+    }
+
+    /// Removes the partial scores once the whole pass is saved.
+    pub fn remove_scores_partial(&self) -> Result<()> {
+        for what in ["llm_scores.partial.safetensors", "llm_scores.partial.key"] {
+            if let Some(p) = self.path(what).filter(|p| p.exists()) {
+                std::fs::remove_file(&p).map_err(|e| SelectError::io(&p, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// A matrix cached as `what.safetensors` for this key.
@@ -299,6 +306,44 @@ impl ScoreCache {
     }
 }
 
+fn read_llm_scores(p: &Path) -> Result<LlmScores> {
+    let t = candle_core::safetensors::load(p, &Device::Cpu)?;
+    let get = |k: &str| -> Result<Tensor> {
+        t.get(k)
+            .cloned()
+            .ok_or_else(|| SelectError::Invalid(format!("{}: no tensor {k}", p.display())))
+    };
+    let vec = |k: &str| -> Result<Vec<f32>> { Ok(get(k)?.to_vec1()?) };
+    Ok(LlmScores {
+        hidden: Matrix::from_tensor(&get("hidden")?)?,
+        grad: Matrix::from_tensor(&get("grad")?)?,
+        hvp: Matrix::from_tensor(&get("hvp")?)?,
+        param_hvp: t.get("param_hvp").map(Matrix::from_tensor).transpose()?,
+        nll: vec("nll")?,
+        el2n: vec("el2n")?,
+        grand: vec("grand")?,
+    })
+}
+
+fn write_llm_scores(p: &Path, s: &LlmScores) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    t.insert("hidden".into(), s.hidden.to_tensor(&dev)?);
+    t.insert("grad".into(), s.grad.to_tensor(&dev)?);
+    t.insert("hvp".into(), s.hvp.to_tensor(&dev)?);
+    if let Some(ph) = &s.param_hvp {
+        t.insert("param_hvp".into(), ph.to_tensor(&dev)?);
+    }
+    for (k, v) in [("nll", &s.nll), ("el2n", &s.el2n), ("grand", &s.grand)] {
+        t.insert(k.into(), Tensor::from_slice(v, v.len(), &dev)?);
+    }
+    let dir = p.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| SelectError::io(dir, e))?;
+    let tmp = p.with_extension("tmp");
+    candle_core::safetensors::save(&t, &tmp)?;
+    std::fs::rename(&tmp, p).map_err(|e| SelectError::io(p, e))
+}
+
 /// The models a job may use. `scorer` gives features, HVPs, EL2N and GraNd; `proxy` gives r̄.
 pub struct Models<'a> {
     pub tok: &'a TextTokenizer,
@@ -401,9 +446,27 @@ pub fn select(
                 } else {
                     None
                 };
-                let s = llm_scores(model, &ex, opts.score_batch, proj.as_ref(), progress)?;
+                // A run stopped during this pass (≈ half an hour for SmolLM2-135M on 2 cores) continues from
+                // the scores it saved.
+                let key = format!(
+                    "{} batch={} proj={:?}",
+                    cache.key,
+                    opts.score_batch,
+                    proj.as_ref().map(|_| (opts.proj_k1, opts.proj_k2, seed))
+                );
+                let done = cache.load_scores_partial(&key)?;
+                let s = llm_scores_resumable(
+                    model,
+                    &ex,
+                    opts.score_batch,
+                    proj.as_ref(),
+                    done,
+                    &mut |part| cache.save_scores_partial(&key, part),
+                    progress,
+                )?;
                 timings.scoring_s = t.elapsed().as_secs_f64();
                 cache.save_scores(&s)?;
+                cache.remove_scores_partial()?;
                 s
             }
         })

@@ -23,47 +23,49 @@ fn random_matrix(n: usize, d: usize, seed: u64) -> Matrix {
     .unwrap()
 }
 
-/// Algorithm 1 literally: every step recomputes each candidate's min distance to the set from scratch.
-fn brute_greedy(f: &Matrix, q: &[f32], m: usize) -> Vec<usize> {
-    let mut s: Vec<usize> = Vec::new();
-    while s.len() < m {
-        let cand: Vec<usize> = (0..f.rows).filter(|i| !s.contains(i)).collect();
-        let dist: Vec<f32> = cand
-            .iter()
-            .map(|&i| {
-                s.iter()
-                    .map(|&j| 1.0 - cosine(f.row(i), f.row(j)))
-                    .fold(f32::INFINITY, f32::min)
-            })
-            .collect();
-        let norm = if s.is_empty() {
-            vec![1.0; cand.len()]
-        } else {
-            min_max(&dist)
-        };
-        let mut best = cand[0];
-        let mut bv = f32::NEG_INFINITY;
-        for (k, &i) in cand.iter().enumerate() {
-            let v = norm[k] * q[i];
-            if v > bv + 1e-6 {
-                bv = v;
-                best = i;
-            }
-        }
-        s.push(best);
-    }
-    s
+/// Algorithm 1 literally, for the set `s` chosen so far: each candidate's value, recomputing its min distance
+/// to the set from scratch.
+fn brute_values(f: &Matrix, q: &[f32], s: &[usize]) -> Vec<(usize, f32)> {
+    let cand: Vec<usize> = (0..f.rows).filter(|i| !s.contains(i)).collect();
+    let dist: Vec<f32> = cand
+        .iter()
+        .map(|&i| {
+            s.iter()
+                .map(|&j| 1.0 - cosine(f.row(i), f.row(j)))
+                .fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    let norm = if s.is_empty() {
+        vec![1.0; cand.len()]
+    } else {
+        min_max(&dist)
+    };
+    cand.iter()
+        .enumerate()
+        .map(|(k, &i)| (i, norm[k] * q[i]))
+        .collect()
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Each pick of the fast greedy is the brute-force argmax given the picks before it. Two candidates whose
+    /// values differ by less than f32 rounding of the two computations (1e-5) may come in either order (seed
+    /// 981, n 26 had two at 0.153043 and 0.153042), so a pick passes when its value is within 1e-5 of the best.
     #[test]
     fn greedy_matches_brute_force(seed in 0u64..10_000, n in 2usize..40, m_frac in 0.1f64..1.0) {
         let f = random_matrix(n, 6, seed);
         let q: Vec<f32> = (0..n).map(|i| ((i as u64 * 7919 + seed) % 97) as f32 / 97.0 + 0.01).collect();
         let m = ((n as f64 * m_frac) as usize).max(1);
         let fast: Vec<usize> = greedy(&f, &q, m, true, &Device::Cpu, false).unwrap().iter().map(|p| p.index).collect();
-        prop_assert_eq!(fast, brute_greedy(&f, &q, m));
+        prop_assert_eq!(fast.len(), m);
+        for step in 0..m {
+            let values = brute_values(&f, &q, &fast[..step]);
+            let best = values.iter().map(|&(_, v)| v).fold(f32::NEG_INFINITY, f32::max);
+            let picked = values.iter().find(|&&(i, _)| i == fast[step]).map(|&(_, v)| v);
+            prop_assert!(picked.is_some(), "step {}: {} picked twice", step, fast[step]);
+            let picked = picked.unwrap();
+            prop_assert!(picked >= best - 1e-5, "step {}: picked {} (value {}), best {}", step, fast[step], picked, best);
+        }
     }
 }
 

@@ -128,6 +128,11 @@ pub fn save_training<S: Serialize>(
     logs: &[&Path],
 ) -> Result<PathBuf> {
     let lengths = log_lengths(logs)?;
+    crate::disk::ensure_room(
+        run,
+        crate::disk::checkpoint_bytes(&opt.vars),
+        &format!("the checkpoint at step {step}"),
+    )?;
     save(run, step, state, |dir| {
         save_vars(&opt.vars, &dir.join("trainable.safetensors"))?;
         opt.save(&dir.join("optimizer.safetensors"))?;

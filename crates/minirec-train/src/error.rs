@@ -24,6 +24,20 @@ pub enum TrainError {
     Interrupted { step: usize },
     #[error("{0}")]
     Invalid(String),
+    /// Too little free disk for what a run is about to write (`disk`): the folder, what, and the bytes.
+    #[error(
+        "{what}: {} has {} free and needs {}; free space there (or point the run elsewhere) and run the same \
+         command again (it resumes from its last checkpoint, if it wrote one)",
+        dir.display(),
+        crate::disk::human_bytes(*free),
+        crate::disk::human_bytes(*need)
+    )]
+    NoRoom {
+        dir: PathBuf,
+        what: String,
+        need: u64,
+        free: u64,
+    },
 }
 
 impl TrainError {

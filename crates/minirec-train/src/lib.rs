@@ -4,6 +4,7 @@
 mod adamw_cpu;
 pub mod checkpoint;
 pub mod demos;
+pub mod disk;
 pub mod error;
 pub mod logprobs;
 pub mod memory;

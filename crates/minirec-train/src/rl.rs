@@ -836,6 +836,10 @@ pub fn train(
             ),
         }
     }
+    if st.step < cfg.max_steps {
+        let need = crate::disk::run_needs(&opt.vars, cfg.checkpoint_every, run);
+        crate::disk::ensure_room(run, need, "rl: this run's checkpoints and export")?;
+    }
     let log_path = run.join("rl_log.jsonl");
     let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let pb = if progress {

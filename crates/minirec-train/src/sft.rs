@@ -427,6 +427,10 @@ pub fn train(
             ),
         }
     }
+    if !(st.done || st.epoch >= cfg.epochs || st.step >= total) {
+        let need = crate::disk::run_needs(&opt.vars, cfg.checkpoint_every, run);
+        crate::disk::ensure_room(run, need, "sft: this run's checkpoints and export")?;
+    }
     let log_path = run.join(LOG);
     let mut log = checkpoint::open_log(&log_path, resumed_from.as_deref())?;
     let pb = if progress {
