@@ -349,7 +349,63 @@ fn render(
         measured.join("; ")
     });
     text.push('\n');
+    text.push_str(&disk_line(e, stages));
     text
+}
+
+/// Free disk at the run directory against what the RL stages left will write.
+fn disk_line(e: &Experiment, stages: &[Stage]) -> String {
+    let rl_left = stages
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Rl(_)) && matches!(s.state, State::ToDo | State::Part))
+        .count();
+    // The SFT model's weights stand for every full-weight RL run's; a LoRA run's adapters are small.
+    let weights = (e.rl.lora_rank.is_none())
+        .then(|| safetensors_bytes(&e.out.join("sft").join("model")))
+        .unwrap_or(0);
+    disk_text(
+        &e.out,
+        minirec_train::disk::free_bytes(&e.out),
+        rl_left,
+        weights,
+    )
+}
+
+/// Each RL run peaks while it writes a checkpoint beside the two it keeps (each the weights and two optimiser
+/// moments: 3 × the weights), drops them once it exports, and leaves its exported weights behind.
+fn disk_text(out: &Path, free: Option<u64>, rl_left: usize, weights: u64) -> String {
+    use minirec_train::disk::human_bytes;
+    let Some(free) = free else {
+        return String::new();
+    };
+    let mut text = format!("Disk: {} free in {}", human_bytes(free), out.display());
+    if rl_left > 0 && weights > 0 {
+        let peak = (minirec_train::checkpoint::KEEP as u64 + 1) * 3 * weights + weights;
+        let need = peak + (rl_left as u64 - 1) * weights;
+        text.push_str(&format!(
+            "; the {rl_left} RL run(s) left need ≈ {} (≈ {} at one run's peak, then {} for each exported model){}",
+            human_bytes(need),
+            human_bytes(peak),
+            human_bytes(weights),
+            if need > free {
+                ": not enough, free space before running"
+            } else {
+                ""
+            }
+        ));
+    }
+    text.push('\n');
+    text
+}
+
+fn safetensors_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|f| f.metadata().ok().map(|m| m.len()))
+        .sum()
 }
 
 fn unit_name(kind: &Kind) -> &'static str {
@@ -452,6 +508,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rl:grpo 30.0 s a step"), "{text}");
+    }
+
+    /// 10 full-weight RL runs of a 0.54 GB model: one peaks at 3 checkpoints of 1.62 GB and its export, the
+    /// nine others leave their exports.
+    #[test]
+    fn the_disk_line_counts_each_runs_peak_and_exports() {
+        let out = Path::new("/runs/x");
+        let w = 540_000_000;
+        let text = disk_text(out, Some(54_000_000_000), 10, w);
+        assert_eq!(
+            text,
+            "Disk: 54.00 GB free in /runs/x; the 10 RL run(s) left need ≈ 10.26 GB (≈ 5.40 GB at one \
+             run's peak, then 540.0 MB for each exported model)\n"
+        );
+        assert!(disk_text(out, Some(8_000_000_000), 10, w).contains(": not enough, free space"));
+        assert_eq!(
+            disk_text(out, Some(1_000_000_000), 0, w),
+            "Disk: 1.00 GB free in /runs/x\n",
+            "nothing left to train"
+        );
+        assert_eq!(
+            disk_text(out, None, 3, w),
+            "",
+            "a filesystem that cannot say"
+        );
     }
 
     fn render_for_test(stages: &[Stage], times: &StageTimes) -> String {

@@ -18,7 +18,8 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "plan")]
     pub report_only: bool,
     /// List every stage in the order the run takes them: finished (with its wall time), part done, or to do,
-    /// with the time left estimated from this run's own finished stages of the same kind; trains nothing.
+    /// with the time left estimated from this run's own finished stages of the same kind, and the disk the RL
+    /// runs left need against what is free; trains nothing.
     #[arg(long)]
     pub plan: bool,
 }
