@@ -360,9 +360,11 @@ fn disk_line(e: &Experiment, stages: &[Stage]) -> String {
         .filter(|s| matches!(s.kind, Kind::Rl(_)) && matches!(s.state, State::ToDo | State::Part))
         .count();
     // The SFT model's weights stand for every full-weight RL run's; a LoRA run's adapters are small.
-    let weights = (e.rl.lora_rank.is_none())
-        .then(|| safetensors_bytes(&e.out.join("sft").join("model")))
-        .unwrap_or(0);
+    let weights = if e.rl.lora_rank.is_none() {
+        safetensors_bytes(&e.out.join("sft").join("model"))
+    } else {
+        0
+    };
     disk_text(
         &e.out,
         minirec_train::disk::free_bytes(&e.out),
