@@ -682,6 +682,41 @@ batch = {eval_batch}
     file
 }
 
+/// `--seed` runs the file with another seed, and a run directory holds one seed: a second seed into it stops
+/// before any stage, naming both, and leaves the directory as it was.
+#[test]
+fn run_refuses_a_second_seed_in_one_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = small_experiment(tmp.path(), "[]", 16, 16);
+    let out = tmp.path().join("seed7");
+    std::fs::create_dir_all(&out).unwrap();
+    let record = r#"{"seed": 7, "out": "seed7"}"#;
+    std::fs::write(out.join("experiment.json"), record).unwrap();
+    let o = minirec(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "8",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("was run with seed 7, and this run has seed 8") && err.contains("--out"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("experiment.json")).unwrap(),
+        record
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "nothing else written"
+    );
+}
+
 /// A trainers-only experiment (the session-sized SmolLM2 file's shape): no selection table, the step cap stated.
 #[test]
 fn run_without_selection_methods_reports_the_trainers_only() {

@@ -128,10 +128,31 @@ fn sft_path(sft_model: &Option<PathBuf>) -> PathBuf {
         .expect("the SFT stage runs while any row is unfinished")
 }
 
+/// A run directory holds one seed's stages: a run with another seed (`--seed`, or an edited file) would skip
+/// the stages the first one finished and mix the two in one table.
+fn check_same_seed(e: &Experiment) -> Result<()> {
+    let path = e.out.join("experiment.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let recorded: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    match recorded.get("seed").and_then(|s| s.as_u64()) {
+        Some(old) if old != e.seed => anyhow::bail!(
+            "{} was run with seed {old}, and this run has seed {}: its finished stages would be taken as this \
+             seed's. Write this seed's run elsewhere (--out DIR)",
+            e.out.display(),
+            e.seed
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the whole experiment and returns the report's text.
 pub fn run_experiment(e: &Experiment, progress: bool) -> Result<String> {
     let out = &e.out;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    check_same_seed(e)?;
     minirec_data::fsutil::write_json_atomic(&out.join("experiment.json"), e)?;
     let mut times = StageTimes::load(out);
 

@@ -13,6 +13,10 @@ pub struct RunArgs {
     /// Write the run here instead of the file's `out` (e.g. outside a work tree that is laid anew).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Run with this seed instead of the file's `seed` (SFT, selections, RL sampling, the report's bootstrap;
+    /// not the evaluation's `sample_seed`), e.g. to repeat an arm with another draw; a run directory holds one seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Only write report.md from the rows finished so far (e.g. while the run goes on, or after it was cut
     /// off); trains and evaluates nothing.
     #[arg(long, conflicts_with = "plan")]
@@ -28,6 +32,9 @@ pub fn run(a: RunArgs, progress: bool) -> Result<()> {
     let mut e = Experiment::load(&a.experiment)?;
     if let Some(out) = a.out {
         e.out = out;
+    }
+    if let Some(seed) = a.seed {
+        e.seed = seed;
     }
     let report = if a.plan {
         plan(&e)?
