@@ -1327,6 +1327,26 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         "0",
         "--cpu",
     ]);
+    // The manifest names the samples the steps trained on: the subset's first ones, in its order.
+    let m = json(&tmp.path().join("rl/manifest.json"));
+    let per_step = m["config"]["config"]["prompts_per_step"].as_u64().unwrap() as usize;
+    let trained: Vec<u64> = m["config"]["trained_sample_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let subset: Vec<u64> = std::fs::read_to_string(sel.join("m.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["sample_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(trained.len(), per_step, "1 step");
+    assert_eq!(trained, subset[..per_step.min(subset.len())].to_vec());
     // In-context RL: demonstrations in 2 of the 4 rollouts; the log says how each kind fared.
     ok(&[
         "rl",

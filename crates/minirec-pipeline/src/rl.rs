@@ -141,10 +141,19 @@ pub fn train_rl(
     crate::manifest::write_run_manifest(
         out,
         "rl",
-        serde_json::json!({"config": cfg, "data": data, "init": init, "subset": subset, "prompts": prompts.len()}),
+        serde_json::json!({"config": cfg, "data": data, "init": init, "subset": subset, "prompts": prompts.len(),
+            "trained_sample_ids": trained_ids(samples, cfg)}),
         serde_json::to_value(&summary)?,
     )?;
     Ok(summary)
+}
+
+/// The samples the steps train on, in order: step t takes prompts t·n .. (t+1)·n (mod the set's size), so a
+/// full-data run of few steps sees only their first ones, and the record says which.
+fn trained_ids(samples: &[&minirec_data::Sample], cfg: &RlConfig) -> Vec<u64> {
+    (0..cfg.max_steps * cfg.prompts_per_step)
+        .map(|i| samples[i % samples.len()].id)
+        .collect()
 }
 
 /// In-context RL's demonstrations: every training sample's prompt and target title. With `similar`, each RL
