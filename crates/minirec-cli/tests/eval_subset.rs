@@ -142,3 +142,52 @@ fn a_seeded_subset_resumes_after_a_kill_and_compares_pairwise() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not in B"));
 }
+
+/// `compare --by-target N`: the items whose samples carry the difference, in the table and the JSON.
+#[test]
+fn compare_names_the_targets_that_carry_the_difference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = |t: &str, r: &[&str]| serde_json::json!({"target": t, "ranked": r}).to_string();
+    let a = [
+        line("Lamp", &["Rod", "Lamp"]),
+        line("Lamp", &["Rod", "Tape"]),
+        line("Rod", &["Rod"]),
+        line("Tape", &["Tape"]),
+    ];
+    let b = [
+        line("Lamp", &["Lamp", "Rod"]),
+        line("Lamp", &["Lamp", "Tape"]),
+        line("Rod", &["Tape", "Rod"]),
+        line("Tape", &["Tape"]),
+    ];
+    let (pa, pb) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    std::fs::write(&pa, a.join("\n")).unwrap();
+    std::fs::write(&pb, b.join("\n")).unwrap();
+    let json = tmp.path().join("c.json");
+    let out = ok(&[
+        "compare",
+        s(&pa),
+        s(&pb),
+        "--by-target",
+        "2",
+        "--json",
+        s(&json),
+    ]);
+    assert!(
+        out.contains("The 2 targets (of 3) that move b − a at NDCG@10 the most"),
+        "{out}"
+    );
+    assert!(out.contains("| Lamp | 2 |"), "{out}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let top = &c["by_target"]["top"];
+    assert_eq!(top[0]["target"], "Lamp");
+    // Lamp: 1/log2(3) → 1 and 0 → 1 over 4 samples; Rod: 1 → 1/log2(3).
+    let g = 1.0 - 1.0 / 3f64.log2();
+    assert!((top[0]["contribution"].as_f64().unwrap() - (g + 1.0) / 4.0).abs() < 1e-12);
+    assert_eq!(top[1]["target"], "Rod");
+    assert!((top[1]["contribution"].as_f64().unwrap() + g / 4.0).abs() < 1e-12);
+    assert_eq!(c["n"], 4, "the comparison itself is still there");
+    let plain = ok(&["compare", s(&pa), s(&pb)]);
+    assert!(!plain.contains("targets (of"), "off unless asked for");
+}

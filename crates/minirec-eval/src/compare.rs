@@ -35,6 +35,14 @@ pub struct Comparison {
     pub movement: crate::movement::Movement,
 }
 
+/// One sample's NDCG@K: 1/log2(rank + 2) when the target is inside the cut-off.
+pub(crate) fn ndcg_at(p: &Prediction, k: usize) -> f64 {
+    rank_of(&p.target, &p.ranked)
+        .0
+        .filter(|&r| r < k)
+        .map_or(0.0, |r| 1.0 / ((r + 2) as f64).log2())
+}
+
 /// Per-sample HR@K and NDCG@K (1/log2(rank + 2) inside the cut-off), by metric name.
 fn per_sample(p: &[&Prediction], ks: &[usize]) -> BTreeMap<String, Vec<f64>> {
     let mut m = BTreeMap::new();
@@ -61,7 +69,7 @@ fn per_sample(p: &[&Prediction], ks: &[usize]) -> BTreeMap<String, Vec<f64>> {
 
 /// Pairs the two files' samples: by `sample` index when every line has one (both files must hold the same
 /// samples), else line by line. The paired targets must agree.
-fn pair<'a>(
+pub(crate) fn pair<'a>(
     a: &'a [Prediction],
     b: &'a [Prediction],
 ) -> Result<Vec<(&'a Prediction, &'a Prediction)>, String> {

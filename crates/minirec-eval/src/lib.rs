@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod movement;
 pub mod predictions;
 pub mod subset;
+pub mod targets;
 
 pub use compare::{
     bootstrap_interval, intervals_json, intervals_table, mean_intervals, paired_bootstrap,
@@ -14,3 +15,4 @@ pub use metrics::{parse_ks, MetricsReport, RankingMetrics};
 pub use movement::{movement, CutoffMovement, Movement};
 pub use predictions::{read_predictions, score_predictions_file, Prediction};
 pub use subset::seeded_subset;
+pub use targets::{target_shares, TargetShare, TargetShares};

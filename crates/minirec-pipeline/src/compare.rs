@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use minirec_eval::{paired_bootstrap, read_predictions, Comparison};
+use minirec_eval::{paired_bootstrap, read_predictions, target_shares, Comparison, TargetShares};
 
 /// Pairs two predictions files and bootstraps each metric's difference (B − A).
 pub fn compare_files(
@@ -15,6 +15,13 @@ pub fn compare_files(
 ) -> Result<Comparison> {
     let (va, vb) = (read_predictions(a)?, read_predictions(b)?);
     paired_bootstrap(&va, &vb, ks, resamples, seed)
+        .map_err(|m| anyhow::anyhow!("{} vs {}: {m}", a.display(), b.display()))
+}
+
+/// The `top` targets of two predictions files that carry B − A at NDCG@`k` the most.
+pub fn target_shares_of_files(a: &Path, b: &Path, k: usize, top: usize) -> Result<TargetShares> {
+    let (va, vb) = (read_predictions(a)?, read_predictions(b)?);
+    target_shares(&va, &vb, k, top)
         .map_err(|m| anyhow::anyhow!("{} vs {}: {m}", a.display(), b.display()))
 }
 
