@@ -165,6 +165,13 @@ case "$what" in
     ;;
   seed-rows)
     bash "$HERE/tables_session.sh" seed-sft "$FROM" "$RUN" > /dev/null
+    # Rows trained with another seed are not this file's rows: only the SFT (the shared start) is taken.
+    file_seed=$(sed -n 's/^seed *= *\([0-9]*\).*/\1/p' "$ROOT/$FILE" | head -1); file_seed=${file_seed:-42}
+    from_seed=$(jq -r '.seed // 42' "$FROM/experiment.json" 2>/dev/null || echo 42)
+    if [ "$file_seed" != "$from_seed" ]; then
+      echo "seeded the SFT only: $FROM ran seed $from_seed, $FILE has seed $file_seed"
+      exit 0
+    fi
     for f in "$FROM"/eval/*.json; do
       row=$(basename "$f" .json)
       case "$row" in sft|sft.whole|*.whole|baseline-*) continue ;; esac
