@@ -164,14 +164,7 @@ impl Movement {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pred(target: &str, ranked: &[&str]) -> Prediction {
-        Prediction {
-            target: target.into(),
-            ranked: ranked.iter().map(|s| s.to_string()).collect(),
-            sample: None,
-        }
-    }
+    use crate::predictions::pred;
 
     #[test]
     fn hand_counted_movement() {

@@ -52,6 +52,16 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>> {
     Ok(out)
 }
 
+/// A prediction without a sample index, for tests.
+#[cfg(test)]
+pub(crate) fn pred(target: &str, ranked: &[&str]) -> Prediction {
+    Prediction {
+        target: target.into(),
+        ranked: ranked.iter().map(|s| s.to_string()).collect(),
+        sample: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

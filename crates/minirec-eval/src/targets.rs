@@ -115,14 +115,7 @@ impl TargetShares {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pred(target: &str, ranked: &[&str]) -> Prediction {
-        Prediction {
-            target: target.into(),
-            ranked: ranked.iter().map(|s| s.to_string()).collect(),
-            sample: None,
-        }
-    }
+    use crate::predictions::pred;
 
     /// By hand: x's two samples gain 1 − 1/log2(3) and 1 (B puts x first), y's one loses 1 (B drops it),
     /// z's is unchanged; n = 4.

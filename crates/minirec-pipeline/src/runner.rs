@@ -708,25 +708,13 @@ fn drop_checkpoints(e: &Experiment, run: &Path, stage: &str) -> Result<()> {
     if e.keep_checkpoints || exported(run).is_none() || !dir.is_dir() {
         return Ok(());
     }
-    let bytes = dir_bytes(&dir);
+    let bytes = minirec_train::disk::dir_bytes(&dir);
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     println!(
         "{stage}: removed its checkpoints ({:.2} GB; the model is exported; `keep_checkpoints = true` keeps them)",
         bytes as f64 / 1e9
     );
     Ok(())
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-        })
-        .sum()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -874,6 +862,6 @@ mod tests {
         drop_checkpoints(&e, &run, "rl row").unwrap();
         assert!(!run.join("checkpoints").exists());
         assert!(run.join("model/config.json").is_file());
-        assert_eq!(dir_bytes(&run), 4);
+        assert_eq!(minirec_train::disk::dir_bytes(&run), 4);
     }
 }

@@ -85,7 +85,8 @@ pub fn free_bytes(_dir: &Path) -> Option<u64> {
     None
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+/// Bytes of every file below `dir` (0 when it is missing).
+pub fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
