@@ -1144,7 +1144,8 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         assert!(report.contains(&row), "{row} missing from\n{report}");
     }
     assert!(
-        report.contains("## Differences with 95% intervals"),
+        report.contains("## Differences with 95% intervals")
+            && report.contains("largest item share of ΔNDCG@10"),
         "{report}"
     );
     for row in [

@@ -204,13 +204,15 @@ fn significance_section(
                     format!("{:+.4} [{:+.4}, {:+.4}]{mark}", d.diff, d.low, d.high)
                 })
         };
+        let top = crate::compare::target_shares_of_files(&file(a), &file(b), 10, 1)?;
         writeln!(
             rows,
-            "| {b} | {a} | {} | {} | {} | {} |",
+            "| {b} | {a} | {} | {} | {} | {} | {} |",
             c.n,
             cell("ndcg@10"),
             cell("hr@10"),
-            cell("hr@20")
+            cell("hr@20"),
+            largest_share(&top)
         )?;
     }
     if rows.is_empty() {
@@ -219,10 +221,32 @@ fn significance_section(
     Ok(format!(
         "## Differences with 95% intervals (paired bootstrap, 1,000 resamples, seed {})\n\n\
          Row minus reference on the same samples; **resolved**: the interval excludes 0. \
-         `minirec compare eval/A.predictions.jsonl eval/B.predictions.jsonl` gives every cut-off.\n\n\
-         | row | reference | samples | ΔNDCG@10 | ΔHR@10 | ΔHR@20 |\n|---|---|---|---|---|---|\n{rows}\n",
+         `minirec compare eval/A.predictions.jsonl eval/B.predictions.jsonl` gives every cut-off. The last \
+         column is the one target item whose test samples carry the most of ΔNDCG@10 (its share, its samples): RL \
+         on a few hundred prompts moves the items it rewarded, and one item can carry a whole difference \
+         (`minirec compare --by-target N` lists more).\n\n\
+         | row | reference | samples | ΔNDCG@10 | ΔHR@10 | ΔHR@20 | largest item share of ΔNDCG@10 |\n\
+         |---|---|---|---|---|---|---|\n{rows}\n",
         e.seed
     ))
+}
+
+/// "+0.0038: AcuRite 00613 Humidity Monitor with… (88 samples)".
+fn largest_share(t: &minirec_eval::TargetShares) -> String {
+    let Some(top) = t.top.first().filter(|s| s.contribution != 0.0) else {
+        return "– (no item moved it)".into();
+    };
+    let title: String = if top.target.chars().count() > 40 {
+        top.target.chars().take(40).collect::<String>() + "…"
+    } else {
+        top.target.clone()
+    };
+    format!(
+        "{:+.4}: {} ({} samples)",
+        top.contribution,
+        title.replace('|', "\\|"),
+        top.samples
+    )
 }
 
 pub(crate) fn write_report(
