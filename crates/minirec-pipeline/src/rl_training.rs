@@ -194,6 +194,7 @@ mod tests {
             tokens: 0,
             demo_reward: None,
             plain_reward: None,
+            prompt_hits: Vec::new(),
         }
     }
 

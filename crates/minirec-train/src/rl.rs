@@ -219,6 +219,11 @@ pub struct StepLog {
     pub demo_reward: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain_reward: Option<f64>,
+    /// Per prompt of the step, in the order the run manifest's `trained_sample_ids` lists them: how many of its
+    /// m rollouts (before de-duplication) hit the target. Which prompts were rewarded decides which items RL
+    /// moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt_hits: Vec<u32>,
 }
 
 /// The steps of an RL log (`rl_log.jsonl`), without its validation lines.
@@ -559,6 +564,15 @@ impl Rollouts {
             .collect()
     }
 
+    /// Per prompt, its rollouts that hit the target.
+    fn hits(&self, batch: &[(usize, &RlPrompt)]) -> Vec<u32> {
+        batch
+            .iter()
+            .zip(&self.rolls)
+            .map(|((_, p), r)| r.iter().filter(|s| s.title == p.target).count() as u32)
+            .collect()
+    }
+
     /// Mean reward of the plain rollouts and of those with demonstrations (None when there are none).
     fn rewards_by_kind(&self, batch: &[(usize, &RlPrompt)]) -> (Option<f64>, Option<f64>) {
         let (mut sums, mut counts) = ([0f64; 2], [0usize; 2]);
@@ -623,6 +637,7 @@ fn one_step(
         tokens: sums.tokens,
         demo_reward: demos.and(demo_reward),
         plain_reward: demos.and(plain_reward),
+        prompt_hits: drawn.hits(batch),
     })
 }
 

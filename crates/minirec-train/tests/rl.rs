@@ -121,6 +121,15 @@ fn reward_rises_with_riser_and_with_plain_grpo() {
         );
     }
     assert!(tmp.path().join("riser/rl_mean_reward.svg").exists());
+    // Each step logs its prompts' hits among all 8 rollouts: a prompt with a hit among the kept ones has one.
+    let steps = minirec_train::rl::read_step_logs(&tmp.path().join("grpo/rl_log.jsonl")).unwrap();
+    for s in &steps {
+        assert_eq!(s.prompt_hits.len(), 4, "step {}", s.step);
+        assert!(s.prompt_hits.iter().all(|&h| h <= 8));
+        let with_hit = s.prompt_hits.iter().filter(|&&h| h > 0).count() as f64 / 4.0;
+        assert!(s.hit_rate <= with_hit, "step {}: {s:?}", s.step);
+    }
+    assert!(steps.iter().any(|s| s.prompt_hits.iter().any(|&h| h > 0)));
     let log = std::fs::read_to_string(tmp.path().join("riser/rl_log.jsonl")).unwrap();
     let hr: Vec<f64> = log
         .lines()
