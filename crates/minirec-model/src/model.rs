@@ -1050,13 +1050,30 @@ impl Decoder {
     pub fn make_all_trainable(&mut self) -> Result<Vec<(String, Var)>> {
         self.needs_f32("training")?;
         let mut vars = Vec::new();
-        let mut wrap = |name: String, t: &mut Tensor| -> Result<()> {
+        self.for_each_base_tensor(&mut |name, t| {
             let v = Var::from_tensor(t)?;
             *t = v.as_tensor().clone();
             vars.push((name, v));
             Ok(())
-        };
-        wrap("model.embed_tokens.weight".into(), &mut self.embed)?;
+        })?;
+        Ok(vars)
+    }
+
+    /// Ends training: every base tensor becomes a plain tensor again (the values stay), so that inference may
+    /// pack frozen bf16 copies of it (`pack_frozen_bf16` leaves trainable weights alone).
+    pub fn freeze(&mut self) -> Result<()> {
+        self.for_each_base_tensor(&mut |_, t| {
+            *t = t.detach();
+            Ok(())
+        })
+    }
+
+    /// Every base tensor by its HF name (adapters aside).
+    fn for_each_base_tensor(
+        &mut self,
+        f: &mut dyn FnMut(String, &mut Tensor) -> Result<()>,
+    ) -> Result<()> {
+        f("model.embed_tokens.weight".into(), &mut self.embed)?;
         for (i, blk) in self.blocks.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             for (n, l) in [
@@ -1068,36 +1085,36 @@ impl Decoder {
                 ("mlp.up_proj", &mut blk.mlp.up),
                 ("mlp.down_proj", &mut blk.mlp.down),
             ] {
-                wrap(format!("{p}.{n}.weight"), &mut l.weight)?;
+                f(format!("{p}.{n}.weight"), &mut l.weight)?;
                 if let Some(b) = l.bias.as_mut() {
-                    wrap(format!("{p}.{n}.bias"), b)?;
+                    f(format!("{p}.{n}.bias"), b)?;
                 }
             }
-            wrap(
+            f(
                 format!("{p}.input_layernorm.weight"),
                 &mut blk.input_norm.weight,
             )?;
-            wrap(
+            f(
                 format!("{p}.post_attention_layernorm.weight"),
                 &mut blk.post_attn_norm.weight,
             )?;
             if let Some(n) = blk.pre_ff_norm.as_mut() {
-                wrap(
+                f(
                     format!("{p}.pre_feedforward_layernorm.weight"),
                     &mut n.weight,
                 )?;
             }
             if let Some(n) = blk.post_ff_norm.as_mut() {
-                wrap(
+                f(
                     format!("{p}.post_feedforward_layernorm.weight"),
                     &mut n.weight,
                 )?;
             }
         }
-        wrap("model.norm.weight".into(), &mut self.norm.weight)?;
+        f("model.norm.weight".into(), &mut self.norm.weight)?;
         if let Some(h) = self.lm_head.as_mut() {
-            wrap("lm_head.weight".into(), &mut h.weight)?;
+            f("lm_head.weight".into(), &mut h.weight)?;
         }
-        Ok(vars)
+        Ok(())
     }
 }

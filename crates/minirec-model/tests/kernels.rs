@@ -662,6 +662,14 @@ fn bf16_frozen_weights_serve_inference_only() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-5, "a stale bf16 copy was used ({worst})");
+    // Trainable weights are left alone by packing; frozen again (a proxy after its RL steps), they pack and
+    // the pass runs on the bf16 copies, with the same values as the first time.
+    bf16::set_wanted(true);
+    assert_eq!(model.pack_frozen_bf16().unwrap(), 0, "trainable weights");
+    model.freeze().unwrap();
+    assert_eq!(model.pack_frozen_bf16().unwrap(), bytes, "frozen again");
+    bf16::set_wanted(false);
+    assert_eq!(logits(&model), bf_logits);
 }
 
 /// LoRA's frozen base on the bf16 kernel in a training pass: the forward product and the input gradient
