@@ -365,6 +365,14 @@ impl Decoder {
         self.mixed_bf16
     }
 
+    /// Whether `pack_frozen_bf16` gave the frozen weights bf16 copies: passes outside any autograd graph
+    /// multiply them in bf16, so their values differ from an f32 pass's in the last digits.
+    pub fn holds_bf16(&self) -> bool {
+        self.head_bf16.is_some()
+            || self.lm_head.as_ref().is_some_and(|h| h.bf16.is_some())
+            || self.blocks.iter().any(|b| b.attn.q.bf16.is_some())
+    }
+
     /// Whether `drop_frozen_f32` freed the f32 linear weights (the model runs inference only).
     pub fn f32_dropped(&self) -> bool {
         self.f32_dropped

@@ -105,6 +105,25 @@ fn content_digest(path: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<String> {
     Ok(format!("{:x}", h.finalize()))
 }
 
+/// The scoring model. Its pass is inference (closed-form gradients, no autograd), so with `[select]
+/// bf16_weights` its frozen weights get bf16 copies; the f32 ones stay, since the closed forms multiply by the
+/// f32 output layer. Its scores are then cached apart from f32 ones (`ScoreCache::for_scorer`).
+fn load_scorer(
+    path: &Path,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<minirec_model::load::LoadedModel> {
+    let mut l = crate::model::load_llm(path, "scoring model", device, dtype)?;
+    let packed = l.model.pack_frozen_bf16()?;
+    if packed > 0 {
+        tracing::info!(
+            "scoring model: forward passes with bf16 weights ({:.0} MB); its scores are cached apart from f32 ones",
+            packed as f64 / 1e6
+        );
+    }
+    Ok(l)
+}
+
 /// Runs one selection and writes the subset, the scores and a manifest; returns a one-line summary.
 pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Result<String> {
     let opts = &a.options;
@@ -124,7 +143,7 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
     }
     let needs_model = pipeline::needs_llm_scores(a.method);
     let loaded = match (&a.model, needs_model) {
-        (Some(p), true) => Some(crate::model::load_llm(p, "scoring model", &device, dtype)?),
+        (Some(p), true) => Some(load_scorer(p, &device, dtype)?),
         (None, true) => anyhow::bail!("--method {} needs --model", a.method),
         _ => None,
     };

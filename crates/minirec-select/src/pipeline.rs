@@ -112,6 +112,20 @@ impl ScoreCache {
         self.dir.as_ref().map(|d| d.join(what))
     }
 
+    /// The cache for what the scoring model computes. A scorer holding bf16 copies of its weights
+    /// (`[select] bf16_weights`) gets its own scores, under the key plus " scoring=bf16": bf16 hidden states
+    /// differ from f32 ones in their last digits, and a selection should not mix the two.
+    pub fn for_scorer(&self, scorer: Option<&Decoder>) -> ScoreCache {
+        let bf16 = scorer.is_some_and(Decoder::holds_bf16);
+        ScoreCache {
+            dir: self.dir.clone(),
+            key: match bf16 {
+                true => format!("{} scoring=bf16", self.key),
+                false => self.key.clone(),
+            },
+        }
+    }
+
     /// Whether `what` was made for this cache's key.
     pub fn key_ok(&self, what: &str) -> bool {
         self.path(&format!("{what}.key"))
@@ -427,6 +441,7 @@ pub fn select(
         let want_param = method == Method::Minirec
             && opts.minirec.representativeness
             && opts.space == Space::Param;
+        let cache = cache.for_scorer(models.scorer);
         let cached = cache
             .load_scores()?
             .filter(|s| s.hidden.rows == n && (!want_param || s.param_hvp.is_some()));
@@ -448,8 +463,9 @@ pub fn select(
                 };
                 // A run stopped during this pass (≈ half an hour for SmolLM2-135M on 2 cores) continues from
                 // the scores it saved.
+                // "shortest first": parts saved before the pass ran in length order are in data order.
                 let key = format!(
-                    "{} batch={} proj={:?}",
+                    "{} batch={} proj={:?} shortest first",
                     cache.key,
                     opts.score_batch,
                     proj.as_ref().map(|_| (opts.proj_k1, opts.proj_k2, seed))
@@ -679,6 +695,7 @@ fn valid_embeddings(
     batch: usize,
     progress: bool,
 ) -> Result<(Matrix, bool)> {
+    let cache = cache.for_scorer(models.scorer);
     if let Some(m) = cache
         .load_matrix("valid_hidden")?
         .filter(|m| m.rows == ds.valid.len())

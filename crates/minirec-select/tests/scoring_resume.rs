@@ -130,3 +130,26 @@ fn the_cache_keeps_a_part_under_its_key_until_removed() {
     assert!(cache.load_scores_partial("k1").unwrap().is_none());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn scores_come_back_in_the_samples_order_whatever_their_lengths() {
+    // The pass runs the samples shortest first; each row must still be its own sample's.
+    let (m, ex) = (model(), examples());
+    let batched = llm_scores(&m, &ex, 4, None, false).unwrap();
+    for (i, e) in ex.iter().enumerate() {
+        let alone = llm_scores(&m, std::slice::from_ref(e), 1, None, false).unwrap();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+        assert!(
+            close(alone.hidden.row(0), batched.hidden.row(i)),
+            "sample {i}: hidden state"
+        );
+        assert!(
+            close(alone.hvp.row(0), batched.hvp.row(i)),
+            "sample {i}: HVP"
+        );
+        assert!(
+            (alone.nll[0] - batched.nll[i]).abs() < 1e-4,
+            "sample {i}: NLL"
+        );
+    }
+}

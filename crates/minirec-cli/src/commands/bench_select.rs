@@ -48,7 +48,9 @@ pub fn run(a: SelectBenchArgs) -> Result<()> {
     let device = pick_device(a.cpu)?;
     let tok = minirec_train::sft::catalog_tokenizer(&ds)?;
     let cfg = preset_config(&a.arch, tok.vocab_size())?;
-    let model = random_model(cfg, default_dtype(&device), &device, 1)?;
+    let mut model = random_model(cfg, default_dtype(&device), &device, 1)?;
+    // With --bf16-weights the rollouts and the scoring pass multiply bf16 copies, as a selection's do.
+    model.pack_frozen_bf16()?;
     println!(
         "bench select: {n} training samples, {} ({} parameters), {device:?}",
         a.arch,
