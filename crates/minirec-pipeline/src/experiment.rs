@@ -139,7 +139,8 @@ pub struct SelectSection {
     pub proxy_rl_lr: f64,
     /// GORACS's λ, swap budget and candidates per side (`[select.goracs]`).
     pub goracs: minirec_select::goracs::GoracsConfig,
-    /// The proxy's rollouts on bf16 weights (AVX512_BF16 / AMX; as `--bf16-weights`); scoring stays f32.
+    /// The selection's scoring pass and the proxy's rollouts on bf16 weights (AVX512_BF16 / AMX; as
+    /// `--bf16-weights`); bf16 scores are cached apart from f32 ones.
     pub bf16_weights: bool,
 }
 
