@@ -1223,6 +1223,38 @@ fn run_executes_every_stage_then_skips_finished_ones() {
     assert!(line.contains("10 of"), "{line}");
     let text = std::fs::read_to_string(sel.join("m.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 10);
+    // Without learnability the curriculum still needs the proxy's rewards: said before the proxy runs.
+    let no_l = |extra: &[&str]| {
+        let (out, cache) = (sel.join("no-l.jsonl"), sel.join("no-l-cache"));
+        // A fresh cache each time: with the rewards cached no proxy runs and nothing is said.
+        let _ = std::fs::remove_dir_all(&cache);
+        let mut args = vec![
+            "select",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--method",
+            "minirec",
+            "--size",
+            "10",
+            "--out",
+            out.to_str().unwrap(),
+            "--proxy",
+            model.to_str().unwrap(),
+            "--rollouts",
+            "2",
+            "--no-learnability",
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = minirec(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stderr).unwrap()
+    };
+    assert!(no_l(&[]).contains("add --no-curriculum"));
+    assert!(!no_l(&["--no-curriculum"]).contains("--no-curriculum"));
     let surrogate = exp.join("baselines/sasrec");
     let d = ok(&[
         "select",

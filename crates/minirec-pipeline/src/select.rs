@@ -169,6 +169,13 @@ pub fn select_into(a: &SelectJob, ds: &PreparedDataset, progress: bool) -> Resul
             .load_vec("rewards")?
             .is_none_or(|v| v.len() != ds.train.len())
     {
+        if !opts.minirec.learnability {
+            // Said up front: a user who drops L to save time would otherwise wait for a proxy they did not expect.
+            tracing::warn!(
+                "learnability is off, but the curriculum orders the picks by the proxy's rewards: the proxy runs \
+                 anyway (trained unless --proxy gives one, then sampled; add --no-curriculum to skip it)"
+            );
+        }
         let idx = ItemIndex::build(tok, &titles, |t| ds.prompt.response(t))?;
         let t = std::time::Instant::now();
         let mut p = match &a.proxy {
