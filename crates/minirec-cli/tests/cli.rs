@@ -16,6 +16,27 @@ fn fails(args: &[&str]) -> String {
     lines[0].to_string()
 }
 
+/// `select` with MiniRec on 10 samples, the model as its own proxy, 2 rollouts each.
+fn minirec_select<'a>(data: &'a str, model: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "select",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--method",
+        "minirec",
+        "--size",
+        "10",
+        "--out",
+        out,
+        "--proxy",
+        model,
+        "--rollouts",
+        "2",
+    ]
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -1199,27 +1220,11 @@ fn run_executes_every_stage_then_skips_finished_ones() {
     // `select` on its own: MiniRec with a given proxy, the param-space variant, and every baseline.
     let model = exp.join("sft/model");
     let sel = tmp.path().join("sel");
-    let line = ok(&[
-        "select",
-        "--data",
-        data.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--method",
-        "minirec",
-        "--size",
-        "10",
-        "--out",
-        sel.join("m.jsonl").to_str().unwrap(),
-        "--proxy",
-        model.to_str().unwrap(),
-        "--rollouts",
-        "2",
-        "--space",
-        "param",
-        "--lambda",
-        "0.5",
-    ]);
+    let (data_s, model_s) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let m_out = sel.join("m.jsonl");
+    let mut args = minirec_select(data_s, model_s, m_out.to_str().unwrap());
+    args.extend(["--space", "param", "--lambda", "0.5"]);
+    let line = ok(&args);
     assert!(line.contains("10 of"), "{line}");
     let text = std::fs::read_to_string(sel.join("m.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 10);
@@ -1228,26 +1233,8 @@ fn run_executes_every_stage_then_skips_finished_ones() {
         let (out, cache) = (sel.join("no-l.jsonl"), sel.join("no-l-cache"));
         // A fresh cache each time: with the rewards cached no proxy runs and nothing is said.
         let _ = std::fs::remove_dir_all(&cache);
-        let mut args = vec![
-            "select",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--method",
-            "minirec",
-            "--size",
-            "10",
-            "--out",
-            out.to_str().unwrap(),
-            "--proxy",
-            model.to_str().unwrap(),
-            "--rollouts",
-            "2",
-            "--no-learnability",
-            "--cache",
-            cache.to_str().unwrap(),
-        ];
+        let mut args = minirec_select(data_s, model_s, out.to_str().unwrap());
+        args.extend(["--no-learnability", "--cache", cache.to_str().unwrap()]);
         args.extend_from_slice(extra);
         let o = minirec(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
