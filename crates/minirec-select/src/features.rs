@@ -109,7 +109,7 @@ pub fn llm_scores_resumable(
         }
     }
     pb.finish_and_clear();
-    in_order(out, &order)
+    Ok(in_order(out, &order))
 }
 
 /// Example indices by total length (prompt + title), shortest first; ties keep the examples' order.
@@ -120,28 +120,20 @@ fn length_order(examples: &[Example]) -> Vec<usize> {
 }
 
 /// Scores computed in `order` (row j belongs to example `order[j]`) put back in the examples' order.
-fn in_order(s: LlmScores, order: &[usize]) -> Result<LlmScores> {
-    let rows = |m: Matrix| {
-        let mut data = vec![0f32; m.data.len()];
-        for (j, &i) in order.iter().enumerate() {
-            data[i * m.dim..(i + 1) * m.dim].copy_from_slice(&m.data[j * m.dim..(j + 1) * m.dim]);
-        }
-        Matrix::new(m.rows, m.dim, data)
-    };
-    let vals = |v: Vec<f32>| {
-        let mut out = vec![0f32; v.len()];
-        order.iter().zip(v).for_each(|(&i, x)| out[i] = x);
-        out
-    };
-    Ok(LlmScores {
-        hidden: rows(s.hidden)?,
-        grad: rows(s.grad)?,
-        hvp: rows(s.hvp)?,
-        param_hvp: s.param_hvp.map(rows).transpose()?,
+fn in_order(s: LlmScores, order: &[usize]) -> LlmScores {
+    // pos[i]: where example i's row sits in the pass's order.
+    let mut pos = vec![0; order.len()];
+    order.iter().enumerate().for_each(|(j, &i)| pos[i] = j);
+    let vals = |v: Vec<f32>| pos.iter().map(|&j| v[j]).collect();
+    LlmScores {
+        hidden: s.hidden.select_rows(&pos),
+        grad: s.grad.select_rows(&pos),
+        hvp: s.hvp.select_rows(&pos),
+        param_hvp: s.param_hvp.map(|m| m.select_rows(&pos)),
         nll: vals(s.nll),
         el2n: vals(s.el2n),
         grand: vals(s.grand),
-    })
+    }
 }
 
 fn append(out: &mut LlmScores, s: LlmScores) {
